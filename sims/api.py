@@ -1,0 +1,301 @@
+"""Public simulation API on quadratics: :func:`simulate` (one recorded run) and :func:`simulate_batch`.
+
+L(x) = 1/2 x^T H x with H diagonal (given as its spectrum h) or dense symmetric.  Optimizer names and
+hyperparameters are those of :mod:`aeos_theory` (validated by :func:`aeos_theory.hyperparams.validate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from aeos_theory.hyperparams import validate
+from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
+
+#: A coordinate with |x_j| above this (or NaN) marks the run as diverged (1e100 times any sane start).
+DEFAULT_BLOWUP = 1e100
+
+
+@dataclass
+class SimulationResult:
+    """A recorded run.  Arrays have one entry per record (t = 0, k, 2k, ... up to divergence).
+
+    ``loss`` = L(x_t); ``sharpness`` S = lambda_max(H) (constant on a quadratic);
+    ``preconditioned_sharpness`` S_P = lambda_max(P^-1/2 H P^-1/2) with the P of step t (NaN at t = 0
+    for adaptive methods; equal to S for gd / heavy_ball / nesterov); units of all three: 1/x^2
+    (curvature) and loss units.  ``diverged_at`` is the step whose update left [-blowup, blowup] or
+    None (records stop before it); ``x`` is the final iterate (for a diverged run, the iterate of its
+    divergence step); ``trajectory`` holds the recorded iterates when ``record_x`` was set.
+    """
+
+    optimizer: str
+    hyper: dict
+    step: np.ndarray
+    loss: np.ndarray
+    sharpness: np.ndarray
+    preconditioned_sharpness: np.ndarray
+    diverged: bool
+    diverged_at: Optional[int]
+    x: np.ndarray
+    trajectory: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def eta_sp(self) -> np.ndarray:
+        """The normalised level eta * S_P (compare with 2 for GD, 38 for Adam at beta1 = 0.9)."""
+        return self.hyper["eta"] * self.preconditioned_sharpness
+
+
+@dataclass
+class BatchResult:
+    """Final state of B independent runs: ``x`` (B, d), ``loss`` (B,), ``diverged_at`` (B,) int, -1 = never.
+
+    A diverged run keeps the iterate of its divergence step (loss possibly inf / NaN).
+    """
+
+    x: np.ndarray
+    loss: np.ndarray
+    diverged_at: np.ndarray
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return self.diverged_at >= 0
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _as_float_array(name: str, value: object) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64, order="C")
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.ndarray]:
+    if "eta" in hyper:
+        raise ValueError("eta is passed positionally, not as a keyword hyperparameter")
+    if np.ndim(eta) != 0:  # an array of etas: validate the rest with the largest (strictest for eta * wd < 1)
+        etas = _as_float_array("eta", eta)
+        eta = float(np.max(etas)) if etas.size and np.all(etas > 0) else -1.0
+    values = validate(optimizer, {"eta": eta, **hyper})
+    return CODES[optimizer], values, pack_hyper(values)
+
+
+def _check_blowup(blowup: float) -> float:
+    blowup = float(blowup)
+    if not (np.isfinite(blowup) and blowup > 0):
+        raise ValueError(f"blowup must satisfy 0 < blowup < inf, got {blowup!r}")
+    return blowup
+
+
+def simulate(
+    optimizer: str,
+    H: np.ndarray,
+    x0: np.ndarray,
+    eta: float,
+    steps: int,
+    record_every: int = 1,
+    *,
+    preconditioner: Optional[np.ndarray] = None,
+    record_x: bool = False,
+    blowup: float = DEFAULT_BLOWUP,
+    **hyper: float,
+) -> SimulationResult:
+    """Run ``optimizer`` (torch.optim semantics) on L(x) = 1/2 x^T H x for ``steps`` steps.
+
+    ``H``: 1-D spectrum (diagonal quadratic) or 2-D symmetric matrix.  ``preconditioner``: a frozen
+    diagonal P (positive, shape (d,)); the run then uses the frozen-mode recurrence of
+    :mod:`sims.updates`.  Records every ``record_every`` steps (see :class:`SimulationResult`).  A run
+    that overflows stops and is reported as diverged, it never raises.
+    """
+    from sims.kernels import run_single
+
+    code, values, hp = _prepare(optimizer, eta, hyper)
+    eta_f = values["eta"]
+    steps = _check_int("steps", steps, 0)
+    record_every = _check_int("record_every", record_every, 1)
+    blowup = _check_blowup(blowup)
+    Hm = _as_float_array("H", H)
+    x = _as_float_array("x0", x0)
+    if Hm.ndim not in (1, 2):
+        raise ValueError(f"H must be a 1-D spectrum or a 2-D symmetric matrix, got {Hm.ndim} dimensions")
+    d = Hm.shape[0]
+    if d == 0:
+        raise ValueError("H must have at least one coordinate")
+    if Hm.ndim == 2:
+        if Hm.shape != (d, d):
+            raise ValueError(f"H must be square, got shape {Hm.shape}")
+        scale = max(float(np.max(np.abs(Hm))), 1e-300)
+        if np.max(np.abs(Hm - Hm.T)) > 1e-12 * scale:
+            raise ValueError("H must be symmetric (|H - H^T| <= 1e-12 max|H|)")
+        sharp = float(np.linalg.eigvalsh(Hm)[-1])
+    else:
+        sharp = float(np.max(Hm))
+    if x.shape != (d,):
+        raise ValueError(f"x0 must have shape ({d},) to match H, got {x.shape}")
+    p = _frozen_p(preconditioner, (d,))
+    n_rec = steps // record_every + 1
+    rec_step = np.zeros(n_rec, dtype=np.int64)
+    rec_loss = np.zeros(n_rec)
+    rec_sp = np.zeros(n_rec)
+    rec_x = np.zeros((n_rec if record_x else 0, d))
+    x = x.reshape(1, d)
+    m = np.zeros((1, d))
+    v = np.zeros((1, d))
+    n, div = run_single(code, p is not None, Hm if Hm.ndim == 2 else Hm.reshape(1, d), Hm.ndim == 2,
+                        x, m, v, p.reshape(1, d) if p is not None else np.ones((1, d)), eta_f, hp, steps,
+                        record_every, blowup, rec_step, rec_loss, rec_sp, rec_x)
+    x = x[0]
+    sp = rec_sp[:n]
+    return SimulationResult(
+        optimizer=optimizer, hyper=values, step=rec_step[:n], loss=rec_loss[:n],
+        sharpness=np.full(n, sharp), preconditioned_sharpness=sp, diverged=div >= 0,
+        diverged_at=int(div) if div >= 0 else None, x=x, trajectory=rec_x[:n] if record_x else None,
+    )
+
+
+def _frozen_p(preconditioner: object, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+    if preconditioner is None:
+        return None
+    p = _as_float_array("preconditioner", preconditioner)
+    try:
+        p = np.array(np.broadcast_to(p, shape), dtype=np.float64, order="C")  # writable: one kernel type
+    except ValueError:
+        raise ValueError(f"preconditioner must broadcast to shape {shape}, got {p.shape}") from None
+    if not np.all(p > 0):
+        raise ValueError("preconditioner must be positive (0 < P < inf)")
+    return p
+
+
+def simulate_batch(
+    optimizer: str,
+    h: np.ndarray,
+    x0: np.ndarray,
+    eta: float | np.ndarray,
+    steps: int,
+    *,
+    preconditioner: Optional[np.ndarray] = None,
+    blowup: float = DEFAULT_BLOWUP,
+    **hyper: float,
+) -> BatchResult:
+    """B independent diagonal quadratics L_b = 1/2 sum_j h[b, j] x[b, j]^2 at once (the hot path).
+
+    ``h``, ``x0``: shape (B, d); ``eta``: scalar or shape (B,); ``preconditioner``: frozen P
+    broadcastable to (B, d).  Parallel across runs (numba prange); when B is smaller than the number
+    of threads, each run's coordinates are split into independent pieces (exact: the coordinates of a
+    diagonal quadratic only share the step counter).
+    """
+    code, values, hp = _prepare(optimizer, eta, hyper)
+    steps = _check_int("steps", steps, 0)
+    blowup = _check_blowup(blowup)
+    h = _as_float_array("h", h)
+    x = _as_float_array("x0", x0)
+    if h.ndim != 2 or h.shape[0] == 0 or h.shape[1] == 0:
+        raise ValueError(f"h must have shape (B, d) with B, d >= 1, got {h.shape}")
+    if x.shape != h.shape:
+        raise ValueError(f"x0 must have the shape of h {h.shape}, got {x.shape}")
+    n_runs, d = h.shape
+    etas = _as_float_array("eta", eta)
+    if etas.ndim == 0:
+        etas = np.full(n_runs, float(etas))
+    if etas.shape != (n_runs,):
+        raise ValueError(f"eta must be a scalar or have shape ({n_runs},), got {etas.shape}")
+    if not np.all(etas > 0):
+        raise ValueError("eta must satisfy 0 < eta < inf")
+    wd = values.get("weight_decay", 0.0)
+    if np.any(etas * wd >= 1.0):
+        raise ValueError(f"weight_decay must satisfy 0 <= weight_decay < 1/eta for every eta, got {wd!r}")
+    p = _frozen_p(preconditioner, (n_runs, d))
+    from numba import get_num_threads
+
+    threads = get_num_threads()
+    # Split few, long runs into pieces so that every thread has work.
+    pieces = threads if (n_runs < threads and d >= 256 * threads) else 1
+    if d <= 64 and n_runs >= 32 and np.all(etas == etas[0]):
+        x_final, div = _run_transposed(code, hp, h, x, float(etas[0]), steps, p, blowup, threads)
+        for r in np.flatnonzero(div >= 0):  # rerun a diverged run to its divergence step for its iterate
+            xr, _ = _run_batch(code, hp, h[r:r + 1], x[r:r + 1], etas[r:r + 1], int(div[r]),
+                               None if p is None else p[r:r + 1], blowup, 1, threads)
+            x_final[r] = xr[0]
+        pieces = 1
+    else:
+        x_final, div = _run_batch(code, hp, h, x, etas, steps, p, blowup, pieces, threads)
+    if pieces > 1:
+        for r in np.flatnonzero(div >= 0):  # rerun a diverged run, unsplit, to its divergence step
+            xr, _ = _run_batch(code, hp, h[r:r + 1], x[r:r + 1], etas[r:r + 1], int(div[r]),
+                               None if p is None else p[r:r + 1], blowup, 1, threads)
+            x_final[r] = xr[0]
+    with np.errstate(all="ignore"):
+        loss = 0.5 * np.einsum("bj,bj,bj->b", h, x_final, x_final)
+    return BatchResult(x=x_final, loss=loss, diverged_at=div)
+
+
+def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
+    """Enter :func:`sims.kernels.batch_diagonal`; returns (final x (B, d), divergence steps (B,))."""
+    from sims.kernels import batch_diagonal, batch_diagonal_serial
+
+    n_runs, d = h.shape
+    frozen = p is not None
+    hw, xw = _split(h, pieces), _split(x0, pieces)
+    if xw is x0:
+        xw = x0.copy()  # the kernel updates its x in place; never the caller's array
+    pw = _split(p, pieces) if frozen else np.ones((hw.shape[0], 1))
+    ew = np.repeat(etas, pieces)
+    rows, width = hw.shape
+    cap = max(1, 4096 // width)  # runs per item so that an item's state (~4 x 4096 doubles) stays in L2
+    n_items = min(rows, threads * -(-rows // (threads * cap)))
+    runs_per_item = -(-rows // n_items)
+    m = np.zeros_like(xw)
+    v = np.zeros_like(xw) if code in ADAPTIVE_CODES and not frozen else np.zeros((rows, 1))
+    div = np.full(rows, -1, dtype=np.int64)
+    if n_items == 1:
+        batch_diagonal_serial(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, div)
+    else:
+        batch_diagonal(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, runs_per_item, div)
+    if pieces == 1:
+        return xw, div
+    div2 = div.reshape(n_runs, pieces)
+    first = np.where(div2 >= 0, div2, np.iinfo(np.int64).max).min(axis=1)
+    return xw.reshape(n_runs, -1)[:, :d].copy(), np.where(first == np.iinfo(np.int64).max, -1, first)
+
+
+def _run_transposed(code, hp, h, x0, eta, steps, p, blowup, threads):
+    """Enter :func:`sims.kernels.batch_diagonal_transposed` (small d, one eta); same returns as _run_batch."""
+    from sims.kernels import batch_diagonal_transposed
+
+    n_runs, d = h.shape
+    n_items = threads * max(1, -(-n_runs // (threads * 1024)))  # <= 1024 runs per item: state in L2
+    width = -(-n_runs // n_items)
+    total = n_items * width
+
+    def layout(a):  # (B, d) -> (items, d, width), padding with copies of the last run
+        a = np.concatenate([a, np.repeat(a[-1:], total - n_runs, axis=0)]) if total > n_runs else a
+        return np.ascontiguousarray(a.reshape(n_items, width, d).transpose(0, 2, 1))
+
+    hT, xT = layout(h), layout(x0)
+    frozen = p is not None
+    pT = layout(p) if frozen else np.ones((n_items, 1, 1))
+    mT = np.zeros_like(xT)
+    vT = np.zeros_like(xT) if code in ADAPTIVE_CODES and not frozen else np.zeros((n_items, 1, 1))
+    div = np.full((n_items, width), -1, dtype=np.int64)
+    batch_diagonal_transposed(code, frozen, hT, xT, mT, vT, pT, eta, hp, steps, blowup, div)
+    x_final = xT.transpose(0, 2, 1).reshape(total, d)[:n_runs].copy()
+    return x_final, div.reshape(total)[:n_runs].copy()
+
+
+def _split(a: np.ndarray, pieces: int) -> np.ndarray:
+    """(B, d) -> (B * pieces, ceil(d / pieces)), padding by repeating each run's last coordinate."""
+    if pieces == 1:
+        return a
+    n_runs, d = a.shape
+    width = -(-d // pieces)
+    padded = np.concatenate([a, np.repeat(a[:, -1:], width * pieces - d, axis=1)], axis=1)
+    return np.ascontiguousarray(padded.reshape(n_runs * pieces, width))

@@ -1,0 +1,279 @@
+"""One step of every optimizer, written once, for numba.
+
+The math is exactly ``torch.optim``'s single-tensor update (same operations in the same order, so a
+float64 run agrees with torch to rounding).  With g the loss gradient and x the iterate:
+
+* ``gd``          x <- x - eta G,                                    G = g + weight_decay x
+* ``heavy_ball``  b <- beta b + (1 - dampening) G  (b_1 = G);  x <- x - eta b / P
+* ``nesterov``    b <- beta b + G  (b_1 = G);                  x <- x - eta (G + beta b) / P
+* ``adam``        m <- lerp(m, G, 1 - beta1);  v <- beta2 v + (1 - beta2) G^2;
+                  P = sqrt(v) / sqrt(1 - beta2^t) + eps;  x <- x - eta / (1 - beta1^t) m / P
+* ``adamw``       as adam with g instead of G, after x <- (1 - eta weight_decay) x
+* ``rmsprop``     v <- beta2 v + (1 - beta2) G^2;  P = sqrt(v) + eps;  b <- beta b + G / P;  x <- x - eta b
+* ``nadam``       mu_t = beta1 (1 - 0.5 * 0.96^(0.004 t)),  Pi_t = prod_{s <= t} mu_s;
+                  m, v as adam;  P = sqrt(v / (1 - beta2^t)) + eps;
+                  x <- x - eta (1 - mu_t)/(1 - Pi_t) G / P - eta mu_{t+1}/(1 - Pi_t mu_{t+1}) m / P
+
+**Frozen mode** (P given, every optimizer): the time-invariant linear map of
+:mod:`aeos_theory.optimizers` with that P, i.e. the recurrence whose stability the theory computes.
+v is not updated, Adam's bias correction of m is dropped (it only rescales eta by 1/(1 - beta1^t) -> 1)
+and NAdam's schedule is settled (mu_t = beta1, Pi_t = 0).  For gd / heavy_ball / nesterov frozen P
+divides the step (preconditioned SGD); with P = 1 it is plain torch SGD.
+
+torch details kept: SGD's buffer starts as b_1 = G (no dampening on the first step) and with beta = 0
+SGD ignores dampening; ``lerp`` switches formula at weight 0.5; ``addcdiv`` is x + (value t1) / t2.
+
+The drivers in :mod:`sims.kernels` call :func:`time_scalars` once per step (the parts that depend only
+on t), :func:`run_scalars` once per run and step, and :func:`apply_update` over the coordinates.  The
+branch on the optimizer sits outside each coordinate loop, so every loop vectorizes; all functions use
+numba's ``error_model="numpy"`` (x / 0 -> inf, no Python exception check, which would block SIMD).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: Integer codes used inside the kernels (the public API uses the names).
+GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM = 0, 1, 2, 3, 4, 5, 6
+CODES = {"gd": GD, "heavy_ball": HEAVY_BALL, "nesterov": NESTEROV, "adam": ADAM, "adamw": ADAMW,
+         "rmsprop": RMSPROP, "nadam": NADAM}
+ADAPTIVE_CODES = (ADAM, ADAMW, RMSPROP, NADAM)
+
+#: Layout of the hyperparameter vector ``hp`` passed to the kernels (eta travels separately).
+HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay")
+BETA, BETA1, BETA2, EPS, DAMPENING, WEIGHT_DECAY = range(6)
+
+#: torch.optim.NAdam's default momentum_decay (psi in Dozat's schedule mu_t = beta1 (1 - 0.5 0.96^(psi t))).
+NADAM_MOMENTUM_DECAY = 4e-3
+
+
+#: hp[SAT1], hp[SAT2]: the step t from which beta1^t, beta2^t <= 2^-60, so 1 - beta^t == 1.0 exactly in
+#: float64 and the bias-correction pow can be skipped without changing a bit (it costs ~50 ns a step).
+SAT1, SAT2 = 6, 7
+
+
+def _saturation_step(beta: float) -> float:
+    if beta <= 0.0:
+        return 1.0
+    return float(math.ceil(-60.0 * math.log(2.0) / math.log(beta)))
+
+
+def pack_hyper(values: dict) -> np.ndarray:
+    """The validated hyperparameter dict (without eta) as the kernels' float64 vector ``hp``."""
+    hp = [float(values.get(name, 0.0)) for name in HP_NAMES]
+    hp += [_saturation_step(hp[BETA1]), _saturation_step(hp[BETA2])]
+    return np.array(hp, dtype=np.float64)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def time_scalars(opt, frozen, t, hp, mu_prod):
+    """The parts of step t's coefficients (1-based t) that depend on t only, not on eta.
+
+    Returns (a, b, c, d, e, mu_prod_new), read by :func:`run_scalars`.  heavy_ball / nesterov:
+    a = factor on the buffer (0 at t = 1, as torch starts b_1 = G), b = factor on G.  adam / adamw:
+    a = 1 - beta1^t, b = sqrt(1 - beta2^t).  nadam: a = 1 - mu_t, b = 1 - Pi_t, c = mu_{t+1},
+    d = 1 - Pi_t mu_{t+1}, e = 1 - beta2^t (frozen: the settled values mu = beta1, Pi = 0).
+    """
+    beta = hp[BETA]
+    beta1 = hp[BETA1]
+    beta2 = hp[BETA2]
+    a = 0.0
+    b = 0.0
+    c = 0.0
+    d = 0.0
+    e = 0.0
+    ft = float(t)
+    if opt == HEAVY_BALL or opt == NESTEROV:
+        if t == 1 or beta == 0.0:
+            b = 1.0
+        else:
+            a = beta
+            b = 1.0 - hp[DAMPENING] if opt == HEAVY_BALL else 1.0
+    elif opt == ADAM or opt == ADAMW:
+        if not frozen:
+            a = 1.0 - beta1 ** ft if ft < hp[SAT1] else 1.0
+            b = math.sqrt(1.0 - beta2 ** ft) if ft < hp[SAT2] else 1.0
+    elif opt == NADAM:
+        if frozen:
+            a = 1.0 - beta1
+            b = 1.0
+            c = beta1
+            d = 1.0
+        else:
+            mu = beta1 * (1.0 - 0.5 * 0.96 ** (ft * NADAM_MOMENTUM_DECAY))
+            mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((ft + 1.0) * NADAM_MOMENTUM_DECAY))
+            mu_prod = mu_prod * mu
+            a = 1.0 - mu
+            b = 1.0 - mu_prod
+            c = mu_next
+            d = 1.0 - mu_prod * mu_next
+            e = 1.0 - beta2 ** ft if ft < hp[SAT2] else 1.0
+    return a, b, c, d, e, mu_prod
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def run_scalars(opt, frozen, eta, a, b, c, d, e):
+    """Step coefficients (c0, c1, c2) of one run with step size eta, as :func:`apply_update` reads them.
+
+    gd / rmsprop: c0 = eta.  heavy_ball / nesterov: c0 = eta, c1 = buffer factor, c2 = G factor.
+    adam / adamw: c0 = -eta / (1 - beta1^t) (frozen: -eta), c1 = sqrt(1 - beta2^t).
+    nadam: c0 = -eta (1 - mu_t) / (1 - Pi_t), c1 = -eta mu_{t+1} / (1 - Pi_t mu_{t+1}), c2 = 1 - beta2^t.
+    """
+    if opt == HEAVY_BALL or opt == NESTEROV:
+        return eta, a, b
+    if opt == ADAM or opt == ADAMW:
+        if frozen:
+            return -eta, 0.0, 0.0
+        return -(eta / a), b, 0.0
+    if opt == NADAM:
+        return -eta * a / b, (-eta * c) / d, e
+    return eta, 0.0, 0.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def apply_update(opt, frozen, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """One optimizer step on row ``r`` of the 2-D state ``x`` in place.
+
+    The loss gradient is h[r, j] x[r, j] when ``diag`` (diagonal quadratic, fused into the loop) and
+    ``g[j]`` otherwise.  ``m`` and ``v`` are the first and second buffers (SGD momentum / Adam m /
+    RMSprop momentum, and Adam / RMSprop v); ``p`` is the frozen P (read only when ``frozen``); (c0, c1, c2) come from
+    :func:`run_scalars`.  Returns True when some coordinate left [-blowup, blowup] or became NaN
+    (the run diverged at this step).  Each branch is one branch-free loop, so it vectorizes.
+    """
+    n = x.shape[1]
+    wd = hp[WEIGHT_DECAY]
+    bad = 0
+    if opt == GD:
+        if frozen:
+            for j in range(n):
+                xn = x[r, j] - c0 * (((h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]) / p[r, j])
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+        else:
+            for j in range(n):
+                xn = x[r, j] - c0 * ((h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j])
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+    elif opt == HEAVY_BALL or opt == NESTEROV:
+        beta = hp[BETA] if opt == NESTEROV else 0.0  # d = G + beta b (nesterov) or b (heavy ball)
+        one = 1.0 if opt == NESTEROV else 0.0
+        for j in range(n):
+            gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
+            b = m[r, j] * c1 + c2 * gj
+            m[r, j] = b
+            d = gj + beta * b if one == 1.0 else b
+            if frozen:
+                d = d / p[r, j]
+            xn = x[r, j] - c0 * d
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    elif opt == ADAM or opt == ADAMW:
+        # torch.lerp(m, G, w): m + w (G - m) if w < 0.5 else G - (G - m)(1 - w) = G + (-(1 - w))(G - m)
+        w = 1.0 - hp[BETA1]
+        low = abs(w) < 0.5
+        cw = w if low else -(1.0 - w)
+        beta2 = hp[BETA2]
+        a2 = 1.0 - beta2
+        eps = hp[EPS]
+        wdc = 0.0 if opt == ADAMW else wd  # coupled L2 (adam) ...
+        shrink = 1.0 - eta * wd if opt == ADAMW else 1.0  # ... or decoupled decay (adamw)
+        if frozen:
+            for j in range(n):
+                xj = x[r, j]
+                gj = (h[r, j] * x[r, j] if diag else g[j]) + wdc * xj
+                mo = m[r, j]
+                mj = (mo if low else gj) + cw * (gj - mo)
+                m[r, j] = mj
+                xn = xj * shrink + (c0 * mj) / p[r, j]
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+        else:
+            for j in range(n):
+                xj = x[r, j]
+                gj = (h[r, j] * x[r, j] if diag else g[j]) + wdc * xj
+                mo = m[r, j]
+                mj = (mo if low else gj) + cw * (gj - mo)
+                m[r, j] = mj
+                vj = v[r, j] * beta2 + (a2 * gj) * gj
+                v[r, j] = vj
+                xn = xj * shrink + (c0 * mj) / (math.sqrt(vj) / c1 + eps)  # torch addcdiv: (value t1) / t2
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+    elif opt == RMSPROP:
+        beta = hp[BETA]
+        beta2 = hp[BETA2]
+        a2 = 1.0 - beta2
+        eps = hp[EPS]
+        if beta > 0.0:  # torch: buf = beta buf + G / avg; x += -eta buf
+            for j in range(n):
+                gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
+                if frozen:
+                    avg = p[r, j]
+                else:
+                    vj = v[r, j] * beta2 + (a2 * gj) * gj
+                    v[r, j] = vj
+                    avg = math.sqrt(vj) + eps
+                b = m[r, j] * beta + gj / avg
+                m[r, j] = b
+                xn = x[r, j] - c0 * b
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+        else:  # torch: x += (-eta G) / avg
+            for j in range(n):
+                gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
+                if frozen:
+                    avg = p[r, j]
+                else:
+                    vj = v[r, j] * beta2 + (a2 * gj) * gj
+                    v[r, j] = vj
+                    avg = math.sqrt(vj) + eps
+                xn = x[r, j] + (-c0 * gj) / avg
+                x[r, j] = xn
+                bad += not abs(xn) <= blowup
+    elif opt == NADAM:
+        w = 1.0 - hp[BETA1]
+        low = abs(w) < 0.5
+        cw = w if low else -(1.0 - w)
+        beta2 = hp[BETA2]
+        a2 = 1.0 - beta2
+        eps = hp[EPS]
+        for j in range(n):
+            gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            if frozen:
+                denom = p[r, j]
+            else:
+                vj = v[r, j] * beta2 + (a2 * gj) * gj
+                v[r, j] = vj
+                denom = math.sqrt(vj / c2) + eps
+            xn = x[r, j] + (c0 * gj) / denom
+            xn = xn + (c1 * mj) / denom
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad > 0
+
+
+@njit(cache=True, error_model="numpy")
+def preconditioner(opt, frozen, v, p, r, c1, c2, eps, out):
+    """Write the P of row r's step just taken into ``out`` (1 for non-adaptive methods, ``p`` if frozen)."""
+    n = out.shape[0]
+    if frozen:
+        for j in range(n):
+            out[j] = p[r, j]
+    elif opt == ADAM or opt == ADAMW:
+        for j in range(n):
+            out[j] = math.sqrt(v[r, j]) / c1 + eps
+    elif opt == RMSPROP:
+        for j in range(n):
+            out[j] = math.sqrt(v[r, j]) + eps
+    elif opt == NADAM:
+        for j in range(n):
+            out[j] = math.sqrt(v[r, j] / c2) + eps
+    else:
+        for j in range(n):
+            out[j] = 1.0

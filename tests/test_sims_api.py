@@ -1,0 +1,162 @@
+"""sims.simulate / sims.simulate_batch: batch runs against the numpy reference, divergence against the
+closed form |x_t| = |1 - eta h|^t, and ValueError on bad input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from sims import simulate, simulate_batch
+from sims.api import _run_batch
+from sims.reference import reference_batch, reference_run
+from sims.updates import CODES, pack_hyper
+from aeos_theory import validate
+
+
+@pytest.mark.parametrize("optimizer,hyper", [
+    ("adam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01}),
+    ("adamw", {}),
+    ("nadam", {"beta2": 0.99}),
+    ("rmsprop", {"beta": 0.5}),
+    ("heavy_ball", {"beta": 0.9, "dampening": 0.1}),
+    ("nesterov", {"beta": 0.5}),
+    ("gd", {}),
+])
+def test_batch_matches_numpy_reference(optimizer, hyper):
+    """Per-run eta, B = 37 runs, d = 5, 300 steps: final iterates equal the vectorised numpy reference."""
+    rng = np.random.default_rng(3)
+    B, d = 37, 5
+    h = rng.uniform(0.5, 20.0, (B, d))
+    x0 = rng.standard_normal((B, d))
+    eta = rng.uniform(0.001, 0.05, B)
+    res = simulate_batch(optimizer, h, x0, eta, 300, **hyper)
+    ref = reference_batch(optimizer, h, x0, eta, 300, **hyper)
+    assert not res.diverged.any()
+    np.testing.assert_allclose(res.x, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(res.loss, 0.5 * np.sum(h * ref * ref, axis=1), rtol=1e-9)
+
+
+def test_split_runs_equal_unsplit_runs():
+    """Splitting one long diagonal run into coordinate pieces (used when B < threads) is exact,
+    including a run that diverges: its final iterate is the one of its divergence step."""
+    rng = np.random.default_rng(4)
+    d = 1001
+    h = rng.uniform(0.1, 10.0, (2, d))
+    h[1, 500] = 1e5  # with frozen P = 1, run 1 is far above 38 / eta = 3800 and diverges
+    x0 = rng.standard_normal((2, d))
+    values = validate("adam", {"eta": 1e-2})
+    hp = pack_hyper(values)
+    p = np.ones((2, d))
+    whole_x, whole_div = _run_batch(CODES["adam"], hp, h, x0, np.full(2, 1e-2), 400, p, 1e100, 1, 1)
+    split_x, split_div = _run_batch(CODES["adam"], hp, h, x0, np.full(2, 1e-2), 400, p, 1e100, 3, 2)
+    assert whole_div[0] == -1 and whole_div[1] > 0
+    np.testing.assert_array_equal(split_div, whole_div)
+    np.testing.assert_array_equal(split_x[0], whole_x[0])
+    res = simulate_batch("adam", h[1:], x0[1:], 1e-2, 400, preconditioner=1.0)
+    assert res.diverged_at[0] == whole_div[1]
+    np.testing.assert_array_equal(res.x[0], whole_x[1])
+    # the reference, run to the divergence step, has the same iterate
+    ref = reference_run("adam", h[1], x0[1], 1e-2, int(whole_div[1]), preconditioner=np.ones(d))[0][-1]
+    np.testing.assert_allclose(res.x[0], ref, rtol=1e-12)
+
+
+def test_divergence_step_matches_closed_form():
+    """GD on h = (1, 3) with eta = 1: x_2 is multiplied by -2 per step, so |x_2| = 2^t first exceeds the
+    blowup 1e100 at t = 333 (and 1e10 at t = 34).  Reported, not raised, and without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = simulate("gd", np.array([1.0, 3.0]), np.ones(2), 1.0, 1000, record_every=10)
+    assert res.diverged and res.diverged_at == math.floor(100 * math.log2(10)) + 1 == 333
+    assert res.step[-1] == 330 and np.all(np.isfinite(res.loss))
+    res = simulate("gd", np.array([1.0, 3.0]), np.ones(2), 1.0, 1000, blowup=1e10)
+    assert res.diverged_at == 34
+    batch = simulate_batch("gd", np.array([[1.0, 3.0], [1.0, 0.5], [1.0, 2.5]]), np.ones((3, 2)),
+                           np.array([1.0, 1.0, 1.0]), 1000)
+    # factors |1 - h|: 2 -> step 333; 0.5 -> never; 1.5 -> first t with 1.5^t > 1e100
+    assert batch.diverged_at.tolist() == [333, -1, math.floor(100 / math.log10(1.5)) + 1]
+    assert batch.diverged.tolist() == [True, False, True]
+
+
+def test_non_adaptive_sp_equals_sharpness_and_dense_sharpness():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((6, 6))
+    H = A @ A.T
+    res = simulate("heavy_ball", H, rng.standard_normal(6), 1e-3, 50, record_every=5, beta=0.5)
+    lam = np.linalg.eigvalsh(H)[-1]
+    np.testing.assert_allclose(res.sharpness, lam, rtol=1e-12)
+    np.testing.assert_allclose(res.preconditioned_sharpness, lam, rtol=1e-10)
+    assert res.step.tolist() == list(range(0, 51, 5))
+    x = rng.standard_normal(6)
+    np.testing.assert_allclose(simulate("gd", H, x, 1e-3, 0).loss[0], 0.5 * x @ H @ x, rtol=1e-12)
+
+
+def test_same_seed_same_result():
+    a = simulate("adam", np.logspace(0, 2, 20), np.ones(20), 1e-2, 2000, 100)
+    b = simulate("adam", np.logspace(0, 2, 20), np.ones(20), 1e-2, 2000, 100)
+    np.testing.assert_array_equal(a.preconditioned_sharpness, b.preconditioned_sharpness)
+
+
+H2 = np.array([[2.0, 0.5], [0.5, 1.0]])
+
+
+@pytest.mark.parametrize("call,word", [
+    (lambda: simulate("adam", H2, np.ones(2), -1e-3, 10), "eta"),
+    (lambda: simulate("adam", np.array([[2.0, 0.5], [0.4, 1.0]]), np.ones(2), 1e-3, 10), "symmetric"),
+    (lambda: simulate("adam", H2, np.ones(3), 1e-3, 10), "x0"),
+    (lambda: simulate("adamax", H2, np.ones(2), 1e-3, 10), "optimizer"),
+    (lambda: simulate("adam", H2, np.ones(2), 1e-3, -1), "steps"),
+    (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, record_every=0), "record_every"),
+    (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, beta=0.9), "beta"),
+    (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, beta1=1.5), "beta1"),
+    (lambda: simulate("adam", np.ones((2, 3)), np.ones(2), 1e-3, 10), "square"),
+    (lambda: simulate("adam", np.ones((2, 2, 2)), np.ones(2), 1e-3, 10), "H"),
+    (lambda: simulate("adam", np.array([1.0, np.nan]), np.ones(2), 1e-3, 10), "H"),
+    (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, preconditioner=[1.0, -1.0]), "preconditioner"),
+    (lambda: simulate("gd", H2, np.ones(2), 1.0, 10, weight_decay=2.0), "weight_decay"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), np.ones(2) * 1e-3, 10), "eta"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), -np.ones(3), 10), "eta"),
+    (lambda: simulate_batch("adam", np.ones(3), np.ones(3), 1e-3, 10), "h"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((2, 3)), 1e-3, 10), "x0"),
+    (lambda: simulate_batch("sgd", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10), "optimizer"),
+])
+def test_bad_input_raises_value_error(call, word):
+    with pytest.raises(ValueError, match=word):
+        call()
+
+
+@pytest.mark.parametrize("optimizer,hyper,frozen", [
+    ("adam", {"beta1": 0.9, "weight_decay": 0.01}, False),
+    ("rmsprop", {"beta": 0.5}, False),
+    ("nadam", {}, True),
+    ("heavy_ball", {"beta": 0.9}, True),
+])
+def test_many_small_runs_layout_equals_row_layout(optimizer, hyper, frozen):
+    """B >= 32 small runs with one eta take the run-major (transposed) kernel; it equals the row-major
+    kernel bit for bit, including runs that diverge (reported step and iterate at that step)."""
+    rng = np.random.default_rng(6)
+    B, d = 70, 3
+    h = rng.uniform(0.5, 20.0, (B, d))
+    h[::7, 1] = 1e6 if frozen else h[::7, 1]  # frozen P = 1: these runs are far above threshold
+    x0 = rng.standard_normal((B, d))
+    p = np.ones((B, d)) if frozen else None
+    res = simulate_batch(optimizer, h, x0, 1e-2, 300, preconditioner=p, **hyper)
+    values = validate(optimizer, {"eta": 1e-2, **hyper})
+    row_x, row_div = _run_batch(CODES[optimizer], pack_hyper(values), h, x0, np.full(B, 1e-2), 300, p, 1e100, 1, 2)
+    np.testing.assert_array_equal(res.diverged_at, row_div)
+    np.testing.assert_array_equal(res.x, row_x)
+    assert res.diverged.sum() == (10 if frozen else 0)
+    ok = ~res.diverged
+    ref = reference_batch(optimizer, h[ok], x0[ok], 1e-2, 300, **hyper) if not frozen else None
+    if ref is not None:
+        np.testing.assert_allclose(res.x[ok], ref, rtol=1e-10, atol=1e-14)
+
+
+def test_weight_decay_checked_against_every_eta():
+    h = np.ones((2, 3))
+    res = simulate_batch("adamw", h, h, np.array([1e-3, 2e-3]), 5, weight_decay=5.0)  # eta * wd < 1
+    assert res.x.shape == (2, 3)
+    with pytest.raises(ValueError, match="weight_decay"):
+        simulate_batch("adamw", h, h, np.array([1e-3, 0.5]), 5, weight_decay=5.0)
