@@ -1,0 +1,126 @@
+"""The configuration of a training run (:class:`TrainConfig`), validated at the boundary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import torch
+
+from .data import DATASETS
+from .losses import LOSSES
+from .models import ACTIVATIONS, MODELS
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; two runs with equal configs (on CPU) give identical metrics.
+
+    dataset, n, data_dir, context: the data (:func:`deep.data.load`; n = None is the data set's default:
+        digits 1000, cifar10 5000, text 512 windows, synthetic 1000).
+    model, width, depth, activation: the network (:func:`deep.models.build_model`; None = model default).
+    loss: ``mse`` (1/2 ||f - onehot||^2 averaged over examples) or ``ce``.
+    optimizer, hyper: package optimizer name and hyperparameters named as in :mod:`aeos_theory`
+        (``eta`` is required; missing ones take the optimizer's defaults).
+    steps: number of updates; measure_every: record a row every this many updates (and at the end).
+    batch_size: None for full batch (gradient accumulated over chunks of ``chunk_size``), else the
+        minibatch size (a fresh random subset every step); chunk_size: the physical batch for full-batch
+        gradients, losses and Hessian-vector products (None = all at once).
+    tol, max_hvps: Lanczos relative tolerance and the cap on HVPs per eigenvalue.
+    target_loss: stop once the full-batch train loss is <= this (None: never).
+    device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...; dtype: float32 or float64.
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    loss: str = "mse"
+    optimizer: str = "adam"
+    hyper: dict[str, float] = field(default_factory=lambda: {"eta": 1e-3})
+    steps: int = 1000
+    measure_every: int = 100
+    seed: int = 0
+    n: int | None = None
+    batch_size: int | None = None
+    chunk_size: int | None = 1000
+    width: int | None = None
+    depth: int | None = None
+    activation: str | None = None
+    context: int = 64
+    data_dir: str | None = None
+    tol: float = 1e-3
+    max_hvps: int = 100
+    target_loss: float | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field and its allowed values; return self."""
+        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("dtype", tuple(DTYPES))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
+        if (self.dataset == "text") != (self.model == "transformer"):
+            raise ValueError("model 'transformer' goes with dataset 'text' and only with it; got "
+                             f"model={self.model!r}, dataset={self.dataset!r}")
+        if self.model in ("cnn", "resnet") and self.dataset == "synthetic":
+            raise ValueError(f"model {self.model!r} needs images (dataset digits or cifar10); got 'synthetic'")
+        self.resolved_hyper()
+        _integer("steps", self.steps, 0)
+        _integer("measure_every", self.measure_every, 1)
+        _integer("seed", self.seed, 0)
+        _integer("context", self.context, 1)
+        _integer("max_hvps", self.max_hvps, 1)
+        for name in ("n", "batch_size", "chunk_size", "width", "depth"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 0 if name == "depth" else 1)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
+            raise ValueError(f"tol must be a number with 0 < tol < 1; got {self.tol!r}")
+        if self.target_loss is not None and (isinstance(self.target_loss, bool)
+                                             or not isinstance(self.target_loss, (int, float))
+                                             or not math.isfinite(self.target_loss)):
+            raise ValueError(f"target_loss must be a finite number or None; got {self.target_loss!r}")
+        self.torch_device()
+        return self
+
+    def resolved_hyper(self) -> dict[str, float]:
+        """``hyper`` validated by :func:`aeos_theory.hyperparams.validate` and completed with defaults."""
+        from .optim import validate_hyper
+
+        if not isinstance(self.hyper, Mapping):
+            raise ValueError(f"hyper must be a dict of hyperparameters such as {{'eta': 0.001}}; got {self.hyper!r}")
+        return validate_hyper(self.optimizer, self.hyper)
+
+    def torch_device(self) -> torch.device:
+        """The device to run on ("auto": cuda if available, else cpu)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for but CUDA is not available; use 'cpu' or 'auto'")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {self.device!r}")
+        return device
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. ``config.json``'s ``config``); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        return cls(**dict(d))
+
+
+def _integer(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")

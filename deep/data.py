@@ -1,0 +1,236 @@
+"""Data sets that work offline, as tensors, plus the full batch split into chunks.
+
+Every loader returns a :class:`Dataset` holding ``X`` (inputs) and ``y`` (targets) as torch tensors
+(float32 inputs; one-hot float targets for classification, token indices for the language model).
+A ``Dataset`` unpacks as ``X, y = load_digits()`` and :meth:`Dataset.chunks` (or :func:`chunks`)
+splits the full batch into an iterable of ``(X, y)`` chunks, the ``data`` convention of
+:mod:`deep.sharpness` and of full-batch training (gradients accumulated over chunks, each weighted by
+its size, so the result equals the full-batch value).
+
+==========  ==================================================================================
+name        what
+==========  ==================================================================================
+digits      scikit-learn's 8x8 digits: the first n images, pixels / 16 in [0, 1]; one-hot targets
+cifar10     the first n images of the official python batches in a local directory, standardised
+            per pixel (mean and std over the 50k training images, as locuslab/edge-of-stability)
+text        characters of ``pydoc_data.topics.topics``: n non-overlapping windows of ``context``
+            characters; targets are the next characters (token ids), vocabulary = sorted set
+synthetic   Gaussian inputs labelled by a random tanh teacher, from a seed
+==========  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "cifar10", "text", "synthetic")
+
+#: File names of the official CIFAR-10 python release (``cifar-10-python.tar.gz``, unpacked).
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+@dataclass
+class Dataset:
+    """Inputs ``X`` (n, ...) and targets ``y``; ``num_classes`` outputs; ``input_shape`` of one example.
+
+    ``y`` is float one-hot (n, num_classes) for classification, float (n, k) for regression, and
+    long token ids (n, context) for the language model (``vocab`` then lists the characters).
+    """
+
+    name: str
+    X: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    task: str  # "classification", "regression" or "language_model"
+    vocab: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.X, self.y))
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Dataset":
+        """A copy on ``device``; floating inputs and targets cast to ``dtype`` if given."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+
+        return Dataset(self.name, move(self.X), move(self.y), self.num_classes, self.input_shape,
+                       self.task, self.vocab, dict(self.info))
+
+    def chunks(self, size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The full batch as a list of ``(X, y)`` chunks of at most ``size`` examples (all if None)."""
+        return chunks(self.X, self.y, size)
+
+
+def chunks(X: torch.Tensor, y: torch.Tensor, size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split ``(X, y)`` into consecutive chunks of at most ``size`` examples; ``None`` = one chunk.
+
+    The chunks are views in order, so they cover the full batch exactly once.
+    """
+    n = int(X.shape[0])
+    if int(y.shape[0]) != n:
+        raise ValueError(f"X and y must have the same number of examples, got {n} and {int(y.shape[0])}")
+    if size is None:
+        return [(X, y)]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"chunk size must be an integer >= 1 (or None for one chunk), got {size!r}")
+    return [(X[i:i + size], y[i:i + size]) for i in range(0, n, size)]
+
+
+def _check_n(n: int, available: int, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= available:
+        raise ValueError(f"n must be an integer with 1 <= n <= {available} ({what}), got {n!r}")
+    return int(n)
+
+
+def _onehot(labels: np.ndarray, k: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), k).float()
+
+
+def load_digits(n: int = 1000) -> Dataset:
+    """The first ``n`` of scikit-learn's 1797 8x8 digit images, pixels / 16; one-hot targets (n, 10)."""
+    from sklearn.datasets import load_digits as sk_load
+
+    raw = sk_load()
+    n = _check_n(n, len(raw.target), "scikit-learn digits has 1797 images")
+    X = torch.as_tensor(raw.data[:n] / 16.0, dtype=torch.float32)
+    return Dataset("digits", X, _onehot(raw.target[:n], 10), 10, (1, 8, 8), "classification")
+
+
+def _cifar_dir(root: str | os.PathLike) -> str:
+    root = os.fspath(root)
+    inner = os.path.join(root, "cifar-10-batches-py")
+    if os.path.isdir(inner):
+        return inner
+    return root
+
+
+def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    expected = ("a pickled dict with b'data' (uint8, shape (N, 3072), rows = 1024 red, 1024 green, "
+                "1024 blue values of a 32x32 image) and b'labels' (N ints in 0..9)")
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a malformed batch
+        raise ValueError(f"cifar10 batch {path!r} is not readable as {expected}: {err}") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"cifar10 batch {path!r} must be {expected}; got a {type(batch).__name__}")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        raise ValueError(f"cifar10 batch {path!r} must be {expected}; keys found: {sorted(map(str, batch))}")
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise ValueError(f"cifar10 batch {path!r} must be {expected}; got data {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],) or labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"cifar10 batch {path!r} must be {expected}; got labels of shape {labels.shape}")
+    return data, labels.astype(np.int64)
+
+
+def load_cifar10(root: str | os.PathLike | None, n: int = 5000) -> Dataset:
+    """The first ``n`` CIFAR-10 training images from a local copy of the official python batches.
+
+    ``root`` is the ``cifar-10-batches-py`` folder (or its parent) holding ``data_batch_1`` ...
+    ``data_batch_5``.  As in locuslab/edge-of-stability: x = pixel / 255, centred and divided by the
+    per-pixel mean and standard deviation over all training images, then the first ``n`` kept.
+    Inputs (n, 3, 32, 32) float32, one-hot targets (n, 10).  Nothing is downloaded.
+    """
+    if root is None:
+        raise ValueError("cifar10 needs data_dir: a local folder holding the official CIFAR-10 python "
+                         "batches (data_batch_1 ... data_batch_5 from cifar-10-python.tar.gz)")
+    folder = _cifar_dir(root)
+    if not os.path.isdir(folder):
+        raise ValueError(f"cifar10 data_dir {os.fspath(root)!r} is not a directory; expected a folder holding "
+                         "the official CIFAR-10 python batches data_batch_1 ... data_batch_5")
+    missing = [f for f in CIFAR_TRAIN_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise ValueError(f"cifar10 data_dir {folder!r} must hold the official CIFAR-10 python batches "
+                         f"data_batch_1 ... data_batch_5 (cifar-10-python.tar.gz, unpacked); missing: "
+                         f"{', '.join(missing)}")
+    parts = [_read_cifar_batch(os.path.join(folder, f)) for f in CIFAR_TRAIN_FILES]
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    n = _check_n(n, len(labels), f"the CIFAR-10 batches in {folder!r} hold {len(labels)} training images")
+    x = data.astype(np.float64) / 255.0  # statistics over all training images, in float64
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    x = (x[:n] - mean) / np.where(std > 0, std, 1.0)  # a constant pixel (only in tiny fakes) stays 0
+    X = torch.as_tensor(x.reshape(n, 3, 32, 32), dtype=torch.float32)
+    return Dataset("cifar10", X, _onehot(labels[:n], 10), 10, (3, 32, 32), "classification",
+                   info={"folder": folder})
+
+
+def text_corpus() -> str:
+    """The stdlib's documentation text: ``pydoc_data.topics.topics`` values joined in key order."""
+    from pydoc_data.topics import topics
+
+    return "".join(topics[k] for k in sorted(topics))
+
+
+def load_text(n: int = 512, context: int = 64) -> Dataset:
+    """A character-level language-model set from :func:`text_corpus`.
+
+    Example i is the window c[i T : (i + 1) T] of the corpus c (T = ``context``) and its target is
+    the same window shifted by one character (the next character at every position).  Inputs and
+    targets are long token ids (n, T) into ``vocab`` (the sorted set of the corpus' characters).
+    """
+    corpus = text_corpus()
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise ValueError(f"context must be an integer >= 1, got {context!r}")
+    available = (len(corpus) - 1) // context
+    n = _check_n(n, available, f"the corpus has {len(corpus)} characters, i.e. {available} windows of "
+                               f"context {context}")
+    vocab = "".join(sorted(set(corpus)))
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = torch.tensor([index[c] for c in corpus[: n * context + 1]], dtype=torch.long)
+    X = ids[:-1].view(n, context)
+    y = ids[1:].view(n, context)
+    return Dataset("text", X, y, len(vocab), (context,), "language_model", vocab=vocab)
+
+
+def load_synthetic(n: int = 1000, d: int = 20, k: int = 10, seed: int = 0,
+                   task: str = "classification") -> Dataset:
+    """Gaussian inputs x ~ N(0, I_d) and a random teacher f(x) = W2 tanh(W1 x / sqrt(d)) (width 32).
+
+    Classification: one-hot of argmax f(x) over ``k`` classes.  Regression: targets f(x) (n, k).
+    Everything is drawn from a ``torch.Generator`` seeded with ``seed``.
+    """
+    for name, value, low in (("n", n, 1), ("d", d, 1), ("k", k, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    X = torch.randn(n, d, generator=gen)
+    w1 = torch.randn(d, 32, generator=gen) / d ** 0.5
+    w2 = torch.randn(32, k, generator=gen) / 32 ** 0.5
+    f = torch.tanh(X @ w1) @ w2
+    if task == "regression":
+        return Dataset("synthetic", X, f, k, (d,), "regression")
+    return Dataset("synthetic", X, _onehot(f.argmax(1).numpy(), k), k, (d,), "classification")
+
+
+def load(name: str, n: int | None = None, *, data_dir: str | None = None, context: int = 64,
+         seed: int = 0) -> Dataset:
+    """Load data set ``name`` (one of :data:`DATASETS`) with ``n`` examples (None = its default)."""
+    if name == "digits":
+        return load_digits(1000 if n is None else n)
+    if name == "cifar10":
+        return load_cifar10(data_dir, 5000 if n is None else n)
+    if name == "text":
+        return load_text(512 if n is None else n, context)
+    if name == "synthetic":
+        return load_synthetic(1000 if n is None else n, seed=seed)
+    raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")

@@ -1,0 +1,245 @@
+"""Run folders: resume after a kill, determinism, divergence, target, errors, every model/optimizer.
+
+References: an uninterrupted run of the same config (rows must be identical, wall time aside), the
+Adam bias-corrected threshold written out here, (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), and
+the CLI contract (exit 2, one stderr line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deep import TrainConfig, read_metrics, run
+from deep.runlog import COLUMNS
+from paper_figures.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimizer="adam", hyper={"eta": 0.01},
+             steps=300, measure_every=20, seed=3)
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Rows equal in every column but wall_time (NaN == NaN)."""
+    def key(rows):
+        return [tuple("nan" if isinstance(r[c], float) and math.isnan(r[c]) else r[c]
+                      for c in COLUMNS if c != "wall_time") for r in rows]
+    return key(a) == key(b)
+
+
+def _cli_args(cfg: dict, out: Path) -> list[str]:
+    args = ["train", "--out", str(out), "--no-progress", "--lr", str(cfg["hyper"]["eta"])]
+    for k, v in cfg.items():
+        if k != "hyper":
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
+    """A real SIGKILL of ``aeos train`` mid-run, then the same command again: rows 0..N exactly once."""
+    reference = read_metrics(run(TrainConfig(**SMALL), tmp_path / "ref", progress=False))
+    assert [r["step"] for r in reference] == list(range(0, 301, 20))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "paper_figures.cli", *_cli_args(SMALL, out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = out / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 5:  # header + 4 rows
+            proc.kill()
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -9, "the run finished before it could be killed"
+    assert not (out / "summary.json").exists()
+    written = read_metrics(metrics)
+    assert 4 <= len(written) < len(reference)
+    # as if killed after writing a row but before its checkpoint, in the middle of the next line
+    with open(metrics, "a") as fh:
+        fh.write(f"{written[-1]['step'] + 20},0.5,0.5,1,1,1,1,1,1,1,1\n{written[-1]['step'] + 40},0.4")
+
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    resumed = read_metrics(metrics)
+    assert [r["step"] for r in resumed] == list(range(0, 301, 20))
+    assert _same(resumed, reference)
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["resumed"]) == 1 and config["command"].startswith("aeos train --out")
+
+
+def test_minibatch_resume_after_a_crash_continues_the_same_batches(tmp_path, monkeypatch):
+    """A crash right after the 3rd checkpoint (in-process), then run() again: identical to one run."""
+    import deep.runlog
+
+    cfg = TrainConfig(**dict(SMALL, batch_size=50, steps=200))
+    reference = read_metrics(run(cfg, tmp_path / "ref", progress=False))
+    save, calls = deep.runlog.save_checkpoint, []
+
+    def crash_after_three(path, state):
+        save(path, state)
+        calls.append(state["step"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(deep.runlog, "save_checkpoint", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(deep.runlog, "save_checkpoint", save)
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [0, 20, 40]
+    resumed = read_metrics(run(cfg, tmp_path / "b", progress=False))
+    assert [r["step"] for r in resumed] == list(range(0, 201, 20)) and _same(resumed, reference)
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    cfg = dict(SMALL, steps=60, batch_size=32, optimizer="rmsprop", hyper={"eta": 1e-3, "beta": 0.5})
+    a = read_metrics(run(TrainConfig(**cfg), tmp_path / "a", progress=False))
+    b = read_metrics(run(TrainConfig(**cfg), tmp_path / "b", progress=False))
+    c = read_metrics(run(TrainConfig(**dict(cfg, seed=4)), tmp_path / "c", progress=False))
+    assert _same(a, b) and not _same(a, c)
+    assert all(math.isfinite(r["preconditioned_sharpness"]) for r in a[1:])
+
+
+def test_adam_threshold_column_is_bias_corrected(tmp_path):
+    rows = read_metrics(run(TrainConfig(**dict(SMALL, steps=30, measure_every=10)), tmp_path / "r", progress=False))
+    b1, eta = 0.9, 0.01
+    for r in rows:
+        t = max(r["step"], 1)
+        assert math.isclose(r["threshold"], (2 + 2 * b1) * (1 - b1 ** t) / ((1 - b1) * eta), rel_tol=1e-12)
+        if r["step"] > 0:
+            assert math.isclose(r["eta_S_P"], eta * r["preconditioned_sharpness"], rel_tol=1e-12)
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    out = tmp_path / "div"
+    cfg = TrainConfig(**dict(SMALL, optimizer="gd", hyper={"eta": 5.0}, activation="identity", steps=100))
+    rows = read_metrics(run(cfg, out, progress=False))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and rows[-1]["step"] == summary["step"] < 100
+    assert not math.isfinite(rows[-1]["train_loss"]) and all(math.isfinite(r["train_loss"]) for r in rows[:-1])
+    before = (out / "metrics.csv").read_text()
+    run(cfg, out, progress=False)  # a finished folder is left alone
+    assert (out / "metrics.csv").read_text() == before
+
+
+def test_target_loss_stops_the_run(tmp_path):
+    out = tmp_path / "t"
+    rows = read_metrics(run(TrainConfig(**dict(SMALL, target_loss=0.2)), out, progress=False))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "target_reached" and rows[-1]["train_loss"] <= 0.2 < rows[-2]["train_loss"]
+    assert math.isfinite(rows[-1]["sharpness"]) and rows[-1]["step"] == summary["step"] < 300
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(dataset="text", n=8, context=16, model="transformer", width=16, depth=1, loss="ce", optimizer="adamw",
+         hyper={"eta": 1e-3}),
+    dict(dataset="digits", n=64, model="cnn", width=4, loss="ce", optimizer="nesterov", hyper={"eta": 0.1}),
+    dict(dataset="cifar10", n=8, model="resnet", width=4, depth=1, loss="mse", optimizer="nadam", hyper={"eta": 1e-3}),
+    dict(dataset="synthetic", n=64, model="mlp", width=8, loss="mse", optimizer="heavy_ball",
+         hyper={"eta": 0.1, "beta": 0.9, "dampening": 0.5}, batch_size=16),
+], ids=["transformer-adamw", "cnn-nesterov", "resnet-nadam", "mlp-heavy_ball-minibatch"])
+def test_every_model_and_optimizer_trains_and_measures(tmp_path, cfg):
+    if cfg["dataset"] == "cifar10":
+        from test_deep_train_data import write_fake_cifar
+
+        write_fake_cifar(tmp_path / "cifar", per_batch=2)
+        cfg = dict(cfg, data_dir=str(tmp_path / "cifar"))
+    rows = read_metrics(run(TrainConfig(**dict(cfg, steps=4, measure_every=2, seed=0)), tmp_path / "r", progress=False))
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    for r in rows[1:]:
+        assert math.isfinite(r["sharpness"]) and math.isfinite(r["preconditioned_sharpness"]) and r["hvps"] > 0
+        assert math.isfinite(r["train_loss"]) and 0 <= r["train_accuracy"] <= 1
+
+
+def _cli_error(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_cli_bad_flags_exit_2_with_one_line(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "x"), "--no-progress"]
+    assert "eta must satisfy 0 < eta" in _cli_error(capsys, *out, "--lr", "-1")
+    assert "dataset must be one of" in _cli_error(capsys, *out, "--lr", "1", "--dataset", "mnist")
+    assert "invalid choice" in _cli_error(capsys, *out, "--lr", "1", "--optimizer", "lion")
+    assert "takes hyperparameters" in _cli_error(capsys, *out, "--lr", "1", "--optimizer", "gd", "--beta1", "0.9")
+    assert "beta1 must satisfy" in _cli_error(capsys, *out, "--lr", "1", "--beta1", "1.5")
+    assert "invalid int value" in _cli_error(capsys, *out, "--lr", "1", "--steps", "many")
+    assert "measure_every must be an integer >= 1" in _cli_error(capsys, *out, "--lr", "1", "--measure-every", "0")
+    assert "the official CIFAR-10 python batches" in _cli_error(
+        capsys, *out, "--lr", "1", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"))
+    assert "transformer" in _cli_error(capsys, *out, "--lr", "1", "--model", "transformer")
+    assert "n must be an integer with 1 <= n <= 1797" in _cli_error(capsys, *out, "--lr", "1", "--n", "5000")
+    assert not (tmp_path / "x").exists()  # bad input leaves no half-made run folder behind
+    assert "device must be" in _cli_error(capsys, *out, "--lr", "1", "--device", "tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _cli_error(capsys, *out, "--lr", "1", "--device", "cuda")
+
+
+def test_cli_refuses_a_folder_with_another_config(tmp_path, capsys):
+    out = tmp_path / "r"
+    run(TrainConfig(**dict(SMALL, steps=2, measure_every=1)), out, progress=False)
+    err = _cli_error(capsys, "--out", str(out), "--lr", "0.5", "--no-progress")
+    assert "different config" in err
+
+
+def test_cli_lists_the_names_the_library_accepts():
+    from deep.data import DATASETS
+    from deep.losses import LOSSES
+    from deep.models import ACTIVATIONS, MODELS
+    from paper_figures.cli import _TRAIN_NAMES
+
+    for key, names in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("activation", ACTIVATIONS)):
+        assert _TRAIN_NAMES[key] == ", ".join(names)
+
+
+def test_recorded_sharpness_equals_dense_hessian_eigh(tmp_path):
+    """Last row of a chunked float64 Adam run vs numpy eigh of the dense Hessian at the checkpoint.
+
+    H from torch.autograd.functional.hessian of the one-chunk MSE; P = sqrt(v / (1 - beta2^t)) + eps
+    from the checkpointed Adam state (SPEC section 1), written out here; S_P = top eig of P^-1/2 H P^-1/2.
+    """
+    import numpy as np
+    import torch
+    from torch.func import functional_call
+
+    from deep import build_model, load_digits, mse
+    from deep.runlog import load_checkpoint
+
+    cfg = TrainConfig(dataset="digits", n=50, model="mlp", width=8, depth=1, loss="mse", optimizer="adam",
+                      hyper={"eta": 0.01}, steps=10, measure_every=5, chunk_size=16, dtype="float64",
+                      tol=1e-10, max_hvps=700, seed=1)
+    last = read_metrics(run(cfg, tmp_path / "r", progress=False))[-1]
+    state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    assert state["step"] == last["step"] == 10
+    model = build_model("mlp", (64,), 10, width=8, depth=1, seed=1).double()
+    model.load_state_dict(state["model"])
+    X, y = load_digits(50)
+    X, y = X.double(), y.double()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(flat):
+        parts = dict(zip(names, (c.view(s) for c, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
+        return mse(functional_call(model, parts, (X,)), y)
+
+    H = torch.autograd.functional.hessian(loss, flat0).numpy()
+    assert np.isclose(np.linalg.eigvalsh(H)[-1], last["sharpness"], rtol=1e-6)
+    b2, eps = 0.999, 1e-8
+    v = torch.cat([state["optimizer"]["state"][i]["exp_avg_sq"].reshape(-1) for i in range(len(names))]).numpy()
+    p = np.sqrt(v / (1 - b2 ** 10)) + eps
+    s_p = np.linalg.eigvalsh(H / np.sqrt(np.outer(p, p)))[-1]
+    assert np.isclose(s_p, last["preconditioned_sharpness"], rtol=1e-6)
+    assert np.isclose(last["eta_S_P"], 0.01 * s_p, rtol=1e-6)
