@@ -68,9 +68,98 @@ def _run_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- figures
+def _add_figures(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from paper_figures.driver import add_arguments
+
+    p = sub.add_parser("figures", help="every figure of the paper, summary.json and the FIGURES.md gallery")
+    add_arguments(p)
+    return _run_figures
+
+
+def _run_figures(args: argparse.Namespace) -> int:
+    from paper_figures.driver import run
+
+    return run(args)
+
+
+# --------------------------------------------------------------------------- train
+# Names are listed literally here (deep imports torch; the parser must stay light); a test checks
+# they match deep.data.DATASETS, deep.models.MODELS/ACTIVATIONS and deep.losses.LOSSES.
+_TRAIN_NAMES = {"dataset": "digits, cifar10, text, synthetic", "model": "mlp, cnn, resnet, transformer",
+                "loss": "mse, ce", "activation": "tanh, relu, elu, gelu, softplus, identity"}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    from aeos_theory.hyperparams import HYPERS
+    from aeos_theory.optimizers import OPTIMIZERS
+
+    p = sub.add_parser("train", help="train a network, recording raw and preconditioned sharpness (resumable)")
+    p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt); "
+                   "the same folder again resumes")
+    for name, default in (("dataset", "digits"), ("model", "mlp"), ("loss", "mse")):
+        p.add_argument(f"--{name}", default=default, help=f"{_TRAIN_NAMES[name]} (default {default})")
+    p.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="optimizer (default adam)")
+    p.add_argument("--lr", "--eta", dest="eta", type=float, required=True, help=HYPERS["eta"].doc)
+    for name, hyper in HYPERS.items():
+        if name != "eta":
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None,
+                           help=f"{hyper.doc} ({hyper.range_text()}; default: the optimizer's)")
+    p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
+    p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
+    p.add_argument("--n", type=int, default=None, help="examples (default: digits 1000, cifar10 5000, text 512, "
+                   "synthetic 1000)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="physical batch for full-batch passes (default 1000)")
+    p.add_argument("--width", type=int, default=None, help="hidden width / channels (default: the model's)")
+    p.add_argument("--depth", type=int, default=None, help="hidden layers / blocks (default: the model's)")
+    p.add_argument("--activation", default=None, help=f"{_TRAIN_NAMES['activation']} (default: the model's)")
+    p.add_argument("--context", type=int, default=64, help="text: characters per example (default 64)")
+    p.add_argument("--data-dir", default=None, help="cifar10: folder of the official python batches")
+    p.add_argument("--target-loss", type=float, default=None, help="stop when the train loss is <= this")
+    p.add_argument("--tol", type=float, default=1e-3, help="Lanczos relative tolerance (default 1e-3)")
+    p.add_argument("--max-hvps", type=int, default=100, help="max Hessian-vector products per eigenvalue")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:i")
+    p.add_argument("--dtype", default="float32", help="float32 or float64 (default float32)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return _run_train
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import math
+    import shlex
+
+    from aeos_theory.hyperparams import HYPERS
+    from deep.config import TrainConfig
+    from deep.runlog import SUMMARY, read_json, read_metrics
+    from deep.train import run
+
+    hyper = {name: getattr(args, name) for name in HYPERS if getattr(args, name) is not None}
+    fields = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "seed", "n", "batch_size",
+              "chunk_size", "width", "depth", "activation", "context", "data_dir", "tol", "max_hvps",
+              "target_loss", "device", "dtype")
+    config = TrainConfig(hyper=hyper, **{f: getattr(args, f) for f in fields})
+    words = ["aeos", "train"]
+    for key, value in vars(args).items():
+        if key != "command" and value not in (None, False):
+            words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    path = run(config, args.out, progress=not args.no_progress, command=shlex.join(words))
+    summary = read_json(path.parent / SUMMARY)
+    rows = read_metrics(path)
+    last = next((r for r in reversed(rows) if not math.isnan(r["sharpness"])), rows[-1] if rows else None)
+    print(f"{summary['status']} at step {summary['step']}; {len(rows)} rows in {path}")
+    if last is not None:
+        print(f"step {last['step']}: train_loss {last['train_loss']:.6g}, sharpness {last['sharpness']:.6g}, "
+              f"eta*S_P {last['eta_S_P']:.6g} (eta*threshold {last['eta_threshold']:.6g})")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], Callable[[argparse.Namespace], int]], ...] = (
     _add_threshold,
+    _add_figures,
+    _add_train,
 )
 
 

@@ -1,0 +1,126 @@
+"""The run cache: every independent computation behind a figure, stored in the output folder by its config.
+
+A :class:`Run` is a pure function ``fn(config, run_dir) -> dict`` named by its import path plus a
+JSON config.  Its key is the SHA-256 of (``CACHE_VERSION``, fn, config), so the same run requested by
+two figures is computed once, a second invocation of the command finds every result and only redraws,
+and an interrupted invocation resumes: finished runs are reused, and a long run that checkpoints into
+its ``run_dir`` (the deep-net training runs do) continues from its checkpoint.
+
+Layout: ``<out>/runs/<key>/config.json`` (what was asked), ``<out>/runs/<key>/result.json`` (written
+atomically, last: its presence means "done"), plus whatever the run itself writes into that folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+#: Bump to invalidate every cached result (after a change to what a run computes).
+CACHE_VERSION = 1
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cached computation: ``fn`` ("package.module:function") applied to ``config``."""
+
+    fn: str
+    config: Mapping[str, Any] = field(hash=False)
+    label: str = field(default="", compare=False)
+    cost: float = field(default=1.0, compare=False)  # rough seconds; the longest runs start first
+
+    @property
+    def key(self) -> str:
+        """16 hex digits of SHA-256 over (CACHE_VERSION, fn, config)."""
+        text = _canonical({"version": CACHE_VERSION, "fn": self.fn, "config": dict(self.config)})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def function(self) -> Callable[[Mapping[str, Any], Path], dict]:
+        module, _, name = self.fn.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+class RunCache:
+    """Results of :class:`Run` objects under ``root`` (``<out>/runs``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def run_dir(self, run: Run) -> Path:
+        return self.root / run.key
+
+    def has(self, run: Run) -> bool:
+        return (self.run_dir(run) / "result.json").is_file()
+
+    def load(self, run: Run) -> dict:
+        """The stored result of ``run`` (KeyError if it was never finished)."""
+        path = self.run_dir(run) / "result.json"
+        if not path.is_file():
+            raise KeyError(f"run {run.key} ({run.label or run.fn}) has no result yet")
+        with open(path) as f:
+            return json.load(f)
+
+    def prepare(self, run: Run) -> Path:
+        """Create the run's folder and write its config.json; return the folder."""
+        folder = self.run_dir(run)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / "config.json", json.dumps(
+            {"fn": run.fn, "config": dict(run.config), "cache_version": CACHE_VERSION}, indent=1,
+            sort_keys=True))
+        return folder
+
+    def store(self, run: Run, result: Mapping[str, Any]) -> None:
+        """Write result.json atomically (a crash never leaves a half-written result)."""
+        _atomic_write(self.run_dir(run) / "result.json", json.dumps(to_jsonable(result)))
+
+
+def execute(run: Run, root: str) -> tuple[str, dict]:
+    """Compute ``run`` into its folder under ``root`` and store the result; returns (key, result).
+
+    Module level so that a process pool can pickle it.
+    """
+    cache = RunCache(Path(root))
+    folder = cache.prepare(run)
+    start = time.perf_counter()
+    result = dict(run.function()(dict(run.config), folder))
+    result["_seconds"] = round(time.perf_counter() - start, 3)  # compute time, shown in the gallery
+    cache.store(run, result)
+    return run.key, to_jsonable(result)
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy arrays/scalars -> lists/floats, non-finite floats -> None (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):
+        return to_jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a run result")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

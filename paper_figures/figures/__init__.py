@@ -1,0 +1,1 @@
+"""One module per figure; see :mod:`paper_figures.registry` for the contract."""

@@ -1,0 +1,115 @@
+"""Deep-net training runs for the figures, through ``deep.run`` (the package's resumable trainer).
+
+A run is a :class:`deep.TrainConfig` as a dict; its folder ``<run_dir>/train`` holds deep's own
+``config.json``, ``metrics.csv`` and ``checkpoint.pt``, so an interrupted figure run resumes where
+deep checkpointed.  The cached result is the metrics table as columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from paper_figures import style
+from paper_figures.cache import Run
+from paper_figures.figures.common import column, late_median, late_range, rounded
+
+#: The network of SPEC 3.3: digits (first 1000 images, /16), MLP 64-200-200-10 tanh, MSE loss.
+DIGITS_MLP: dict[str, Any] = {"dataset": "digits", "n": 1000, "model": "mlp", "width": 200, "depth": 2,
+                              "activation": "tanh", "loss": "mse"}
+
+COLUMNS = ("step", "train_loss", "train_accuracy", "sharpness", "preconditioned_sharpness", "threshold",
+           "eta_S_P", "eta_threshold", "hvps", "wall_time")
+
+#: Rough seconds per step on one CPU core (for scheduling the longest runs first, not for results).
+_COST_PER_STEP = {"mlp": 0.008, "cnn": 0.03, "transformer": 0.05, "resnet": 0.05}
+
+
+def train_run(label: str, *, optimizer: str, hyper: Mapping[str, float], steps: int, measure_every: int,
+              base: Mapping[str, Any] = DIGITS_MLP, seed: int = 0, **fields: Any) -> Run:
+    """The :class:`Run` of one deep training run (``base`` network + these fields)."""
+    config = {**dict(base), **fields, "optimizer": optimizer, "hyper": {k: float(v) for k, v in hyper.items()},
+              "steps": int(steps), "measure_every": int(measure_every), "seed": int(seed)}
+    cost = steps * _COST_PER_STEP.get(config.get("model", "mlp"), 0.01)
+    return Run("paper_figures.figures.training:train", config, label=label, cost=cost)
+
+
+def train(config: Mapping[str, Any], run_dir: Path) -> dict:
+    """Run (or resume) ``deep.run`` for ``config`` in ``run_dir/train``; return its metrics as columns."""
+    from deep import TrainConfig, read_metrics, run
+
+    path = run(TrainConfig.from_dict(dict(config)), Path(run_dir) / "train", progress=False)
+    rows = read_metrics(path)
+    status = json.loads((Path(path).parent / "summary.json").read_text())
+    return {"status": status.get("status"), "last_step": status.get("step"),
+            "metrics": {c: [row.get(c) for row in rows] for c in COLUMNS}}
+
+
+def series(result: Mapping[str, Any], name: str) -> np.ndarray:
+    return column(result["metrics"], name)
+
+
+def run_numbers(result: Mapping[str, Any], eta: float, fraction: float = 0.4) -> dict[str, Any]:
+    """Key numbers of one run: late median / range of eta * S_P and of eta * S, raw S at the start and
+    the end, the final loss, and the run's status (completed / diverged and where)."""
+    steps = series(result, "step")
+    s = series(result, "sharpness")
+    sp = series(result, "preconditioned_sharpness")
+    loss = series(result, "train_loss")
+    measured = np.isfinite(s)
+    first = float(s[measured][1]) if measured.sum() > 1 else None  # first measurement after step 0
+    out = {
+        "late_median_eta_S_P": rounded(late_median(steps, eta * sp, fraction)),
+        "late_range_eta_S_P": [rounded(v) for v in late_range(steps, eta * sp, fraction) or []],
+        "late_median_eta_S": rounded(late_median(steps, eta * s, fraction)),
+        "sharpness_first": rounded(first),
+        "sharpness_last": rounded(float(s[measured][-1]) if measured.any() else None),
+        "final_loss": rounded(float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else None),
+        "status": result.get("status"),
+    }
+    if result.get("status") == "diverged":
+        out["diverged_at"] = result.get("last_step")
+    return out
+
+
+def rows_for_csv(label: str, result: Mapping[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    """The run's metrics as CSV rows, tagged with ``label`` and ``extra`` columns."""
+    metrics = result["metrics"]
+    n = len(metrics["step"])
+    return [{"run": label, **extra, **{c: metrics[c][i] for c in COLUMNS}} for i in range(n)]
+
+
+def plot_metric(ax, result: Mapping[str, Any], name: str, *, scale: float = 1.0, **kw) -> None:
+    """Plot ``scale * name`` against step, skipping unmeasured (NaN) rows."""
+    steps = series(result, "step")
+    v = scale * series(result, name)
+    ok = np.isfinite(v)
+    ax.plot(steps[ok], v[ok], **kw)
+
+
+def draw_triptych(axes: Sequence, results: Sequence[Mapping], etas: Sequence[float], labels: Sequence[str],
+                  level: float, level_label: str, adaptive: bool = True) -> None:
+    """Three panels: train loss (log), eta * S_P (or eta * S) with the threshold line, raw S (log if wide)."""
+    ax_loss, ax_level, ax_raw = axes
+    colors = style.colors(len(results))
+    raw: list[float] = []
+    losses: list[float] = []
+    for color, res, eta, label in zip(colors, results, etas, labels):
+        losses += list(series(res, "train_loss"))
+        plot_metric(ax_loss, res, "train_loss", color=color, label=label)
+        plot_metric(ax_level, res, "preconditioned_sharpness" if adaptive else "sharpness", scale=eta,
+                    color=color, marker="o", ms=2.5, label=label)
+        plot_metric(ax_raw, res, "sharpness", color=color, marker="o", ms=2.5, label=label)
+        raw += list(series(res, "sharpness"))
+    style.auto_log(ax_loss, losses, decades=1.0)
+    ax_loss.set_ylabel("train loss (MSE)")
+    style.threshold_line(ax_level, level, level_label, va="bottom", where=0.3, pad=9)
+    ax_level.set_ylabel(r"$\eta\,S_P$ (dimensionless)" if adaptive else r"$\eta\,S$ (dimensionless)")
+    ax_level.set_ylim(0, level * 1.5)
+    ax_raw.set_ylabel(r"sharpness $S=\lambda_{max}(H)$ (loss/param$^2$)")
+    style.auto_log(ax_raw, raw)
+    for ax in axes:
+        ax.set_xlabel("step")
