@@ -236,14 +236,17 @@ def threshold(beta1: float, eta: float) -> float:
     return stability_threshold("adam", beta1=beta1, eta=eta)
 
 
-def threshold_at_step(t: int, beta1: float, eta: float) -> float:
-    """Adam's quasi-static threshold at step t with bias correction: (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta).
+def threshold_at_step(t: int, beta1: float, eta: float, weight_decay: float = 0.0) -> float:
+    """Adam's quasi-static threshold at step t with bias correction: (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) - wd.
 
-    At step t Adam applies eta / (1 - beta1^t) to the raw EMA m_t, so the frozen threshold at that
-    effective step size applies; it tends to :func:`threshold` as t grows.
+    At step t Adam applies eta_t = eta / (1 - beta1^t) to the raw EMA m_t, so the frozen threshold at
+    that effective step size applies (coupled L2 ``weight_decay`` still subtracts wd); it tends to
+    :func:`threshold` as t grows.  Only (beta1, eta, weight_decay) are validated: eta_t itself may
+    exceed the range a configured eta must satisfy (eta_t * wd >= 1 early in a run is fine).
     """
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
         raise ValueError(f"t must be an integer step >= 1, got {t!r}")
-    beta1 = HYPERS["beta1"].check(beta1)
-    eta = HYPERS["eta"].check(eta)
-    return stability_threshold("adam", beta1=beta1, eta=eta / (1.0 - beta1 ** int(t)))
+    values = validate("adam", {"beta1": beta1, "eta": eta, "weight_decay": weight_decay})
+    function, names = _threshold_function("adam")
+    values["eta"] = values["eta"] / (1.0 - values["beta1"] ** int(t))
+    return float(function(*(values[name] for name in names)))

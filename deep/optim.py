@@ -61,16 +61,13 @@ def threshold(name: str, hyper: Mapping[str, float], step: int) -> float:
     beta1 = 0.9, ...).  For ``adam`` the bias correction makes the step at time t equal to
     eta / (1 - beta1^t) on the raw EMA, so the quasi-static threshold
     :func:`aeos_theory.threshold_at_step` (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) is used, with
-    t = max(step, 1) (P_t is the denominator of step t; before any step, the first step's value);
-    with weight decay the same substitution eta -> eta / (1 - beta1^t) is made in the exact formula.
+    t = max(step, 1) (P_t is the denominator of step t; before any step, the first step's value),
+    including coupled weight decay.
     For adamw and nadam the settled (t -> infinity) threshold is returned.
     """
     from aeos_theory.stability import stability_threshold, threshold_at_step
 
     h = validate_hyper(name, hyper)
     if name == "adam":
-        t = max(int(step), 1)
-        if h["weight_decay"] == 0.0:
-            return threshold_at_step(t, h["beta1"], h["eta"])
-        return stability_threshold("adam", **{**h, "eta": h["eta"] / (1.0 - h["beta1"] ** t)})
+        return threshold_at_step(max(int(step), 1), h["beta1"], h["eta"], h["weight_decay"])
     return stability_threshold(name, **h)

@@ -55,8 +55,8 @@ def _run_threshold(args: argparse.Namespace) -> int:
     if args.step is not None:
         if args.optimizer != "adam":
             raise ValueError("--step (bias-corrected threshold) applies to --optimizer adam only")
-        value = threshold_at_step(args.step, hyper["beta1"], hyper["eta"])
-        formula = "(2 + 2 beta1) (1 - beta1^t) / ((1 - beta1) eta)"
+        value = threshold_at_step(args.step, hyper["beta1"], hyper["eta"], hyper["weight_decay"])
+        formula = "(2 + 2 beta1) (1 - beta1^t) / ((1 - beta1) eta) - weight_decay"
     else:
         value = stability_threshold(args.optimizer, **hyper)
         boundary = derive_boundary(args.optimizer)

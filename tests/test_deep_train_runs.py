@@ -116,6 +116,18 @@ def test_adam_threshold_column_is_bias_corrected(tmp_path):
             assert math.isclose(r["eta_S_P"], eta * r["preconditioned_sharpness"], rel_tol=1e-12)
 
 
+def test_adam_with_weight_decay_records_early_thresholds(tmp_path):
+    """eta = 0.01, wd = 20 is valid (eta wd = 0.2), though eta / (1 - beta1) * wd = 2 at step 1: the run
+    must record (2 + 2 b1)(1 - b1^t)/((1 - b1) eta) - wd from step 0 on, not stop with an error."""
+    hyper = {"eta": 0.01, "weight_decay": 20.0}
+    rows = read_metrics(run(TrainConfig(**dict(SMALL, hyper=hyper, steps=10, measure_every=5)), tmp_path / "wd",
+                            progress=False))
+    assert [r["step"] for r in rows] == [0, 5, 10]
+    for r in rows:
+        t = max(r["step"], 1)
+        assert math.isclose(r["threshold"], 3.8 * (1 - 0.9 ** t) / (0.1 * 0.01) - 20.0, rel_tol=1e-12)
+
+
 def test_divergence_is_recorded_not_raised(tmp_path):
     out = tmp_path / "div"
     cfg = TrainConfig(**dict(SMALL, optimizer="gd", hyper={"eta": 5.0}, activation="identity", steps=100))

@@ -148,6 +148,17 @@ def test_threshold_at_step_matches_bias_corrected_closed_form():
     assert threshold_at_step(1, 0.0, 0.1) == pytest.approx(20, rel=1e-12)
 
 
+def test_threshold_at_step_with_weight_decay_early_in_a_run():
+    """eta = 0.1, wd = 2 is a valid Adam config (eta wd = 0.2 < 1) although eta_1 = eta / (1 - 0.9) = 1
+    has eta_1 wd = 2: the step-1 threshold is still defined, (2 + 2 b1)(1 - b1) / ((1 - b1) eta) - wd."""
+    assert threshold_at_step(1, 0.9, 0.1, 2.0) == pytest.approx(38.0 - 2.0, rel=1e-12)
+    for t in (1, 5, 50):
+        expected = (2 + 2 * 0.9) * (1 - 0.9**t) / ((1 - 0.9) * 0.1) - 2.0
+        assert threshold_at_step(t, 0.9, 0.1, 2.0) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="weight_decay must satisfy"):
+        threshold_at_step(1, 0.9, 0.1, 10.0)
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "call, words",
