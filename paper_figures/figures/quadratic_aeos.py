@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 
 from paper_figures import report, style
 from paper_figures.cache import Run
-from paper_figures.figures.common import first_passage, fmt, late_median, late_range, rounded
+from paper_figures.figures.common import column, first_passage, fmt, late_median, late_range, rounded
 from paper_figures.registry import Context
 
 TITLE = "Adam on a dense quadratic: eta * S_P climbs to 38 and hovers there"
@@ -53,8 +52,8 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
     numbers, rows = {}, []
     for r, res in zip(runs, results):
         eta = r.config["eta"]
-        steps = np.asarray(res["step"], dtype=float)
-        level = eta * np.asarray([np.nan if v is None else v for v in res["preconditioned_sharpness"]])
+        steps = column(res, "step")
+        level = eta * column(res, "preconditioned_sharpness")
         numbers[f"eta={eta:g}"] = {
             "steps": r.config["steps"],
             "first_step_above_36": first_passage(steps, level, 36.0),
@@ -71,11 +70,9 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
     ax_loss, ax_level = axes[0]
     for color, r, res in zip(style.colors(len(runs)), runs, results):
         eta = r.config["eta"]
-        steps = np.asarray(res["step"])
-        loss = np.asarray([np.nan if v is None else v for v in res["loss"]], dtype=float)
-        ax_loss.plot(steps, loss, color=color, lw=0.8, label=f"eta = {eta:g}")
-        sp = np.asarray([np.nan if v is None else v for v in res["preconditioned_sharpness"]], dtype=float)
-        ax_level.plot(steps, eta * sp, color=color, lw=0.8, label=f"eta = {eta:g}")
+        steps = column(res, "step")
+        ax_loss.plot(steps, column(res, "loss"), color=color, lw=0.8, label=f"eta = {eta:g}")
+        ax_level.plot(steps, eta * column(res, "preconditioned_sharpness"), color=color, lw=0.8, label=f"eta = {eta:g}")
     style.logscale(ax_loss, "y")
     ax_loss.set_ylabel(r"loss $\frac{1}{2}x^\top H x$")
     style.threshold_line(ax_level, LEVEL, "38 = (2+2 b1)/(1-b1)", va="bottom", where=0.02, pad=6)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 
 from paper_figures import report, style
 from paper_figures.cache import Run
-from paper_figures.figures.common import fmt, late_median, late_range, rounded
+from paper_figures.figures.common import column, fmt, late_median, late_range, rounded
 from paper_figures.registry import Context
 
 TITLE = "Progressive-sharpening model: GD's S blocked at 2/eta, Adam's S rising while eta * S_P = 38"
@@ -41,15 +40,11 @@ def compute(config: Mapping, run_dir: Path) -> dict:
             "preconditioned_sharpness": res.preconditioned_sharpness, "diverged_at": res.diverged_at}
 
 
-def _arr(values) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
-
-
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
     res = dict(zip(OPTIMIZERS, results))
     numbers, rows = {}, []
     for opt, r in res.items():
-        steps, s, sp = _arr(r["step"]), _arr(r["sharpness"]), _arr(r["preconditioned_sharpness"])
+        steps, s, sp = column(r, "step"), column(r, "sharpness"), column(r, "preconditioned_sharpness")
         numbers[opt] = {
             "late_median_eta_S": rounded(late_median(steps, ETA * s)),
             "late_range_eta_S": [rounded(v) for v in late_range(steps, ETA * s) or []],
@@ -67,18 +62,18 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
     fig, axes = style.figure(3, 1, width="page", height=2.3)
     ax_raw, ax_gd, ax_adam = axes[0]
     gd, adam = res["gd"], res["adam"]
-    ax_raw.plot(_arr(gd["step"]), _arr(gd["sharpness"]), color=c_gd, label="GD")
-    ax_raw.plot(_arr(adam["step"]), _arr(adam["sharpness"]), color=c_adam, label="Adam")
+    ax_raw.plot(column(gd, "step"), column(gd, "sharpness"), color=c_gd, label="GD")
+    ax_raw.plot(column(adam, "step"), column(adam, "sharpness"), color=c_adam, label="Adam")
     style.logscale(ax_raw, "y")
     style.threshold_line(ax_raw, 2.0 / ETA, f"2/eta = {2 / ETA:g}", va="bottom", where=0.02)
     ax_raw.set_ylabel(r"raw sharpness $S=\lambda_{max}(H)$ (1/x$^2$)")
     ax_raw.set_title(f"both at eta = {ETA:g}", loc="left")
     style.legend(ax_raw, loc="lower right")
-    ax_gd.plot(_arr(gd["step"]), ETA * _arr(gd["sharpness"]), color=c_gd)
+    ax_gd.plot(column(gd, "step"), ETA * column(gd, "sharpness"), color=c_gd)
     style.threshold_line(ax_gd, 2.0, "2 (GD threshold)", va="bottom", where=0.02)
     ax_gd.set_ylim(0, 3.0)
     ax_gd.set_ylabel(r"GD: $\eta\,S$ (dimensionless)")
-    ax_adam.plot(_arr(adam["step"]), ETA * _arr(adam["preconditioned_sharpness"]), color=c_adam)
+    ax_adam.plot(column(adam, "step"), ETA * column(adam, "preconditioned_sharpness"), color=c_adam)
     style.threshold_line(ax_adam, 38.0, "38 (Adam threshold)", va="bottom", where=0.3, pad=9)
     ax_adam.set_ylim(0, 38 * 1.5)
     ax_adam.set_ylabel(r"Adam: $\eta\,S_P$ (dimensionless)")
