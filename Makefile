@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The repository's gallery lives in paper_figures/out (aeos figures alone writes to ./aeos_figures).
 figures: $(STAMP)
-	$(PY) -m paper_figures
+	$(PY) -m paper_figures --out paper_figures/out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

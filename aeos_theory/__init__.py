@@ -1,12 +1,32 @@
 """Exact stability thresholds of optimizers at the edge of stability, derived with sympy.
 
+The foundation of the package (Cohen et al., *Adaptive Gradient Methods at the Edge of Stability*,
+arXiv 2207.14484): with its preconditioner P frozen, an optimizer on one eigen-direction of a quadratic
+is a linear recurrence, stable only while the (preconditioned) curvature lambda stays below a threshold
+lambda*.  This package derives lambda* exactly from each optimizer's update matrix.
+
+Main entry points:
+
+* :func:`threshold` (Adam: (2 + 2 beta1) / ((1 - beta1) eta)) and :func:`stability_threshold` (any
+  optimizer of the registry, any hyperparameters);
+* :func:`derive` / :func:`derive_boundary`: the sympy expression, for the built-in optimizers or any
+  user-supplied update matrix (:mod:`aeos_theory.stability`, the boundary engine);
+* :data:`OPTIMIZERS` (:mod:`aeos_theory.optimizers`): the single registry of optimizer facts that
+  ``sims``, ``deep`` and ``paper_figures`` read; :data:`HYPERS` and :func:`validate`: hyperparameter
+  names, ranges and checks;
+* ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
+
+As the bottom layer it also holds the conventions every layer shares: input checks
+(:mod:`aeos_theory.checks`), atomic JSON/CSV files (:mod:`aeos_theory.files`) and the command-line
+contract (:mod:`aeos_theory.command`).  It imports neither torch nor numba.
+
 >>> from aeos_theory import threshold
 >>> threshold(0.9, 1e-3)   # Adam, beta1 = 0.9: (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta
-38000.0
+38000.00000000001
 """
 
-from aeos_theory.hyperparams import HYPERS, Hyper, validate
-from aeos_theory.optimizers import LAMBDA, OPTIMIZERS, SYMBOLS, OptimizerSpec, get_optimizer
+from aeos_theory.hyperparams import HYPERS, Hyper
+from aeos_theory.optimizers import LAMBDA, OPTIMIZERS, SYMBOLS, OptimizerSpec, get_optimizer, validate
 from aeos_theory.stability import (
     Boundary,
     derive,

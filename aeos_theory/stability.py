@@ -27,8 +27,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from aeos_theory.hyperparams import HYPERS, validate
-from aeos_theory.optimizers import LAMBDA, SYMBOLS, get_optimizer
+from aeos_theory import checks
+from aeos_theory.hyperparams import HYPERS
+from aeos_theory.optimizers import LAMBDA, SYMBOLS, get_optimizer, validate
 
 Z = sp.Symbol("z")
 
@@ -244,8 +245,7 @@ def threshold_at_step(t: int, beta1: float, eta: float, weight_decay: float = 0.
     :func:`threshold` as t grows.  Only (beta1, eta, weight_decay) are validated: eta_t itself may
     exceed the range a configured eta must satisfy (eta_t * wd >= 1 early in a run is fine).
     """
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
-        raise ValueError(f"t must be an integer step >= 1, got {t!r}")
+    t = checks.integer("t", t, low=1)
     values = validate("adam", {"beta1": beta1, "eta": eta, "weight_decay": weight_decay})
     function, names = _threshold_function("adam")
     values["eta"] = values["eta"] / (1.0 - values["beta1"] ** int(t))

@@ -1,6 +1,6 @@
 """Speed of the sharpness measurement (not a test).  Run: ``.venv/bin/python benchmarks/deep_speed.py``.
 
-On the digits MLP 64-200-200-10 tanh (SPEC 3.3: first 1000 images / 16, MSE 1/2 ||f - onehot||^2
+On the digits MLP 64-200-200-10 tanh (the paper's digits network: first 1000 images / 16, MSE 1/2 ||f - onehot||^2
 averaged over examples) and on a small tanh CNN on the same 8x8 images, prints in one run:
 
 1. HVP time / gradient time: forward-over-reverse (``jvp(grad)``, the default) and reverse-over-reverse
@@ -33,8 +33,8 @@ from torch import nn
 
 from deep.hessian import HessianOperator
 from deep.lanczos import lanczos
+from deep.measure import COLD_MIN_ITER, PreconditionedOperator, SharpnessTracker, top_eigenpairs
 from deep.preconditioners import preconditioner_diagonal
-from deep.sharpness import COLD_MIN_ITER, PreconditionedOperator, SharpnessTracker, top_eigenpairs
 
 
 def mse(outputs, targets):

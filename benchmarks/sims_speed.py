@@ -65,13 +65,13 @@ def main() -> None:
     t1 = _best_of(lambda: simulate_batch("adam", h, x0, 1e-3, 2000, **hyper), 3)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     print(f"adam (B, d) = ( 100,   1000) on ONE thread: {100 * 1000 * 2000 / t1:9.3e} coord-steps/s")
-    # SPEC 3.2: d = 50 dense Adam, 40k steps, S_P by LAPACK eigvalsh every 100 steps
-    from sims.problems import spec32_problem
+    # the dense-quadratic experiment: d = 50 dense Adam, 40k steps, S_P by LAPACK eigvalsh every 100 steps
+    from sims.problems import dense_problem
 
-    prob = spec32_problem(0)
+    prob = dense_problem(0)
     simulate("adam", prob.H, prob.x0, 1e-3, 10, 5)
     t = _best_of(lambda: simulate("adam", prob.H, prob.x0, 1e-3, 40000, 100), 3)
-    print(f"SPEC 3.2 run (d = 50 dense, 40000 steps, 401 S_P measurements): {t:.3f} s")
+    print(f"dense-quadratic Adam run (d = 50, 40000 steps, 401 S_P measurements): {t:.3f} s")
     etas = np.logspace(-3, 0, 1000)
     empirical_threshold("adam", etas[:2], beta1=0.9)  # compile / load cache
     for opt, hp in (("adam", {"beta1": 0.9}), ("heavy_ball", {"beta": 0.9}), ("gd", {})):

@@ -1,26 +1,57 @@
-"""deep"""
+"""Raw and preconditioned sharpness of real PyTorch networks, and training runs that record them.
 
-# Measurement API (sharpness, preconditioned sharpness, HVPs, Lanczos, preconditioners).
-# Note: the function ``deep.sharpness`` shadows the submodule name; import the module's other names
-# with ``from deep.sharpness import ...`` (never ``import deep.sharpness as m``).
-from .hessian import HessianOperator, full_batch_gradient, full_batch_loss, hvp
-from .lanczos import LanczosConvergenceWarning, LanczosResult, lanczos
-from .preconditioners import preconditioner_diagonal, preconditioner_of
-from .sharpness import (
-    SharpnessResult,
-    SharpnessTracker,
-    gradient_overlap,
-    layer_mass,
-    preconditioned_sharpness,
-    sharpness,
-    top_eigenpairs,
-)
+What it is for: measuring, on a real network and a real ``torch.optim`` optimizer, the quantities the
+theory is about: the sharpness S = lambda_max(H) of the full-batch loss and the preconditioned
+sharpness S_P = lambda_max(P^-1/2 H P^-1/2), with P read from the optimizer's state exactly as its last
+step used it.  Runs on CUDA when present, CPU otherwise.
 
-# Training runs (data, models, losses, optimizers by package name, resumable run folders).
-from .config import TrainConfig
-from .data import Dataset, chunks, load, load_cifar10, load_digits, load_synthetic, load_text
-from .losses import cross_entropy, get_loss, mse
-from .models import build_model
-from .optim import make_optimizer
-from .runlog import read_metrics
-from .train import run
+Main entry points:
+
+* measurement (:mod:`deep.measure`): :func:`sharpness`, :func:`preconditioned_sharpness`,
+  :func:`top_eigenpairs` and the warm-started :class:`SharpnessTracker`; underneath,
+  :class:`HessianOperator` (Hessian-vector products over a full batch given as chunks,
+  :mod:`deep.hessian`), the eigensolver :func:`deep.lanczos.lanczos` and :func:`preconditioner_diagonal`
+  (:mod:`deep.preconditioners`);
+* training (:mod:`deep.train`): :func:`run` with a :class:`TrainConfig`, writing a resumable run folder
+  read back by :func:`read_metrics`; data sets that work offline (:mod:`deep.data`), models
+  (:mod:`deep.models`), losses (:mod:`deep.losses`) and :func:`make_optimizer` (package optimizer names
+  on top of ``torch.optim``, :mod:`deep.optim`);
+* ``aeos train`` on the command line (:mod:`deep.cli`).
+
+Importing ``deep`` is light; torch is imported when the first of these names is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "HessianOperator": "deep.hessian", "full_batch_gradient": "deep.hessian", "full_batch_loss": "deep.hessian",
+    "hvp": "deep.hessian",
+    "LanczosConvergenceWarning": "deep.lanczos", "LanczosResult": "deep.lanczos",
+    "preconditioner_diagonal": "deep.preconditioners",
+    "SharpnessResult": "deep.measure", "SharpnessTracker": "deep.measure", "gradient_overlap": "deep.measure",
+    "layer_mass": "deep.measure", "preconditioned_sharpness": "deep.measure", "sharpness": "deep.measure",
+    "top_eigenpairs": "deep.measure",
+    "TrainConfig": "deep.config",
+    "Dataset": "deep.data", "chunks": "deep.data", "load": "deep.data", "load_cifar10": "deep.data",
+    "load_digits": "deep.data", "load_synthetic": "deep.data", "load_text": "deep.data",
+    "cross_entropy": "deep.losses", "get_loss": "deep.losses", "mse": "deep.losses",
+    "build_model": "deep.models",
+    "make_optimizer": "deep.optim",
+    "read_metrics": "deep.runlog",
+    "run": "deep.train",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))

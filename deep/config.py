@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 import torch
 
-from .data import DATASETS
-from .losses import LOSSES
-from .models import ACTIVATIONS, MODELS
+from aeos_theory import checks
+from aeos_theory.optimizers import get_optimizer
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS
 
 
 @dataclass
@@ -58,41 +56,39 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and its allowed values; return self."""
-        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("dtype", tuple(DTYPES))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
+        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("dtype", DTYPES)):
+            checks.choice(name, getattr(self, name), allowed)
+        if self.activation is not None:
+            checks.choice("activation", self.activation, ACTIVATIONS)
         if (self.dataset == "text") != (self.model == "transformer"):
             raise ValueError("model 'transformer' goes with dataset 'text' and only with it; got "
                              f"model={self.model!r}, dataset={self.dataset!r}")
         if self.model in ("cnn", "resnet") and self.dataset == "synthetic":
             raise ValueError(f"model {self.model!r} needs images (dataset digits or cifar10); got 'synthetic'")
         self.resolved_hyper()
-        _integer("steps", self.steps, 0)
-        _integer("measure_every", self.measure_every, 1)
-        _integer("seed", self.seed, 0)
-        _integer("context", self.context, 1)
-        _integer("max_hvps", self.max_hvps, 1)
+        checks.integer("steps", self.steps, low=0)
+        checks.integer("measure_every", self.measure_every, low=1)
+        checks.integer("seed", self.seed, low=0)
+        checks.integer("context", self.context, low=1)
+        checks.integer("max_hvps", self.max_hvps, low=1)
         for name in ("n", "batch_size", "chunk_size", "width", "depth"):
             if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), 0 if name == "depth" else 1)
-        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
-            raise ValueError(f"tol must be a number with 0 < tol < 1; got {self.tol!r}")
-        if self.target_loss is not None and (isinstance(self.target_loss, bool)
-                                             or not isinstance(self.target_loss, (int, float))
-                                             or not math.isfinite(self.target_loss)):
-            raise ValueError(f"target_loss must be a finite number or None; got {self.target_loss!r}")
+                checks.integer(name, getattr(self, name), low=0 if name == "depth" else 1)
+        checks.real("tol", self.tol, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+        if self.target_loss is not None:
+            checks.real("target_loss", self.target_loss)
         self.torch_device()
         return self
 
     def resolved_hyper(self) -> dict[str, float]:
-        """``hyper`` validated by :func:`aeos_theory.hyperparams.validate` and completed with defaults."""
-        from .optim import validate_hyper
-
+        """``hyper`` validated by :func:`aeos_theory.validate` and completed with the optimizer's defaults."""
         if not isinstance(self.hyper, Mapping):
             raise ValueError(f"hyper must be a dict of hyperparameters such as {{'eta': 0.001}}; got {self.hyper!r}")
-        return validate_hyper(self.optimizer, self.hyper)
+        return get_optimizer(self.optimizer).validate(dict(self.hyper))
+
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype named by ``dtype``."""
+        return getattr(torch, checks.choice("dtype", self.dtype, DTYPES))
 
     def torch_device(self) -> torch.device:
         """The device to run on ("auto": cuda if available, else cpu)."""
@@ -119,8 +115,3 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
         return cls(**dict(d))
-
-
-def _integer(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")

@@ -4,7 +4,7 @@ Every loader returns a :class:`Dataset` holding ``X`` (inputs) and ``y`` (target
 (float32 inputs; one-hot float targets for classification, token indices for the language model).
 A ``Dataset`` unpacks as ``X, y = load_digits()`` and :meth:`Dataset.chunks` (or :func:`chunks`)
 splits the full batch into an iterable of ``(X, y)`` chunks, the ``data`` convention of
-:mod:`deep.sharpness` and of full-batch training (gradients accumulated over chunks, each weighted by
+:mod:`deep.measure` and of full-batch training (gradients accumulated over chunks, each weighted by
 its size, so the result equals the full-batch value).
 
 ==========  ==================================================================================
@@ -29,7 +29,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-DATASETS = ("digits", "cifar10", "text", "synthetic")
+from aeos_theory import checks
+
+from .names import DATASETS
 
 #: File names of the official CIFAR-10 python release (``cifar-10-python.tar.gz``, unpacked).
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -84,15 +86,15 @@ def chunks(X: torch.Tensor, y: torch.Tensor, size: int | None = None) -> list[tu
         raise ValueError(f"X and y must have the same number of examples, got {n} and {int(y.shape[0])}")
     if size is None:
         return [(X, y)]
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk size must be an integer >= 1 (or None for one chunk), got {size!r}")
+    size = checks.integer("chunk size", size, low=1)
     return [(X[i:i + size], y[i:i + size]) for i in range(0, n, size)]
 
 
 def _check_n(n: int, available: int, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= available:
-        raise ValueError(f"n must be an integer with 1 <= n <= {available} ({what}), got {n!r}")
-    return int(n)
+    try:
+        return checks.integer("n", n, low=1, high=available)
+    except ValueError as err:
+        raise ValueError(f"{err} ({what})") from None
 
 
 def _onehot(labels: np.ndarray, k: int) -> torch.Tensor:
@@ -187,8 +189,7 @@ def load_text(n: int = 512, context: int = 64) -> Dataset:
     targets are long token ids (n, T) into ``vocab`` (the sorted set of the corpus' characters).
     """
     corpus = text_corpus()
-    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
-        raise ValueError(f"context must be an integer >= 1, got {context!r}")
+    context = checks.integer("context", context, low=1)
     available = (len(corpus) - 1) // context
     n = _check_n(n, available, f"the corpus has {len(corpus)} characters, i.e. {available} windows of "
                                f"context {context}")
@@ -207,11 +208,9 @@ def load_synthetic(n: int = 1000, d: int = 20, k: int = 10, seed: int = 0,
     Classification: one-hot of argmax f(x) over ``k`` classes.  Regression: targets f(x) (n, k).
     Everything is drawn from a ``torch.Generator`` seeded with ``seed``.
     """
-    for name, value, low in (("n", n, 1), ("d", d, 1), ("k", k, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if task not in ("classification", "regression"):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    for name, value in (("n", n), ("d", d), ("k", k)):
+        checks.integer(name, value, low=1)
+    checks.choice("task", task, ("classification", "regression"))
     gen = torch.Generator().manual_seed(int(seed))
     X = torch.randn(n, d, generator=gen)
     w1 = torch.randn(d, 32, generator=gen) / d ** 0.5
@@ -233,4 +232,5 @@ def load(name: str, n: int | None = None, *, data_dir: str | None = None, contex
         return load_text(512 if n is None else n, context)
     if name == "synthetic":
         return load_synthetic(1000 if n is None else n, seed=seed)
-    raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    checks.choice("dataset", name, DATASETS)
+    raise AssertionError(name)  # every name of DATASETS is handled above

@@ -10,9 +10,8 @@ the same size-weighted sums of the per-chunk quantities, so one chunk of N examp
 it give the same numbers (up to float round-off).
 
 H v is computed forward-over-reverse, ``jvp(grad(L_i), (theta,), (v,))``: one forward pass plus one
-reverse pass carrying tangents.  On one CPU thread it cost 3.94 plain ``loss.backward()`` gradients on
-the digits MLP and 3.33 on a small CNN; reverse-over-reverse (``vjp(grad)``) 3.10 and 2.92
-(``benchmarks/deep_speed.py``; on the MLP an HVP does 32 matrix products to the gradient's 8).  Everything works on detached copies of the parameters through
+reverse pass carrying tangents (its cost against a gradient is measured in ``benchmarks/README.md``).
+Everything works on detached copies of the parameters through
 ``torch.func.functional_call``: the model's parameters, their ``.grad`` and its buffers are left as
 they were.  The model must be deterministic during the call (no dropout; BatchNorm in eval mode), as
 for any curvature measurement.
@@ -161,9 +160,9 @@ class HessianOperator:
     builds the graph of g = sum_i (n_i/N) grad L_i once (``create_graph=True``, all chunks) and keeps it,
     so each H v is one backward pass through that graph: no forward pass and no first backward per
     product.  Own code rather than torch.func (which cannot keep a graph between calls) because it is
-    measurably cheaper: one product cost 1.57 gradients instead of 3.94 on the digits MLP and 1.33
-    instead of 3.33 on a small CNN, plus ~1-1.5 gradients once to build (``benchmarks/deep_speed.py``); the price is memory for every chunk's graph, so it suits data that
-    fit in memory at once.  The parameters theta are a detached
+    measurably cheaper per product (``benchmarks/deep_speed.py``, figures in ``benchmarks/README.md``);
+    the price is memory for every chunk's graph, so it suits data that fit in memory at once.  The
+    parameters theta are a detached
     snapshot taken at construction: later changes to the model are not seen, and the model is never
     changed.  ``matvecs`` counts the products computed.
     """

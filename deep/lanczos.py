@@ -30,6 +30,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from aeos_theory import checks
+
 Operator = Callable[[Tensor], Tensor]
 
 
@@ -117,12 +119,11 @@ def lanczos(
         :class:`LanczosResult` with eigenvalues (descending), unit eigenvectors, residuals, the number of
         products and whether the tolerance was met.
     """
-    _check("n", isinstance(n, int) and n >= 1, "an integer >= 1", n)
-    _check("k", isinstance(k, int) and 1 <= k <= n, f"an integer in [1, n={n}]", k)
-    _check("tol", isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0, "a finite number > 0", tol)
-    _check("max_iter", isinstance(max_iter, int) and max_iter >= k, f"an integer >= k={k}", max_iter)
-    _check("min_iter", isinstance(min_iter, int) and 1 <= min_iter <= max_iter,
-           f"an integer in [1, max_iter={max_iter}]", min_iter)
+    n = checks.integer("n", n, low=1)
+    k = checks.integer("k", k, low=1, high=n)
+    tol = checks.real("tol", tol, low=0.0, low_inclusive=False)
+    max_iter = checks.integer("max_iter", max_iter, low=k)
+    min_iter = checks.integer("min_iter", min_iter, low=1, high=max_iter)
     if device is None:
         device = init.device if isinstance(init, Tensor) else torch.device("cpu")
     generator = torch.Generator().manual_seed(int(seed))

@@ -1,11 +1,11 @@
-"""Losses as means over the examples of one chunk (the convention of :mod:`deep.sharpness`).
+"""Losses as means over the examples of one chunk (the convention of :mod:`deep.measure`).
 
 Targets are either one-hot / real-valued floats with the outputs' shape, or long class indices with
 the outputs' shape minus the last (class) axis.  For the language model an "example" is a token:
 outputs (b, T, V), targets (b, T), and the mean runs over the b T tokens.
 
-* ``mse``: L = 1/(2 n) sum_i ||f(x_i) - y_i||^2 (sum over classes, mean over examples; SPEC 3.3 and
-  locuslab/edge-of-stability's ``0.5 * sum of squares / n``).  Class-index targets are made one-hot.
+* ``mse``: L = 1/(2 n) sum_i ||f(x_i) - y_i||^2 (sum over classes, mean over examples; the paper's
+  square loss, locuslab/edge-of-stability's ``0.5 * sum of squares / n``).  Class-index targets are made one-hot.
 * ``ce``: L = -1/n sum_i log softmax(f(x_i))_{y_i} (soft targets: -1/n sum_i <y_i, log softmax f>).
 """
 
@@ -16,7 +16,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("mse", "ce")
+from aeos_theory import checks
+
+from .names import LOSSES
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,11 +47,7 @@ def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def get_loss(name: str) -> LossFn:
     """The loss function called ``name`` (``mse`` or ``ce``)."""
-    if name == "mse":
-        return mse
-    if name == "ce":
-        return cross_entropy
-    raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {name!r}")
+    return {"mse": mse, "ce": cross_entropy}[checks.choice("loss", name, LOSSES)]
 
 
 def correct(out: torch.Tensor, target: torch.Tensor) -> int:

@@ -20,23 +20,14 @@ import math
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn", "resnet", "transformer")
+from aeos_theory import checks
 
-ACTIVATIONS = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
-    "identity": nn.Identity,
-}
+from .names import ACTIVATIONS, MODELS
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (one of :data:`ACTIVATIONS`)."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
-    return ACTIVATIONS[name]()
+    """The activation module called ``name`` (one of :data:`deep.names.ACTIVATIONS`)."""
+    return getattr(nn, ACTIVATIONS[checks.choice("activation", name, ACTIVATIONS)])()
 
 
 class MLP(nn.Module):
@@ -177,15 +168,13 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, wi
     (the global RNG state is restored afterwards), created on CPU.  For ``transformer``,
     ``input_shape = (context,)`` and ``num_classes`` is the vocabulary size.
     """
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    checks.choice("model", name, MODELS)
     w0, d0, a0 = _DEFAULTS[name]
     width = w0 if width is None else width
     depth = d0 if depth is None else depth
     act = a0 if act is None else act
-    for arg, value, low in (("width", width, 1), ("depth", depth, 0 if name == "mlp" else 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    checks.integer("width", width, low=1)
+    checks.integer("depth", depth, low=0 if name == "mlp" else 1)
     activation(act)  # validates the name
     shape = tuple(int(s) for s in input_shape)
     if name in ("cnn", "resnet") and len(shape) != 3:

@@ -1,22 +1,22 @@
 """The diagonal preconditioner P of a ``torch.optim`` optimizer, read from its state.
 
 Every optimizer of the package takes a step theta <- theta - eta * (something) / P with P diagonal;
-P is read here exactly as the optimizer formed the denominator of its *last* step (SPEC section 1),
-with the same floating-point operations in the same order, from the state the step left behind
-(t = ``state["step"]``):
+P is read here exactly as the optimizer formed the denominator of its *last* step, with the same
+floating-point operations in the same order, from the state the step left behind
+(t = ``state["step"]``).  Which rule a torch class follows is the registry's ``preconditioner`` field
+(:data:`aeos_theory.OPTIMIZERS`), plus Adagrad, which the package reads but does not simulate:
 
-============================  ===============================================================
-torch class (package names)   P
-============================  ===============================================================
-Adam, AdamW (adam, adamw)     sqrt(v_t) / sqrt(1 - beta2^t) + eps, v_t = ``exp_avg_sq``
-                              (``max_exp_avg_sq`` when ``amsgrad=True``)
-NAdam (nadam)                 sqrt(v_t / (1 - beta2^t)) + eps
-RMSprop (rmsprop)             sqrt(s_t) + eps, s_t = ``square_avg``; ``centered=True``:
-                              sqrt(s_t - gbar_t^2) + eps, gbar_t = ``grad_avg``
-Adagrad                       sqrt(G_t) + eps, G_t = ``sum``
-SGD (gd, heavy_ball,          I (momentum, dampening and Nesterov do not precondition)
-nesterov)
-============================  ===============================================================
+============  ================================================================================
+rule          P
+============  ================================================================================
+v_hat         sqrt(v_t) / sqrt(1 - beta2^t) + eps, v_t = ``exp_avg_sq`` (``max_exp_avg_sq`` when
+              ``amsgrad=True``); torch.optim.Adam and AdamW
+v_hat_nadam   sqrt(v_t / (1 - beta2^t)) + eps (the same P, torch's NAdam rounding); torch.optim.NAdam
+square_avg    sqrt(s_t) + eps, s_t = ``square_avg``; ``centered=True``: sqrt(s_t - gbar_t^2) + eps,
+              gbar_t = ``grad_avg``; torch.optim.RMSprop
+sum           sqrt(G_t) + eps, G_t = ``sum``; torch.optim.Adagrad
+(none)        I: torch.optim.SGD (momentum, dampening and Nesterov do not precondition)
+============  ================================================================================
 
 Step-size factors that are the same for every coordinate (Adam's 1/(1 - beta1^t), Adagrad's
 learning-rate decay, NAdam's momentum schedule) belong to the effective eta, not to P.  Weight decay
@@ -31,26 +31,16 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-#: The package's optimizer names (aeos_theory.optimizers) -> the P their torch class uses.
-PRECONDITIONER_OF: dict[str, str] = {
-    "gd": "I",
-    "heavy_ball": "I",
-    "nesterov": "I",
-    "adam": "sqrt(v / (1 - beta2^t)) + eps  (torch.optim.Adam state exp_avg_sq)",
-    "adamw": "sqrt(v / (1 - beta2^t)) + eps  (torch.optim.AdamW state exp_avg_sq)",
-    "nadam": "sqrt(v / (1 - beta2^t)) + eps  (torch.optim.NAdam state exp_avg_sq)",
-    "rmsprop": "sqrt(s) + eps  (torch.optim.RMSprop state square_avg; centered: sqrt(s - gbar^2) + eps)",
+from aeos_theory.optimizers import OPTIMIZERS
+
+#: torch.optim class name -> its rule for P (None: P = I), from the registry, plus Adagrad.
+RULE_OF_CLASS: dict[str, str | None] = {
+    **{spec.torch_class: spec.preconditioner for spec in OPTIMIZERS.values()},
+    "Adagrad": "sum",
 }
 
 #: torch.optim class names whose P this module can read.
-SUPPORTED = ("Adam", "AdamW", "NAdam", "RMSprop", "Adagrad", "SGD")
-
-
-def preconditioner_of(name: str) -> str:
-    """The formula of P for a package optimizer name (``gd``, ``adam``, ...); ValueError otherwise."""
-    if name not in PRECONDITIONER_OF:
-        raise ValueError(f"optimizer must be one of {', '.join(PRECONDITIONER_OF)}; got {name!r}")
-    return PRECONDITIONER_OF[name]
+SUPPORTED = tuple(RULE_OF_CLASS)
 
 
 def _kind(optimizer: torch.optim.Optimizer) -> str:
@@ -66,7 +56,7 @@ def _kind(optimizer: torch.optim.Optimizer) -> str:
 
 def is_identity(optimizer: torch.optim.Optimizer) -> bool:
     """True when the optimizer's P is the identity (torch.optim.SGD, any momentum)."""
-    return _kind(optimizer) == "SGD"
+    return RULE_OF_CLASS[_kind(optimizer)] is None
 
 
 def _step(state: dict, name: str, kind: str) -> float:
@@ -81,27 +71,35 @@ def _step(state: dict, name: str, kind: str) -> float:
     return step
 
 
+def _adam(state: dict, group: dict, step: float) -> Tensor:
+    v = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
+    return (v.sqrt() / (1 - group["betas"][1] ** step) ** 0.5).add_(group["eps"])  # torch's _single_tensor_adam
+
+
+def _nadam(state: dict, group: dict, step: float) -> Tensor:
+    return state["exp_avg_sq"].div(1 - group["betas"][1] ** step).sqrt().add_(group["eps"])
+
+
+def _rmsprop(state: dict, group: dict, step: float) -> Tensor:
+    s = state["square_avg"]
+    if group.get("centered", False):
+        gbar = state["grad_avg"]
+        return s.addcmul(gbar, gbar, value=-1).sqrt_().add_(group["eps"])
+    return s.sqrt().add(group["eps"])
+
+
+def _adagrad(state: dict, group: dict, step: float) -> Tensor:
+    return state["sum"].sqrt().add(group["eps"])
+
+
+_READERS = {"v_hat": _adam, "v_hat_nadam": _nadam, "square_avg": _rmsprop, "sum": _adagrad}
+
+
 def _diag(kind: str, state: dict, group: dict, param: Tensor, name: str) -> Tensor:
-    if kind == "SGD":
+    rule = RULE_OF_CLASS[kind]
+    if rule is None:
         return torch.ones_like(param)
-    step = _step(state, name, kind)
-    eps = group["eps"]
-    if kind in ("Adam", "AdamW"):
-        beta2 = group["betas"][1]
-        v = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
-        return (v.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)  # torch's _single_tensor_adam
-    if kind == "NAdam":
-        beta2 = group["betas"][1]
-        return state["exp_avg_sq"].div(1 - beta2**step).sqrt().add_(eps)
-    if kind == "RMSprop":
-        s = state["square_avg"]
-        if group.get("centered", False):
-            gbar = state["grad_avg"]
-            return s.addcmul(gbar, gbar, value=-1).sqrt_().add_(eps)
-        return s.sqrt().add(eps)
-    if kind == "Adagrad":
-        return state["sum"].sqrt().add(eps)
-    raise AssertionError(kind)  # unreachable: _kind() validated the class
+    return _READERS[rule](state, group, _step(state, name, kind))
 
 
 def preconditioner_diagonals(optimizer: torch.optim.Optimizer, params: Sequence[Tensor],

@@ -1,25 +1,32 @@
 """The files of a run folder: ``config.json``, ``metrics.csv``, ``checkpoint.pt``, ``summary.json``.
 
+* ``config.json``: the :class:`deep.TrainConfig`, the resolved hyperparameters, the git hash, the
+  command, versions, and a log of every resume.
 * ``metrics.csv`` is appended one row per measurement and flushed at once, so a killed run keeps
   every row it wrote.  Floats are written with ``repr`` (exact round trip).
-* ``checkpoint.pt`` is written to a temporary file in the same folder and moved over the old one
-  with ``os.replace`` (atomic on POSIX): a kill leaves either the old or the new checkpoint whole.
-* Resuming keeps the rows with ``step <= checkpoint step`` and drops the rest (rows written after
-  the last checkpoint, or a half-written last line), so no row is lost or duplicated.
+* ``checkpoint.pt`` is written atomically (:func:`aeos_theory.files.atomic_write`): a kill leaves either
+  the old or the new checkpoint whole.
+* ``summary.json`` is written last; its presence means the run is over (status and final step).
+
+Resuming keeps the rows with ``step <= checkpoint step`` and drops the rest (rows written after the
+last checkpoint, or a half-written last line), so no row is lost or duplicated.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import subprocess
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from aeos_theory import files
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
@@ -57,9 +64,10 @@ def _parse(name: str, text: str) -> float | int:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` as dicts of numbers (``step``, ``hvps`` as int; NaN where not measured).
+    """Rows of a ``metrics.csv`` (or of the run folder holding it) as dicts of numbers.
 
-    A half-written last line (a run killed mid-write) is ignored.
+    ``step``, ``hvps`` and ``converged`` are ints, the rest floats (NaN where not measured).  A
+    half-written last line (a run killed mid-write) is ignored.
     """
     path = Path(path)
     if path.is_dir():
@@ -80,14 +88,8 @@ class MetricsWriter:
         kept: list[dict[str, float]] = []
         if self.path.exists() and keep_through_step is not None:
             kept = [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            fh.write(",".join(COLUMNS) + "\n")
-            for row in kept:
-                fh.write(",".join(_format(row[c]) for c in COLUMNS) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        lines = [",".join(COLUMNS)] + [",".join(_format(row[c]) for c in COLUMNS) for row in kept]
+        files.atomic_write_text(self.path, "\n".join(lines) + "\n")
         self.rows = len(kept)
         self._fh = open(self.path, "a", newline="")
 
@@ -100,39 +102,15 @@ class MetricsWriter:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "MetricsWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """``torch.save`` to a temporary file, fsync, then ``os.replace`` onto ``path`` (atomic)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(dict(state), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` of ``state`` onto ``path``, atomically."""
+    files.atomic_write(path, lambda fh: torch.save(dict(state), fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict saved by :func:`save_checkpoint` (tensors on CPU)."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def git_hash(start: str | os.PathLike | None = None) -> str | None:
@@ -144,3 +122,45 @@ def git_hash(start: str | os.PathLike | None = None) -> str | None:
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunFolder:
+    """The folder of one run and the rules for reusing it: the same config resumes, another is refused."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.config, self.metrics = self.path / CONFIG, self.path / METRICS
+        self.checkpoint, self.summary = self.path / CHECKPOINT, self.path / SUMMARY
+
+    def saved(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The folder's ``config.json`` (None if new); ValueError if it holds another config."""
+        if not self.config.exists():
+            return None
+        saved = files.read_json(self.config)
+        old = {k: v for k, v in saved.get("config", {}).items() if k != "device"}
+        new = {k: v for k, v in config.items() if k != "device"}
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(f"out_dir {str(self.path)!r} holds a run with a different config (differs in: "
+                             f"{', '.join(diff)}); use a new folder or the same config to resume")
+        return saved
+
+    def finished(self) -> bool:
+        return self.summary.exists()
+
+    def write_config(self, saved: dict[str, Any] | None, record: Mapping[str, Any], command: str | None) -> None:
+        """Create ``config.json`` from ``record`` (plus git hash, command, versions), or log a resume in it."""
+        if saved is not None:
+            saved.setdefault("resumed", []).append({"time": _now(), "command": command})
+            files.write_json(self.config, saved, indent=2)
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        files.write_json(self.config, {
+            **record, "git_hash": git_hash(), "command": command, "created": _now(), "torch": torch.__version__,
+            "python": sys.version.split()[0], "columns": list(COLUMNS)}, indent=2)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        files.write_json(self.summary, summary, indent=2)

@@ -1,16 +1,20 @@
-"""paper_figures: every figure of the paper from one command, data first and pictures second.
+"""Every figure of the paper from one command, data first and pictures second.
 
-    python -m paper_figures            # or: aeos figures; --quick (default without CUDA) / --full
-    python -m paper_figures --only quadratic_aeos --jobs 2
+What it is for: regenerating the ten figures (and their numbers) that show the thresholds of
+:mod:`aeos_theory` in simulation (:mod:`sims`) and on real networks (:mod:`deep`).
+
+    aeos figures                       # = python -m paper_figures; --quick (default without CUDA) / --full
+    aeos figures --only quadratic_aeos --jobs 2 --out figs
 
 Writes ``<out>/<figure>.png`` and ``.pdf``, ``<out>/data/`` (each figure's numbers as CSV/JSON, saved
 before drawing), ``<out>/summary.json`` (the key measured numbers of every figure) and the gallery
-``<out>/FIGURES.md`` (default out: ``paper_figures/out``, whose gallery is also written to
-``paper_figures/README.md``).  Runs are cached in ``<out>/runs`` by a hash of their config.
+``<out>/README.md`` (default out: ``./aeos_figures``).  Runs are cached in ``<out>/runs`` by a hash of
+their config.
 
-Modules: :mod:`~paper_figures.driver` (options), :mod:`~paper_figures.pipeline` (plan, compute, draw),
-:mod:`~paper_figures.cache` (the run cache), :mod:`~paper_figures.report` (data files, summary,
-gallery), :mod:`~paper_figures.style` (the one matplotlib style), :mod:`~paper_figures.registry`
-(the ten figures and their contract), and one module per figure in :mod:`paper_figures.figures`.
-No other package imports ``paper_figures`` (the ``aeos`` console script, ``paper_figures.cli``, lives here).
+Modules: :mod:`~paper_figures.cli` (the command), :mod:`~paper_figures.pipeline` (plan, compute, draw),
+:mod:`~paper_figures.cache` (the run cache), :mod:`~paper_figures.report` (summary and gallery),
+:mod:`~paper_figures.style` (the one matplotlib style), :mod:`~paper_figures.registry` (the ten figures
+and their contract), one module per figure in :mod:`paper_figures.figures`, and
+:mod:`~paper_figures.console`, the ``aeos`` entry point that assembles every package's subcommands.
+Nothing else imports ``paper_figures``.
 """

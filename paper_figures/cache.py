@@ -1,10 +1,15 @@
 """The run cache: every independent computation behind a figure, stored in the output folder by its config.
 
-A :class:`Run` is a pure function ``fn(config, run_dir) -> dict`` named by its import path plus a
-JSON config.  Its key is the SHA-256 of (``CACHE_VERSION``, fn, config), so the same run requested by
-two figures is computed once, a second invocation of the command finds every result and only redraws,
-and an interrupted invocation resumes: finished runs are reused, and a long run that checkpoints into
-its ``run_dir`` (the deep-net training runs do) continues from its checkpoint.
+A :class:`Run` names a function by import path (``"sims.experiments:dense_quadratic_run"``) and the
+JSON keyword arguments to call it with.  Figures name the package's own experiment functions directly
+(``sims.experiments``, ``deep`` training through :mod:`paper_figures.figures.training`), so a figure
+never re-implements a computation.  A function that declares a ``run_dir`` parameter also gets the
+run's folder, to checkpoint into.
+
+The key of a run is the SHA-256 of (``CACHE_VERSION``, fn, config), so the same run requested by two
+figures is computed once, a second invocation of the command finds every result and only redraws, and
+an interrupted invocation resumes: finished runs are reused, and a long run that checkpoints into its
+folder (the deep-net training runs do) continues from its checkpoint.
 
 Layout: ``<out>/runs/<key>/config.json`` (what was asked), ``<out>/runs/<key>/result.json`` (written
 atomically, last: its presence means "done"), plus whatever the run itself writes into that folder.
@@ -14,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from aeos_theory import files
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
 CACHE_VERSION = 1
@@ -32,7 +38,7 @@ def _canonical(config: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One cached computation: ``fn`` ("package.module:function") applied to ``config``."""
+    """One cached computation: ``fn`` ("package.module:function") called with the keywords ``config``."""
 
     fn: str
     config: Mapping[str, Any] = field(hash=False)
@@ -45,7 +51,7 @@ class Run:
         text = _canonical({"version": CACHE_VERSION, "fn": self.fn, "config": dict(self.config)})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def function(self) -> Callable[[Mapping[str, Any], Path], dict]:
+    def function(self) -> Callable[..., Mapping[str, Any]]:
         module, _, name = self.fn.partition(":")
         return getattr(importlib.import_module(module), name)
 
@@ -67,21 +73,19 @@ class RunCache:
         path = self.run_dir(run) / "result.json"
         if not path.is_file():
             raise KeyError(f"run {run.key} ({run.label or run.fn}) has no result yet")
-        with open(path) as f:
-            return json.load(f)
+        return files.read_json(path)
 
     def prepare(self, run: Run) -> Path:
         """Create the run's folder and write its config.json; return the folder."""
         folder = self.run_dir(run)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "config.json", json.dumps(
-            {"fn": run.fn, "config": dict(run.config), "cache_version": CACHE_VERSION}, indent=1,
-            sort_keys=True))
+        files.write_json(folder / "config.json", {"fn": run.fn, "config": dict(run.config),
+                                                  "cache_version": CACHE_VERSION})
         return folder
 
     def store(self, run: Run, result: Mapping[str, Any]) -> None:
         """Write result.json atomically (a crash never leaves a half-written result)."""
-        _atomic_write(self.run_dir(run) / "result.json", json.dumps(to_jsonable(result)))
+        files.write_json(self.run_dir(run) / "result.json", result, indent=None)
 
 
 def execute(run: Run, root: str) -> tuple[str, dict]:
@@ -91,36 +95,12 @@ def execute(run: Run, root: str) -> tuple[str, dict]:
     """
     cache = RunCache(Path(root))
     folder = cache.prepare(run)
+    function = run.function()
+    kwargs = dict(run.config)
+    if "run_dir" in inspect.signature(function).parameters:
+        kwargs["run_dir"] = folder
     start = time.perf_counter()
-    result = dict(run.function()(dict(run.config), folder))
+    result = dict(function(**kwargs))
     result["_seconds"] = round(time.perf_counter() - start, 3)  # compute time, shown in the gallery
     cache.store(run, result)
-    return run.key, to_jsonable(result)
-
-
-def to_jsonable(value: Any) -> Any:
-    """numpy arrays/scalars -> lists/floats, non-finite floats -> None (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):
-        return to_jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a run result")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return run.key, files.to_jsonable(result)

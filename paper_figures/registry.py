@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-#: Every figure, in the order of the paper / issue 5.
+#: Every figure, in the order of the gallery.
 FIGURES: tuple[str, ...] = (
     "thresholds",
     "phase_diagrams",

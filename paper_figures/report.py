@@ -1,75 +1,39 @@
 """Data first, pictures second: the figures' numbers as CSV/JSON, ``summary.json`` and the gallery.
 
 ``summary.json``: ``{"scale", "command", "figures": {name: {"title", "numbers", "caption", "files",
-"runs", "seconds"} or {"error"}}}``.  ``FIGURES.md``: every PNG with its caption and its numbers,
-readable on GitHub without running anything.
+"runs", "seconds"} or {"error"}}}``.  The gallery ``README.md``: every PNG with its caption and its
+numbers, readable on GitHub without running anything.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
-from paper_figures.cache import to_jsonable
+from aeos_theory import files
 from paper_figures.registry import FIGURES
+
+#: The gallery's file name in the output folder (GitHub shows it when the folder is opened).
+GALLERY = "README.md"
 
 
 def data_dir(out: Path) -> Path:
+    """``<out>/data``, created if missing: where each figure saves its numbers before drawing."""
     folder = Path(out) / "data"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` (dicts) as CSV with a header; missing / non-finite values are empty cells."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(columns) if columns is not None else _columns(rows)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-    return path
-
-
-def write_json(path: Path, value: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(value), f, indent=1)
-    os.replace(tmp, path)
-    return path
-
-
-def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for row in rows:
-        for k in row:
-            seen.setdefault(k, None)
-    return list(seen)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
-    return str(value)
-
-
 def load_summary(out: Path) -> dict:
+    """The folder's ``summary.json``, or an empty one when it is missing or unreadable."""
     path = Path(out) / "summary.json"
     if path.is_file():
         try:
-            with open(path) as f:
-                summary = json.load(f)
+            summary = files.read_json(path)
             if isinstance(summary, dict) and isinstance(summary.get("figures"), dict):
                 return summary
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             pass
     return {"figures": {}}
 
@@ -78,7 +42,7 @@ def write_summary(out: Path, summary: Mapping[str, Any]) -> Path:
     ordered = dict(summary)
     figures = summary.get("figures", {})
     ordered["figures"] = {name: figures[name] for name in FIGURES if name in figures}
-    return write_json(Path(out) / "summary.json", ordered)
+    return files.write_json(Path(out) / "summary.json", ordered)
 
 
 def format_number(value: Any) -> str:
@@ -147,7 +111,4 @@ def write_gallery(path: Path, out: Path, summary: Mapping[str, Any], command: st
             lines += ["| measured | value |", "|---|---|"]
             lines += [f"| `{k}` | {format_number(v)} |" for k, v in rows]
             lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    return files.atomic_write_text(path, "\n".join(lines))

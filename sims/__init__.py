@@ -1,16 +1,23 @@
-"""sims: numba-accelerated optimizer simulations on quadratic models (and one sharpening model).
+"""Optimizer simulations on quadratic models, with numba kernels that use exactly torch.optim's arithmetic.
 
-Public API (names fixed by the project):
+What it is for: checking the thresholds of :mod:`aeos_theory` by running the optimizers themselves,
+fast, and reproducing the Adaptive Edge of Stability where everything is known in closed form.
 
-* :func:`simulate` -- one run on L = 1/2 x^T H x with loss, S and S_P recorded every k steps;
-* :func:`simulate_batch` -- many diagonal quadratics in parallel (the hot path);
-* :func:`empirical_threshold` -- bisection on lambda with frozen P, the check of the theory;
-* :mod:`sims.problems` -- quadratic problems; :mod:`sims.sharpening` -- the progressive-sharpening
-  model (:class:`SharpeningModel`, :func:`simulate_sharpening`);
-* :mod:`sims.experiments` -- data functions behind the scripts (``python -m sims.threshold_check``,
-  ``sims.phase_diagram``, ``sims.adam_quadratic``, ``sims.sharpening_contrast``, each ``--out DIR``).
+Main entry points:
 
-numba compiles on first use (``cache=True``: once per machine); importing ``sims`` is light.
+* :func:`simulate`: one run on L = 1/2 x^T H x (diagonal or dense H) with loss, S and S_P recorded
+  every k steps, adaptive or with the preconditioner P frozen;
+* :func:`simulate_batch`: many diagonal quadratics in parallel (the hot path);
+* :func:`empirical_threshold`: bisection on lambda with frozen P, the experimental check of the theory;
+* :mod:`sims.problems` (quadratics) and :mod:`sims.sharpening` (:class:`SharpeningModel`, a model whose
+  descent direction raises the curvature, and :func:`simulate_sharpening`);
+* :mod:`sims.experiments`: the paper's simulation experiments as functions returning data (the figures
+  call them); :mod:`sims.summary`: late-time medians of recorded series;
+* ``aeos simulate`` and ``aeos bisect`` on the command line (:mod:`sims.cli`).
+
+Inside: :mod:`sims.updates` (one step of every optimizer), :mod:`sims.kernels` (batching, recording,
+divergence), :mod:`sims.reference` (a plain-numpy twin used by the tests).  numba compiles on first
+use (``cache=True``: once per machine); importing ``sims`` itself is light.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import importlib
 from typing import Any
 
 __all__ = ["simulate", "simulate_batch", "empirical_threshold", "SimulationResult", "BatchResult",
-           "SharpeningModel", "simulate_sharpening", "problems", "experiments", "sharpening"]
+           "SharpeningModel", "simulate_sharpening", "problems", "experiments", "sharpening", "summary"]
 
 _LAZY = {
     "simulate": "sims.api",
@@ -30,11 +37,16 @@ _LAZY = {
     "SharpeningModel": "sims.sharpening",
     "simulate_sharpening": "sims.sharpening",
 }
+_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli")
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in ("problems", "experiments", "sharpening", "kernels", "updates", "reference"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"sims.{name}")
     raise AttributeError(f"module 'sims' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -11,7 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from aeos_theory.hyperparams import validate
+from aeos_theory import checks
+from aeos_theory.optimizers import get_optimizer, validate
 from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
 
 #: A coordinate with |x_j| above this (or NaN) marks the run as diverged (1e100 times any sane start).
@@ -61,12 +62,6 @@ class BatchResult:
     @property
     def diverged(self) -> np.ndarray:
         return self.diverged_at >= 0
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _as_float_array(name: str, value: object) -> np.ndarray:
@@ -120,8 +115,8 @@ def simulate(
 
     code, values, hp = _prepare(optimizer, eta, hyper)
     eta_f = values["eta"]
-    steps = _check_int("steps", steps, 0)
-    record_every = _check_int("record_every", record_every, 1)
+    steps = checks.integer("steps", steps, low=0)
+    record_every = checks.integer("record_every", record_every, low=1)
     blowup = _check_blowup(blowup)
     Hm = _as_float_array("H", H)
     x = _as_float_array("x0", x0)
@@ -150,7 +145,7 @@ def simulate(
     x = x.reshape(1, d)
     m = np.zeros((1, d))
     v = np.zeros((1, d))
-    n, div = run_single(code, p is not None, Hm if Hm.ndim == 2 else Hm.reshape(1, d), Hm.ndim == 2,
+    n, div = run_single(code, get_optimizer(optimizer).adaptive, p is not None, Hm if Hm.ndim == 2 else Hm.reshape(1, d), Hm.ndim == 2,
                         x, m, v, p.reshape(1, d) if p is not None else np.ones((1, d)), eta_f, hp, steps,
                         record_every, blowup, rec_step, rec_loss, rec_sp, rec_x)
     x = x[0]
@@ -194,7 +189,7 @@ def simulate_batch(
     diagonal quadratic only share the step counter).
     """
     code, values, hp = _prepare(optimizer, eta, hyper)
-    steps = _check_int("steps", steps, 0)
+    steps = checks.integer("steps", steps, low=0)
     blowup = _check_blowup(blowup)
     h = _as_float_array("h", h)
     x = _as_float_array("x0", x0)

@@ -114,11 +114,12 @@ def _lambda_max_dense(H, P, work):
 
 
 @njit(cache=True, error_model="numpy")
-def run_single(opt, frozen, H, dense, x, m, v, p, eta, hp, steps, record_every, blowup,
+def run_single(opt, adaptive, frozen, H, dense, x, m, v, p, eta, hp, steps, record_every, blowup,
                rec_step, rec_loss, rec_sp, rec_x):
     """One run on L(x) = 1/2 x^T H x (``dense``, H (d, d)) or 1/2 sum_j H[0, j] x_j^2 (H of shape (1, d)).
 
-    ``x``, ``m``, ``v``, ``p`` have shape (1, d).  Records at t = 0, k, 2k, ... (k = ``record_every``)
+    ``x``, ``m``, ``v``, ``p`` have shape (1, d); ``adaptive``: the optimizer preconditions (no P before
+    its first step).  Records at t = 0, k, 2k, ... (k = ``record_every``)
     the loss, lambda_max(P^-1/2 H P^-1/2) with the P of the step just taken (NaN at t = 0 for adaptive
     methods, which have no P yet) and, if ``rec_x`` has rows, the iterate.  Returns (number of records,
     divergence step or -1).
@@ -128,7 +129,7 @@ def run_single(opt, frozen, H, dense, x, m, v, p, eta, hp, steps, record_every, 
     g = np.empty(d)
     P = np.ones(d)
     work = np.empty((d, d)) if dense else np.empty((1, 1))
-    adaptive_no_p = (not frozen) and opt >= 3
+    adaptive_no_p = adaptive and not frozen
     mu_prod = 1.0
     n_rec = 0
     c1 = 0.0

@@ -1,4 +1,4 @@
-"""Quadratic problems L(x) = 1/2 x^T H x: spectra, random rotations, and the SPEC 3.2 setting.
+"""Quadratic problems L(x) = 1/2 x^T H x: spectra, random rotations, and the dense-quadratic experiment.
 
 Every random object takes a seed (numpy ``default_rng``), so the same seed gives the same problem.
 The progressive-sharpening model lives in :mod:`sims.sharpening`.
@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aeos_theory import checks
+
 
 def spectrum(d: int, low: float, high: float, kind: str = "log") -> np.ndarray:
     """d eigenvalues from ``low`` to ``high`` (units 1/x^2), log- or linearly spaced, ascending."""
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"d must be an integer >= 1, got {d!r}")
+    d = checks.integer("d", d, low=1)
     if not (np.isfinite(low) and np.isfinite(high) and 0 < low <= high):
         raise ValueError(f"low and high must satisfy 0 < low <= high < inf, got {low!r}, {high!r}")
     if kind == "log":
@@ -53,8 +54,10 @@ class QuadraticProblem:
         return 0.5 * float(x @ Hx)
 
 
-def spec32_problem(seed: int = 0, d: int = 50, low: float = 1.0, high: float = 100.0) -> QuadraticProblem:
-    """SPEC 3.2: d = 50, eigenvalues logspace(0, 2), random rotation, x0 ~ N(0, I) (both from ``seed``)."""
+def dense_problem(seed: int = 0, d: int = 50, low: float = 1.0, high: float = 100.0) -> QuadraticProblem:
+    """The dense-quadratic experiment of the paper's simplest AEoS: H = Q diag(logspace(log10 low, log10 high,
+    d)) Q^T with Q Haar-random from ``seed`` (d = 50, eigenvalues 1..100 by default), x0 ~ N(0, I) from
+    ``seed + 1``."""
     H = dense_quadratic(spectrum(d, low, high), seed)
     x0 = np.random.default_rng(seed + 1).standard_normal(d)
     return QuadraticProblem(H, x0)

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from aeos_theory.hyperparams import validate
+from aeos_theory.optimizers import validate
 
 NADAM_MOMENTUM_DECAY = 4e-3
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from aeos_theory import checks
+from aeos_theory.optimizers import get_optimizer
 from sims.updates import EPS, apply_update, preconditioner, run_scalars, time_scalars
 
 
@@ -50,12 +52,9 @@ class SharpeningModel:
     theta0: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
+        checks.integer("k", self.k, low=1)
         for name in ("c", "w_star", "w0", "z_scale"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must satisfy 0 < {name} < inf, got {value!r}")
+            checks.real(name, getattr(self, name), low=0.0, low_inclusive=False)
         rng = np.random.default_rng(self.seed)
         object.__setattr__(self, "kappa", np.logspace(-1.0, 0.0, self.k))
         object.__setattr__(self, "y", rng.standard_normal(self.k))
@@ -112,7 +111,7 @@ def _hessian(theta, kappa, y, c, H):
 
 
 @njit(cache=True, error_model="numpy")
-def run_model(opt, theta, m, v, eta, hp, kappa, y, c, w_star, steps, record_every, blowup,
+def run_model(opt, adaptive, theta, m, v, eta, hp, kappa, y, c, w_star, steps, record_every, blowup,
               rec_step, rec_loss, rec_s, rec_sp):
     """Optimizer on the model from ``theta`` (shape (1, k + 1), updated in place), recording every k steps.
 
@@ -142,7 +141,7 @@ def run_model(opt, theta, m, v, eta, hp, kappa, y, c, w_star, steps, record_ever
             rec_step[n_rec] = t
             rec_loss[n_rec] = _loss(th, kappa, y, c, w_star)
             rec_s[n_rec] = np.linalg.eigvalsh(H)[d - 1]
-            if t == 0 and opt >= 3:
+            if t == 0 and adaptive:
                 rec_sp[n_rec] = np.nan
             else:
                 preconditioner(opt, False, v, dummy, 0, c1, c2, hp[EPS], P)
@@ -158,12 +157,12 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
                         model: SharpeningModel | None = None, blowup: float = 1e100, **hyper: float):
     """Run ``optimizer`` on the sharpening model; returns a :class:`sims.api.SimulationResult`
     whose ``sharpness`` (S) now varies with t, alongside ``preconditioned_sharpness`` (S_P)."""
-    from sims.api import SimulationResult, _check_blowup, _check_int, _prepare
+    from sims.api import SimulationResult, _check_blowup, _prepare
 
     model = model or SharpeningModel()
     code, values, hp = _prepare(optimizer, eta, hyper)
-    steps = _check_int("steps", steps, 0)
-    record_every = _check_int("record_every", record_every, 1)
+    steps = checks.integer("steps", steps, low=0)
+    record_every = checks.integer("record_every", record_every, low=1)
     blowup = _check_blowup(blowup)
     d = model.k + 1
     theta = model.theta0.copy().reshape(1, d)
@@ -171,7 +170,7 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
     v = np.zeros((1, d))
     n_rec = steps // record_every + 1
     rec = [np.zeros(n_rec, dtype=np.int64), np.zeros(n_rec), np.zeros(n_rec), np.zeros(n_rec)]
-    n, div = run_model(code, theta, m, v, values["eta"], hp, model.kappa, model.y, float(model.c),
+    n, div = run_model(code, get_optimizer(optimizer).adaptive, theta, m, v, values["eta"], hp, model.kappa, model.y, float(model.c),
                        float(model.w_star), steps, record_every, blowup, *rec)
     return SimulationResult(optimizer=optimizer, hyper=values, step=rec[0][:n], loss=rec[1][:n],
                             sharpness=rec[2][:n], preconditioned_sharpness=rec[3][:n], diverged=div >= 0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aeos_theory.hyperparams import validate
+from aeos_theory.optimizers import validate
 from sims.updates import CODES, HP_NAMES, pack_hyper
 
 

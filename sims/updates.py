@@ -36,11 +36,14 @@ import math
 import numpy as np
 from numba import njit
 
-#: Integer codes used inside the kernels (the public API uses the names).
-GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM = 0, 1, 2, 3, 4, 5, 6
-CODES = {"gd": GD, "heavy_ball": HEAVY_BALL, "nesterov": NESTEROV, "adam": ADAM, "adamw": ADAMW,
-         "rmsprop": RMSPROP, "nadam": NADAM}
-ADAPTIVE_CODES = (ADAM, ADAMW, RMSPROP, NADAM)
+from aeos_theory.optimizers import OPTIMIZERS
+
+#: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
+CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
+GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM = (
+    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam"))
+#: Codes of the optimizers that divide their step by an adaptive P (they keep a second moment v).
+ADAPTIVE_CODES = tuple(spec.kernel for spec in OPTIMIZERS.values() if spec.adaptive)
 
 #: Layout of the hyperparameter vector ``hp`` passed to the kernels (eta travels separately).
 HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay")

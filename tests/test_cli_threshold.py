@@ -1,4 +1,8 @@
-"""The `aeos threshold` command: values, formula, and one-line errors with exit status 2."""
+"""The `aeos threshold` command: values against closed forms, formula, and one-line errors with exit status 2.
+
+The values are compared with the closed forms of the paper's threshold table written here
+((2 + 2 beta1)/((1 - beta1) eta) for Adam, 2/eta for GD, ...), not with aeos_theory.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,25 @@ import sys
 
 import pytest
 
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "paper_figures.cli", *args], capture_output=True, text=True)
+from aeos_theory.cli import main
 
 
-def test_adam_threshold_prints_38000_and_formula():
-    out = run("threshold", "--beta1", "0.9", "--eta", "0.001")
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(["threshold", *args])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_aeos_entry_point_prints_38000_and_the_formula():
+    """The installed command end to end, in a fresh process."""
+    out = subprocess.run([sys.executable, "-m", "paper_figures.console", "threshold", "--beta1", "0.9",
+                          "--eta", "0.001"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "38000"
+    assert lines[0] == "38000"  # (2 + 2 * 0.9) / ((1 - 0.9) * 0.001)
     assert "beta1" in lines[1] and "eta" in lines[1] and "z = -1" in lines[1]
     assert lines[2] == "eta * threshold = 38"
 
@@ -24,21 +37,21 @@ def test_adam_threshold_prints_38000_and_formula():
 @pytest.mark.parametrize(
     "args, first",
     [
-        (["--optimizer", "gd", "--eta", "0.05"], "40"),
-        (["--optimizer", "heavy_ball", "--eta", "0.1", "--beta", "0.9"], "38"),
-        (["--optimizer", "nadam", "--eta", "1", "--beta1", "0.9"], "13.57142857"),
-        (["--beta1", "0.9", "--eta", "0.001", "--step", "1"], "3800"),
+        (["--optimizer", "gd", "--eta", "0.05"], f"{2 / 0.05:.10g}"),
+        (["--optimizer", "heavy_ball", "--eta", "0.1", "--beta", "0.9"], f"{(2 + 2 * 0.9) / 0.1:.10g}"),
+        (["--optimizer", "nadam", "--eta", "1", "--beta1", "0.9"], f"{(2 + 1.8) / (0.1 * 2.8):.10g}"),
+        (["--beta1", "0.9", "--eta", "0.001", "--step", "1"], f"{3.8 * (1 - 0.9) / (0.1 * 0.001):.10g}"),
     ],
 )
-def test_other_optimizers(args, first):
-    out = run("threshold", *args)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == first
+def test_other_optimizers_match_closed_forms(capsys, args, first):
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0] == first
 
 
-def test_latex_output():
-    out = run("threshold", "--optimizer", "nesterov", "--eta", "0.01", "--latex")
-    assert out.returncode == 0 and "\\frac" in out.stdout
+def test_latex_output(capsys):
+    code, out, _ = run(capsys, "--optimizer", "nesterov", "--eta", "0.01", "--latex")
+    assert code == 0 and "\\frac" in out
 
 
 @pytest.mark.parametrize(
@@ -50,13 +63,13 @@ def test_latex_output():
         (["--eta", "abc"], "invalid float value"),
         (["--optimizer", "lion", "--eta", "0.1"], "invalid choice"),
         (["--optimizer", "gd", "--eta", "0.1", "--beta1", "0.9"], "unknown: beta1"),
-        (["--eta", "0.001", "--step", "0"], "t must be an integer step >= 1"),
+        (["--eta", "0.001", "--step", "0"], "t must be an integer >= 1"),
         ([], "eta is required"),
     ],
 )
-def test_bad_input_exit_2_one_line(args, words):
-    out = run("threshold", *args)
-    assert out.returncode == 2
-    assert out.stdout == ""
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert words in out.stderr and "Traceback" not in out.stderr
+def test_bad_input_exit_2_one_line(capsys, args, words):
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert words in err and "Traceback" not in err

@@ -13,62 +13,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.sparse.linalg import eigsh
-from torch import nn
+from support import autograd_gradient, dense_hessian, digits_problem, mse, tiny_problem
 
 import deep
 from deep.hessian import HessianOperator, ParamLayout, full_batch_gradient, full_batch_loss, hvp
 from deep.lanczos import LanczosConvergenceWarning, lanczos
-from deep.sharpness import SharpnessTracker, gradient_overlap, layer_mass, top_eigenpairs
+from deep.measure import SharpnessTracker, gradient_overlap, layer_mass, top_eigenpairs
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny problems run fastest on one thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def mse(outputs, targets):
-    """1/2 ||f - y||^2 averaged over the chunk's examples (SPEC 3.3)."""
-    return 0.5 * ((outputs - targets) ** 2).sum(dim=1).mean()
-
-
-def tiny_problem(seed=0, n=40, dtype=torch.float64):
-    """MLP 5-12-8-3 tanh (203 parameters) on random regression data."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
-    x = torch.randn(n, 5, generator=g, dtype=dtype)
-    y = torch.randn(n, 3, generator=g, dtype=dtype)
-    return model, x, y
-
-
-def dense_hessian(model, x, y) -> np.ndarray:
-    """H of the full-batch loss by torch.autograd.functional.hessian on the flat parameter vector."""
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(flat):
-        parts, i = {}, 0
-        for name, shape in zip(names, shapes):
-            k = int(np.prod(shape))
-            parts[name] = flat[i:i + k].view(shape)
-            i += k
-        return mse(torch.func.functional_call(model, parts, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat0).numpy()
-
-
-def autograd_gradient(model, x, y) -> torch.Tensor:
-    """Plain loss.backward() gradient (no torch.func), flat."""
-    model.zero_grad()
-    mse(model(x), y).backward()
-    g = torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()])
-    model.zero_grad()
-    return g
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_raw_sharpness_equals_dense_eigh():
@@ -152,18 +104,8 @@ def test_measurement_leaves_model_untouched_and_is_deterministic():
         assert torch.equal(p, before[n]) and torch.equal(p.grad, grads[n])
 
 
-def _digits_problem(n=300, hidden=40, seed=0):
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.data[:n] / 16.0, dtype=torch.float32)
-    y = torch.nn.functional.one_hot(torch.tensor(d.target[:n]), 10).float()
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10))
-    return model, x, y
-
-
 def test_medium_net_matches_scipy_eigsh():
-    model, x, y = _digits_problem()  # 3010 parameters, float32
+    model, x, y = digits_problem()  # 3010 parameters, float32
     data = [(x[i:i + 100], y[i:i + 100]) for i in range(0, 300, 100)]
     op = HessianOperator(model, mse, data)
     ref = eigsh(op.to_scipy(), k=2, which="LA", tol=1e-6, v0=np.ones(op.n))[0][::-1]
@@ -173,7 +115,7 @@ def test_medium_net_matches_scipy_eigsh():
 
 
 def test_warm_start_uses_fewer_hvps_and_tracker():
-    model, x, y = _digits_problem(seed=1)
+    model, x, y = digits_problem(seed=1)
     data = [(x, y)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     tracker = SharpnessTracker(tol=1e-3, k=2)
@@ -289,8 +231,8 @@ def test_sharpness_nonconvergence_is_reported():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"k": 0}, "k must be"), ({"k": 204}, "k must be"), ({"tol": 0.0}, "tol must be"),
-    ({"tol": float("nan")}, "tol must be"), ({"max_iter": 0}, "max_iter must be"),
+    ({"k": 0}, "k must be"), ({"k": 204}, "k must be"), ({"tol": 0.0}, "tol must satisfy"),
+    ({"tol": float("nan")}, "tol must be finite"), ({"max_iter": 0}, "max_iter must be"),
     ({"init": torch.zeros(203, dtype=torch.float64)}, "init must be"),
     ({"init": torch.ones(5)}, "init must be"), ({"method": "finite_difference"}, "method must be"),
 ])

@@ -1,7 +1,7 @@
 """Preconditioned sharpness S_P = lambda_max(P^-1/2 H P^-1/2) with P read from real torch.optim state.
 
 Independent reference: P replayed in numpy from the recorded gradients of every step (the textbook
-update of each optimizer, SPEC section 1), the dense Hessian from ``torch.autograd.functional.hessian``
+update of each optimizer), the dense Hessian from ``torch.autograd.functional.hessian``
 and numpy ``eigh`` of D H D with D = P^-1/2.
 """
 
@@ -12,12 +12,15 @@ import copy
 import numpy as np
 import pytest
 import torch
+from support import dense_hessian, mse, tiny_problem
 
 import deep
 from aeos_theory.optimizers import OPTIMIZERS
-from deep.preconditioners import (PRECONDITIONER_OF, SUPPORTED, preconditioner_diagonal, preconditioner_of)
-from deep.sharpness import SharpnessTracker, top_eigenpairs
-from test_deep_measure import dense_hessian, mse, one_torch_thread, tiny_problem  # noqa: F401 (autouse fixture)
+from deep.measure import SharpnessTracker, top_eigenpairs
+from deep.optim import make_optimizer
+from deep.preconditioners import SUPPORTED, is_identity, preconditioner_diagonal
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 STEPS = 6
 
@@ -146,7 +149,7 @@ def test_no_step_yet_unknown_class_and_foreign_params_raise():
                   torch.optim.Adagrad(model.parameters())):
         with pytest.raises(ValueError, match="no step yet"):
             deep.preconditioned_sharpness(model, mse, data, fresh)
-    with pytest.raises(ValueError, match="Adam, AdamW, NAdam, RMSprop, Adagrad, SGD"):
+    with pytest.raises(ValueError, match="torch.optim.SGD, Adam, AdamW, RMSprop, NAdam, Adagrad"):
         deep.preconditioned_sharpness(model, mse, data, torch.optim.Adamax(model.parameters()))
 
     class MyAdam(torch.optim.Adam):
@@ -163,10 +166,36 @@ def test_no_step_yet_unknown_class_and_foreign_params_raise():
         deep.preconditioned_sharpness(model, mse, data, "adam")
 
 
-def test_package_optimizer_names_map_to_supported_torch_classes():
-    assert set(PRECONDITIONER_OF) == set(OPTIMIZERS)
-    for name, spec in OPTIMIZERS.items():
-        assert spec.torch_class in SUPPORTED
-        assert (preconditioner_of(name) == "I") == (not spec.adaptive)
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        preconditioner_of("lion")
+# package name -> (torch class, keyword arguments, rule of its P), written here from torch.optim's docs
+TORCH_OF = {
+    "gd": ("SGD", {"lr": 0.1, "momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False}, "sgd"),
+    "heavy_ball": ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": False}, "sgd"),
+    "nesterov": ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": True}, "sgd"),
+    "adam": ("Adam", {"lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0}, "adam"),
+    "adamw": ("AdamW", {"lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}, "adam"),
+    "rmsprop": ("RMSprop", {"lr": 0.1, "alpha": 0.99, "eps": 1e-8, "momentum": 0, "weight_decay": 0}, "rms"),
+    "nadam": ("NAdam", {"lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0}, "nadam"),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_registry_optimizer_builds_torch_and_its_p_is_read(name):
+    """make_optimizer builds the torch class with torch's defaults (written in TORCH_OF), and after real
+    steps its P equals the numpy replay of that torch class's textbook rule."""
+    assert set(TORCH_OF) == set(OPTIMIZERS)
+    cls, kwargs, kind = TORCH_OF[name]
+    model, x, y = tiny_problem(seed=5)
+    opt = make_optimizer(name, model.parameters(), {"eta": 0.1})
+    assert type(opt) is getattr(torch.optim, cls)
+    for key, value in kwargs.items():
+        assert opt.param_groups[0][key] == value, key
+    assert is_identity(opt) == (kind == "sgd") and cls in SUPPORTED
+    grads = []
+    for _ in range(3):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy().copy())
+        opt.step()
+    hyper = {"adam": dict(kind="adam", b2=0.999, eps=1e-8), "nadam": dict(kind="nadam", b2=0.999, eps=1e-8),
+             "rms": dict(kind="rms", alpha=0.99, eps=1e-8), "sgd": dict(kind="sgd")}[kind]
+    np.testing.assert_allclose(preconditioner_diagonal(opt, model).numpy(), replay_p(grads, **hyper), rtol=1e-10)

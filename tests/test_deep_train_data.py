@@ -13,26 +13,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from support import write_fake_cifar
 
 from deep.data import chunks, load, load_cifar10, load_digits, load_synthetic, load_text, text_corpus
 from deep.losses import correct, cross_entropy, mse
 from deep.models import build_model
-
-
-def write_fake_cifar(folder, per_batch: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """data_batch_1..5 as the official python release stores them: dict(b'data' uint8 (N, 3072), b'labels')."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    datas, labels = [], []
-    for i in range(1, 6):
-        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        lab = [int(x) for x in rng.integers(0, 10, size=per_batch)]
-        with open(folder / f"data_batch_{i}", "wb") as fh:
-            pickle.dump({b"batch_label": f"training batch {i} of 5".encode(), b"labels": lab, b"data": data,
-                         b"filenames": [b"x.png"] * per_batch}, fh)
-        datas.append(data)
-        labels += lab
-    return np.concatenate(datas), np.array(labels)
 
 
 def test_digits_are_sklearn_first_n_over_16():
@@ -152,15 +137,15 @@ def test_models_forward_and_transformer_is_causal(name, shape, k, x):
 
 
 def test_chunked_gradient_equals_one_chunk():
-    """Gradient accumulated as sum_i (n_i/N) grad L_i (deep.train._pass) equals autograd on the full batch."""
-    from deep.train import _pass
+    """Gradient accumulated as sum_i (n_i/N) grad L_i (deep.train.full_batch_pass) equals autograd on the full batch."""
+    from deep.train import full_batch_pass
 
     ds = load_digits(130).to("cpu", torch.float64)
     model = build_model("mlp", (64,), 10, width=16, seed=0).double()
     mse(model(ds.X), ds.y).backward()
     ref = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    loss, acc = _pass(model, mse, ds.chunks(40), ds, backward=True)
+    loss, acc = full_batch_pass(model, mse, ds.chunks(40), ds, backward=True)
     for p, g in zip(model.parameters(), ref):
         torch.testing.assert_close(p.grad, g, rtol=1e-12, atol=1e-14)
     with torch.no_grad():

@@ -1,9 +1,11 @@
-"""paper_figures end to end at a tiny scale: summary numbers against closed forms, valid PNG/PDF files,
-the run cache (a second invocation recomputes nothing; an interrupted one resumes), bad CLI input."""
+"""paper_figures end to end at a tiny scale: summary numbers against closed forms, the gallery against
+summary.json, valid PNG/PDF files, output where the user says, the run cache (a second invocation
+recomputes nothing; an interrupted one resumes), and bad CLI input."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -11,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from paper_figures import driver, pipeline, registry
+from paper_figures import cli, pipeline, registry, report
 from paper_figures.cache import Run, RunCache
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _main(*argv: str) -> int:
-    return driver.main([*argv, "--no-progress"])
+    return cli.main([*argv, "--no-progress"])
 
 
 def _check_images(out: Path, name: str) -> None:
@@ -30,16 +31,28 @@ def _check_images(out: Path, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def thresholds_out(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figs")
-    assert _main("--scale", "tiny", "--only", "thresholds", "--out", str(out), "--jobs", "1") == 0
-    return out
+    """The thresholds figure at tiny scale, run from an empty folder without --out."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert _main("--scale", "tiny", "--only", "thresholds", "--jobs", "1") == 0
+    finally:
+        os.chdir(before)
+    return cwd / cli.DEFAULT_OUT
+
+
+def test_output_goes_to_a_folder_in_the_current_directory(thresholds_out: Path) -> None:
+    assert thresholds_out.is_dir() and thresholds_out.name == "aeos_figures"
+    assert {p.name for p in thresholds_out.iterdir()} >= {"thresholds.png", "thresholds.pdf", "summary.json",
+                                                          "README.md", "data", "runs"}
 
 
 def test_thresholds_numbers_match_closed_forms(thresholds_out: Path) -> None:
     fig = json.loads((thresholds_out / "summary.json").read_text())["figures"]["thresholds"]
     numbers = fig["numbers"]
     assert numbers["max_relative_error"] < 1e-4
-    b = 0.9  # closed forms of SPEC section 2 (eta * lambda*), independent of aeos_theory
+    b = 0.9  # closed forms of the paper's threshold table (eta * lambda*), independent of aeos_theory
     closed = {"adam": (2 + 2 * b) / (1 - b), "nadam": (2 + 2 * b) / ((1 - b) * (1 + 2 * b)),
               "heavy_ball": 2 + 2 * b, "nesterov": (2 + 2 * b) / (1 + 2 * b)}
     for opt, value in closed.items():
@@ -47,8 +60,18 @@ def test_thresholds_numbers_match_closed_forms(thresholds_out: Path) -> None:
     rows = (thresholds_out / "data" / "thresholds.csv").read_text().splitlines()
     assert rows[0].startswith("optimizer,momentum") and len(rows) == 1 + 4 * 4
     _check_images(thresholds_out, "thresholds")
-    gallery = (thresholds_out / "FIGURES.md").read_text()
-    assert "![thresholds](thresholds.png)" in gallery and "38" in gallery
+
+
+def test_gallery_shows_the_numbers_of_summary_json(thresholds_out: Path) -> None:
+    """Every number of the figure's summary entry appears in the gallery's table, formatted, and the
+    image it links to exists."""
+    summary = json.loads((thresholds_out / "summary.json").read_text())
+    gallery = (thresholds_out / "README.md").read_text()
+    assert "![thresholds](thresholds.png)" in gallery
+    numbers = summary["figures"]["thresholds"]["numbers"]
+    for key, value in report._flatten(numbers):
+        assert f"| `{key}` | {report.format_number(value)} |" in gallery
+    assert f"| `max_relative_error` | {numbers['max_relative_error']:.4g} |" in gallery
 
 
 def test_second_invocation_only_redraws(thresholds_out: Path, capsys) -> None:
@@ -64,6 +87,7 @@ def test_second_invocation_only_redraws(thresholds_out: Path, capsys) -> None:
     _check_images(thresholds_out, "thresholds")
 
 
+@pytest.mark.slow
 def test_quadratic_aeos_hovers_at_38(tmp_path: Path) -> None:
     assert _main("--scale", "tiny", "--only", "quadratic_aeos", "--out", str(tmp_path), "--jobs", "1") == 0
     numbers = json.loads((tmp_path / "summary.json").read_text())["figures"]["quadratic_aeos"]["numbers"]
@@ -77,11 +101,11 @@ CALLS: list[int] = []
 FAIL = {"on": False}
 
 
-def _fake_compute(config, run_dir):
-    CALLS.append(config["i"])
-    if config["i"] == 2 and FAIL["on"]:
+def _fake_compute(i: int) -> dict:
+    CALLS.append(i)
+    if i == 2 and FAIL["on"]:
         raise RuntimeError("simulated interruption")
-    return {"value": config["i"] ** 2}
+    return {"value": i ** 2}
 
 
 def _fake_module() -> types.ModuleType:
@@ -106,13 +130,13 @@ def test_interrupted_invocation_resumes(tmp_path: Path, monkeypatch) -> None:
     FAIL["on"] = True
     monkeypatch.setattr(pipeline, "load", lambda name: _fake_module())
     ctx = registry.Context(scale="tiny")
-    assert pipeline.produce(["thresholds"], ctx, tmp_path, progress=False) == 1  # run 2 fails
+    assert pipeline.Production(["thresholds"], ctx, tmp_path, "test").run(progress=False) == 1  # run 2 fails
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "simulated interruption" in summary["figures"]["thresholds"]["error"]
     assert sorted(CALLS) == [0, 1, 2]
     FAIL["on"] = False
     CALLS.clear()
-    assert pipeline.produce(["thresholds"], ctx, tmp_path, progress=False) == 0
+    assert pipeline.Production(["thresholds"], ctx, tmp_path, "test").run(progress=False) == 0
     assert CALLS == [2]  # runs 0 and 1 came from the cache, run 2 (same key) is computed now
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["figures"]["thresholds"]["numbers"] == {"sum": 0 + 1 + 4}
@@ -130,20 +154,20 @@ def test_run_key_depends_on_config_only() -> None:
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("argv, needle", [
     (["--only", "nope"], "--only must name figures among"),
-    (["--jobs", "0"], "--jobs must satisfy 1 <= jobs"),
+    (["--jobs", "0"], "--jobs must be an integer with 1 <= --jobs <= 256"),
     (["--jobs", "two"], "invalid int value"),
     (["--quick", "--full"], "not allowed with argument"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        driver.main(argv)
+        cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
 
 
-def test_aeos_figures_subcommand_bad_input() -> None:
-    proc = subprocess.run([sys.executable, "-m", "paper_figures.cli", "figures", "--only", "thresholds,bogus"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_aeos_figures_subcommand_bad_input(repo_root: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "paper_figures.console", "figures", "--only", "thresholds,bogus"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "'bogus'" in proc.stderr

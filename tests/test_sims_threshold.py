@@ -9,16 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aeos_theory import stability_threshold
+from aeos_theory import OPTIMIZERS, stability_threshold
 from sims import empirical_threshold
-from sims.experiments import MOMENTUM_NAME
 
 BETAS = (0.0, 0.5, 0.9, 0.99)
 
 
-@pytest.mark.parametrize("optimizer", list(MOMENTUM_NAME))
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_bisection_matches_theory_for_every_beta(optimizer):
-    name = MOMENTUM_NAME[optimizer]
+    name = OPTIMIZERS[optimizer].momentum
     for eta in (1e-3, 0.3):
         for beta in BETAS if name else (None,):
             hyper = {name: beta} if name else {}
@@ -43,7 +42,7 @@ def test_bisection_with_dampening_and_weight_decay(optimizer, hyper):
 
 
 def test_adam_reference_values():
-    """The numbers quoted in SPEC 2: 38/eta at beta1 = 0.9, 398/eta at 0.99, NAdam 95/(7 eta)."""
+    """The paper's numbers: 38/eta at beta1 = 0.9, 398/eta at 0.99, NAdam 95/(7 eta)."""
     assert empirical_threshold("adam", 1e-3, beta1=0.9) == pytest.approx(38e3, rel=1e-6)
     assert empirical_threshold("adam", 1e-3, beta1=0.99) == pytest.approx(398e3, rel=1e-6)
     assert empirical_threshold("nadam", 1.0, beta1=0.9) == pytest.approx(95 / 7, rel=1e-6)

@@ -1,4 +1,4 @@
-"""aeos_theory against independent references: closed forms typed from SPEC section 2, and the
+"""aeos_theory against independent references: closed forms typed from the paper's threshold table, and the
 spectral radius of numeric update matrices written here in numpy straight from torch.optim's update
 rules (not from aeos_theory.optimizers)."""
 
@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aeos_theory import (
-    LAMBDA, OPTIMIZERS, SYMBOLS, derive, derive_boundary, stability_threshold, threshold, threshold_at_step,
+    LAMBDA,
+    OPTIMIZERS,
+    SYMBOLS,
+    derive,
+    derive_boundary,
+    stability_threshold,
+    threshold,
+    threshold_at_step,
 )
 
 eta, beta, beta1, d, wd = (SYMBOLS[n] for n in ("eta", "beta", "beta1", "dampening", "weight_decay"))
@@ -175,8 +182,9 @@ def test_threshold_at_step_with_weight_decay_early_in_a_run():
         (lambda: stability_threshold("gd"), "eta is required"),
         (lambda: stability_threshold("heavy_ball", eta=0.1, dampening=1.0), "dampening must satisfy"),
         (lambda: stability_threshold("adamw", eta=0.1, weight_decay=10.0), "weight_decay must satisfy"),
-        (lambda: threshold_at_step(0, 0.9, 1e-3), "t must be an integer step >= 1"),
-        (lambda: threshold_at_step(2.5, 0.9, 1e-3), "t must be an integer step >= 1"),
+        (lambda: threshold_at_step(0, 0.9, 1e-3), "t must be an integer >= 1"),
+        (lambda: threshold_at_step(2.5, 0.9, 1e-3), "t must be an integer >= 1"),
+        (lambda: threshold(0.9, 10**400), "eta must be finite"),
     ],
 )
 def test_bad_input_names_argument_and_range(call, words):

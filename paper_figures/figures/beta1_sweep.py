@@ -1,5 +1,5 @@
 """Figure 7: Adam at several beta1 on one network: the equilibrium level of eta * S_P against
-(2 + 2 beta1) / (1 - beta1), the frozen-preconditioner threshold of ``aeos_theory`` (SPEC 3.5)."""
+(2 + 2 beta1) / (1 - beta1), the frozen-preconditioner threshold of ``aeos_theory``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import deep_adam, training
+from paper_figures.figures.common import threshold_constant
 from paper_figures.registry import Context
 
 TITLE = "Adam's equilibrium eta * S_P across beta1 tracks (2 + 2 beta1)/(1 - beta1)"
@@ -38,9 +40,7 @@ def plan(ctx: Context) -> list[Run]:
 
 
 def _theory(b: float) -> float:
-    from aeos_theory import stability_threshold
-
-    return stability_threshold("adam", eta=1.0, beta1=b)
+    return threshold_constant("adam", beta1=b)
 
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
@@ -57,7 +57,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         medians.append(nums["late_median_eta_S_P"])
         ranges.append(nums["late_range_eta_S_P"])
         rows += training.rows_for_csv(r.label, res, beta1=b, eta=ETA)
-    data = report.write_csv(report.data_dir(out) / "beta1_sweep.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "beta1_sweep.csv", rows)
 
     fig, axes = style.figure(2, 1, width="page", height=2.4)
     ax_traj, ax_eq = axes[0]

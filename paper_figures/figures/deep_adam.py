@@ -3,7 +3,7 @@
 For an MLP and a CNN: the train loss, the normalised preconditioned sharpness eta * S_P (S_P =
 lambda_max(P^-1/2 H P^-1/2), P = diag(sqrt(v_hat) + eps) of the step just taken) against the
 threshold (2 + 2 beta1)/(1 - beta1) = 38, and the raw sharpness S = lambda_max(H), which keeps
-rising while eta * S_P hovers at 38 (SPEC 3.3).  All measurements come from ``deep.run``.
+rising while eta * S_P hovers at 38.  All measurements come from ``deep.run``.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import training
+from paper_figures.figures.common import threshold_constant
 from paper_figures.registry import Context
 
-TITLE = "Full-batch Adam on digits (MLP, CNN): eta * S_P at 38 while raw sharpness rises"
-
 ETAS = (5e-4, 1e-3, 2e-3)
-LEVEL = 38.0  # (2 + 2 beta1) / (1 - beta1) at beta1 = 0.9
+LEVEL = threshold_constant("adam", beta1=0.9)  # (2 + 2 beta1) / (1 - beta1) = 38
+
+TITLE = f"Full-batch Adam on digits (MLP, CNN): eta * S_P at {LEVEL:.4g} while raw sharpness rises"
 
 
 def networks(ctx: Context) -> dict[str, dict]:
@@ -60,14 +62,14 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         net = nets[0] if r.config["model"] == "mlp" else nets[1]
         numbers[f"{net} eta={eta:g}"] = training.run_numbers(res, eta)
         rows += training.rows_for_csv(r.label, res, network=net, eta=eta)
-    data = report.write_csv(report.data_dir(out) / "deep_adam.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "deep_adam.csv", rows)
 
     fig, axes = style.figure(3, 2, width="page", height=4.4)
     for i, net in enumerate(nets):
         pick = [(r, res) for r, res in zip(runs, results) if (r.config["model"] == "mlp") == (i == 0)]
         etas = [r.config["hyper"]["eta"] for r, _ in pick]
         training.draw_triptych(axes[i], [res for _, res in pick], etas, [f"eta = {e:g}" for e in etas],
-                               LEVEL, "38 = (2+2 b1)/(1-b1)")
+                               LEVEL, f"{LEVEL:.4g} = (2+2 b1)/(1-b1)")
         axes[i, 0].set_title(f"{net}, {pick[0][0].config['dataset']}, Adam b1 = 0.9", loc="left")
     style.legend(axes[0, 0], loc="lower left")
     style.save(fig, out, "deep_adam")
@@ -78,7 +80,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
     caption = (
         "Full-batch Adam (beta1 = 0.9, beta2 = 0.999, eps = 1e-8), MSE loss, at three step sizes. "
         "Left: train loss. Middle: eta * S_P, the preconditioned sharpness lambda_max(P^-1/2 H P^-1/2) "
-        "(P = diag(sqrt(v_hat) + eps) of the step just taken) times eta; dashed: the threshold 38. "
+        f"(P = diag(sqrt(v_hat) + eps) of the step just taken) times eta; dashed: the threshold {LEVEL:.4g}. "
         "Right: raw sharpness lambda_max(H). Late-time (last 40% of steps) median eta * S_P: "
         + "; ".join(f"{k}: {v}" for k, v in medians.items())
         + ". Raw sharpness, first measurement -> last: " + "; ".join(f"{k}: {v}" for k, v in rise.items())

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap
 
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.registry import Context
@@ -34,35 +35,10 @@ ETA_RANGE = (1e-3, 1e-1)
 def plan(ctx: Context) -> list[Run]:
     n = ctx.pick(16, 48, 120)
     steps = ctx.pick(1000, 2000, 4000)
-    return [Run("paper_figures.figures.phase_diagrams:compute",
-                {"panel": panel, "optimizer": opt, "hyper": hyper, "frozen": frozen, "n": n, "steps": steps,
+    return [Run("sims.experiments:phase_diagram",
+                {"optimizer": opt, "hyper": hyper, "frozen": frozen, "n": n, "steps": steps,
                  "eta_range": list(ETA_RANGE)},
-                label=f"phase {opt}", cost=2.0) for panel, (opt, hyper, frozen) in PANELS.items()]
-
-
-def compute(config: Mapping, run_dir: Path) -> dict:
-    """Simulate the (eta, lambda) grid of one optimizer; lambda spans c/eta over two decades each side."""
-    import sims
-    from aeos_theory import stability_threshold
-
-    opt, hyper, n = config["optimizer"], dict(config["hyper"]), int(config["n"])
-    c = stability_threshold(opt, eta=1.0, **hyper)  # eta * lambda* (the boundary is lambda* = c / eta)
-    lo, hi = config["eta_range"]
-    etas = np.geomspace(lo, hi, n)
-    lams = np.geomspace(0.1 * c / hi, 10.0 * c / lo, n)
-    E, L = np.meshgrid(etas, lams, indexing="xy")  # rows: lambda, columns: eta
-    h = L.reshape(-1, 1)
-    x0 = np.ones_like(h)
-    kwargs = {"preconditioner": np.ones_like(h)} if config["frozen"] else {}
-    res = sims.simulate_batch(opt, h, x0, E.reshape(-1), int(config["steps"]), **kwargs, **hyper)
-    with np.errstate(all="ignore"):
-        grew = ~(np.abs(res.x[:, 0]) <= 1.0)  # NaN / inf count as grown
-    divergent = (res.diverged | grew).reshape(L.shape)
-    theory = np.array([[stability_threshold(opt, eta=float(e), **hyper) for e in etas]])
-    predicted = L >= theory
-    return {"optimizer": opt, "hyper": hyper, "constant": c, "etas": etas, "lambdas": lams,
-            "divergent": divergent.astype(int), "predicted_divergent": predicted.astype(int),
-            "diverged_at": res.diverged_at.reshape(L.shape)}
+                label=f"phase {opt}", cost=2.0) for opt, hyper, frozen in PANELS.values()]
 
 
 def _boundary_errors(res: Mapping) -> np.ndarray:
@@ -83,27 +59,27 @@ def _boundary_errors(res: Mapping) -> np.ndarray:
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
     numbers, grids = {}, {}
-    for r, res in zip(runs, results):
+    for panel, res in zip(PANELS, results):
         div = np.asarray(res["divergent"], dtype=bool)
         pred = np.asarray(res["predicted_divergent"], dtype=bool)
         errs = _boundary_errors(res)
         spacing = float(np.log(res["lambdas"][1] / res["lambdas"][0]))
-        numbers[r.config["panel"]] = {
+        numbers[panel] = {
             "threshold_constant": res["constant"],
             "cells_agreeing_with_theory": float((div == pred).mean()),
             "cells": int(div.size),
             "max_boundary_relative_error": float(errs.max()) if errs.size else None,
             "grid_relative_spacing": float(np.exp(spacing) - 1.0),
         }
-        grids[r.config["panel"]] = {  # rows: lambda, columns: eta; "1" = divergent
+        grids[panel] = {  # rows: lambda, columns: eta; "1" = divergent
             "optimizer": res["optimizer"], "hyper": res["hyper"], "etas": res["etas"], "lambdas": res["lambdas"],
             "divergent": ["".join(str(int(v)) for v in row) for row in div],
             "theory_divergent": ["".join(str(int(v)) for v in row) for row in pred]}
-    data = report.write_json(report.data_dir(out) / "phase_diagrams.json", grids)
+    data = files.write_json(report.data_dir(out) / "phase_diagrams.json", grids)
 
     fig, axes = style.figure(len(results), 1, width="page", height=2.3)
     cmap = ListedColormap(["#56B4E9", "#E69F00"])  # stable: sky blue, divergent: orange (Okabe-Ito)
-    for ax, r, res in zip(axes[0], runs, results):
+    for ax, panel, res in zip(axes[0], PANELS, results):
         etas, lams = np.asarray(res["etas"]), np.asarray(res["lambdas"])
         ax.pcolormesh(etas, lams, np.asarray(res["divergent"]), cmap=cmap, vmin=0, vmax=1, shading="nearest",
                       rasterized=True)
@@ -114,7 +90,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         ax.text(0.96, 0.94, "divergent", transform=ax.transAxes, ha="right", va="top", fontsize=6.5)
         style.logscale(ax, "x")
         style.logscale(ax, "y")
-        ax.set_title(r.config["panel"], loc="left", fontsize=7)
+        ax.set_title(panel, loc="left", fontsize=7)
         ax.set_xlabel(r"step size $\eta$")
         ax.grid(False)
     axes[0, 0].set_ylabel(r"curvature $\lambda$ (preconditioned; 1/x$^2$)")

@@ -1,7 +1,7 @@
-"""Figure 3: Adam on a dense quadratic, the Adaptive Edge of Stability in its simplest form (SPEC 3.2).
+"""Figure 3: Adam on a dense quadratic, the Adaptive Edge of Stability in its simplest form.
 
 L(x) = 1/2 x^T H x with H a random rotation of the spectrum logspace(0, 2, d) and x0 ~ N(0, I)
-(``sims.problems.spec32_problem``), Adam (beta1 = 0.9, beta2 = 0.999, eps = 1e-8) at three step sizes, run by
+(``sims.experiments.dense_quadratic_run``), Adam (beta1 = 0.9, beta2 = 0.999, eps = 1e-8) at three step sizes, run by
 ``sims.simulate``.  The raw sharpness S = 100 is fixed, but S_P = lambda_max(P^-1/2 H P^-1/2) climbs
 as v (hence P) decays with the gradient, until eta * S_P reaches 38 = (2 + 2 beta1)/(1 - beta1); there
 the iterate oscillates, the gradient and v grow, P grows and S_P falls back: eta * S_P hovers at 38.
@@ -10,17 +10,20 @@ the iterate oscillates, the gradient and v grow, P grows and S_P falls back: eta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
-
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
-from paper_figures.figures.common import column, first_passage, fmt, late_median, late_range, rounded
+from paper_figures.figures.common import column, fmt, rounded, threshold_constant
 from paper_figures.registry import Context
+from sims.summary import first_passage, late_median, late_range
 
-TITLE = "Adam on a dense quadratic: eta * S_P climbs to 38 and hovers there"
+HYPER = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+#: Where eta * S_P must settle: (2 + 2 beta1) / (1 - beta1) = 38 at beta1 = 0.9.
+LEVEL = threshold_constant("adam", beta1=HYPER["beta1"])
 
-LEVEL = 38.0
+TITLE = f"Adam on a dense quadratic: eta * S_P climbs to {LEVEL:.4g} and hovers there"
 
 
 def plan(ctx: Context) -> list[Run]:
@@ -28,24 +31,11 @@ def plan(ctx: Context) -> list[Run]:
     runs = []
     for eta in etas:
         steps = ctx.pick(12_000, 40_000 if eta < 2e-3 else 20_000, 80_000 if eta < 2e-3 else 40_000)
-        runs.append(Run("paper_figures.figures.quadratic_aeos:compute",
-                        {"d": 50, "log_lo": 0.0, "log_hi": 2.0, "seed": 0, "eta": eta, "steps": steps,
-                         "record_every": 100, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        runs.append(Run("sims.experiments:dense_quadratic_run",
+                        {"optimizer": "adam", "eta": eta, "steps": steps, "record_every": 100, "seed": 0,
+                         "d": 50, "log_lo": 0.0, "log_hi": 2.0, "hyper": HYPER},
                         label=f"quadratic adam eta={eta:g}", cost=steps * 2e-5))
     return runs
-
-
-def compute(config: Mapping, run_dir: Path) -> dict:
-    """One recorded Adam run on the dense quadratic of ``config`` (``sims.problems`` + ``sims.simulate``)."""
-    import sims
-    from sims import problems
-
-    prob = problems.spec32_problem(seed=config["seed"], d=config["d"], low=10.0 ** config["log_lo"],
-                                   high=10.0 ** config["log_hi"])
-    res = sims.simulate("adam", prob.H, prob.x0, config["eta"], config["steps"], record_every=config["record_every"],
-                        beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
-    return {"step": res.step, "loss": res.loss, "sharpness": res.sharpness,
-            "preconditioned_sharpness": res.preconditioned_sharpness, "diverged_at": res.diverged_at}
 
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
@@ -56,7 +46,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         level = eta * column(res, "preconditioned_sharpness")
         numbers[f"eta={eta:g}"] = {
             "steps": r.config["steps"],
-            "first_step_above_36": first_passage(steps, level, 36.0),
+            "first_step_above_36": first_passage(steps, level, 36.0),  # the paper's onset level
             "late_median_eta_S_P": rounded(late_median(steps, level)),
             "late_range_eta_S_P": [rounded(v) for v in late_range(steps, level) or []],
             "sharpness": rounded(float(res["sharpness"][0])),
@@ -64,7 +54,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         }
         rows += [{"eta": eta, "step": int(s), "loss": l, "sharpness": sh, "eta_S_P": lv}
                  for s, l, sh, lv in zip(res["step"], res["loss"], res["sharpness"], level)]
-    data = report.write_csv(report.data_dir(out) / "quadratic_aeos.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "quadratic_aeos.csv", rows)
 
     fig, axes = style.figure(2, 1, width="page", height=2.4)
     ax_loss, ax_level = axes[0]
@@ -75,7 +65,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         ax_level.plot(steps, eta * column(res, "preconditioned_sharpness"), color=color, lw=0.8, label=f"eta = {eta:g}")
     style.logscale(ax_loss, "y")
     ax_loss.set_ylabel(r"loss $\frac{1}{2}x^\top H x$")
-    style.threshold_line(ax_level, LEVEL, "38 = (2+2 b1)/(1-b1)", va="bottom", where=0.02, pad=6)
+    style.threshold_line(ax_level, LEVEL, f"{LEVEL:.4g} = (2+2 b1)/(1-b1)", va="bottom", where=0.02, pad=6)
     ax_level.set_ylim(0, LEVEL * 1.4)
     ax_level.set_ylabel(r"$\eta\,S_P$ (dimensionless)")
     for ax in axes[0]:
@@ -88,7 +78,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         f"Adam (beta1 = 0.9, beta2 = 0.999, eps = 1e-8) on L = 1/2 x^T H x, H a random rotation of "
         f"logspace(0, 2, {d}) (raw sharpness S = 100 throughout), x0 ~ N(0, I), simulated with "
         "`sims.simulate` and recorded every 100 steps. eta * S_P climbs as the second moment v decays, "
-        "then hovers at the threshold 38. "
+        f"then hovers at the threshold {LEVEL:.4g}. "
         + "; ".join(f"{k}: first above 36 at step {v['first_step_above_36']}, late median (last 40%) "
                     f"{fmt(v['late_median_eta_S_P'])}, range {v['late_range_eta_S_P']}"
                     for k, v in numbers.items()) + ".")

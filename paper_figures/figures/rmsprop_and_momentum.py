@@ -1,4 +1,4 @@
-"""Figure 8: RMSProp at 2/eta (preconditioned) and heavy-ball GD at (2 + 2 beta)/eta (SPEC 3.5, 3.6).
+"""Figure 8: RMSProp at 2/eta (preconditioned) and heavy-ball GD at (2 + 2 beta)/eta.
 
 RMSProp (torch ``RMSprop``, no momentum) is preconditioned GD: its frozen-P threshold on S_P is 2/eta.
 Heavy ball (``SGD(momentum=beta)``) is not adaptive: its threshold on the raw S is (2 + 2 beta)/eta.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import deep_adam, training
@@ -56,20 +57,20 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         rows += training.rows_for_csv(r.label, res, optimizer=opt, eta=eta)
         training.plot_metric(ax, res, "preconditioned_sharpness" if adaptive else "sharpness", scale=eta,
                              color=color, marker="o", ms=2.5)
-        name = "2" if opt == "rmsprop" else f"2 + 2 beta = {level:g}"
+        name = f"{level:g}" if opt == "rmsprop" else f"2 + 2 beta = {level:g}"
         style.threshold_line(ax, level, f"threshold {name}", va="bottom", where=0.3, pad=9)
         ax.set_ylim(0, level * 1.5)
         ax.set_xlabel("step")
         ax.set_ylabel(r"$\eta\,S_P$ (dimensionless)" if adaptive else r"$\eta\,S$ (dimensionless)")
         hyper_text = ", ".join(f"{k} = {v:g}" for k, v in hyper.items())
         ax.set_title(f"{label} ({hyper_text})", loc="left")
-    data = report.write_csv(report.data_dir(out) / "rmsprop_and_momentum.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "rmsprop_and_momentum.csv", rows)
     style.save(fig, out, "rmsprop_and_momentum")
 
     rms, hb = numbers["RMSProp"], numbers["heavy ball"]
     caption = (
         "Full-batch runs on the digits MLP (MSE). Left: RMSProp, whose frozen-preconditioner threshold is "
-        f"eta * S_P = 2; late-time median of eta * S_P: {rms['late_median_eta_S_P']} "
+        f"eta * S_P = {rms['threshold_constant']:g}; late-time median of eta * S_P: {rms['late_median_eta_S_P']} "
         f"(range {rms['late_range_eta_S_P']}), {fmt(rms['ratio_to_threshold'], 3)} x the threshold. Right: "
         f"heavy-ball GD, threshold eta * S = 2 + 2 beta = {hb['threshold_constant']:g}; late-time median of "
         f"eta * S: {hb['late_median_eta_S']}, {fmt(hb['ratio_to_threshold'], 3)} x the threshold, after "

@@ -9,20 +9,21 @@ smallest lambda whose iterates diverge on the 1-D quadratic, found by bisection,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from aeos_theory import files
+from aeos_theory.optimizers import get_optimizer
 from paper_figures import report, style
 from paper_figures.cache import Run
+from paper_figures.figures.common import threshold_constant
 from paper_figures.registry import Context
 
 TITLE = "Stability threshold constant eta * lambda* vs momentum: theory curves, bisection markers"
 
-#: optimizer -> name of its momentum hyperparameter, in drawing order.
-OPTIMIZERS: dict[str, str] = {"adam": "beta1", "nadam": "beta1", "heavy_ball": "beta", "nesterov": "beta"}
-LABELS = {"adam": "Adam / EMA momentum", "nadam": "NAdam", "heavy_ball": "heavy ball",
-          "nesterov": "Nesterov", "gd": "GD"}
+#: The optimizers drawn, in drawing order (each has a momentum hyperparameter in the registry).
+OPTIMIZERS = ("adam", "nadam", "heavy_ball", "nesterov")
 ETA = 0.01
 
 
@@ -30,28 +31,14 @@ def plan(ctx: Context) -> list[Run]:
     betas = ctx.pick([0.0, 0.5, 0.9, 0.99],
                      [0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
                      [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995])
-    return [Run("paper_figures.figures.thresholds:compute",
-                {"optimizer": opt, "eta": ETA, "betas": betas}, label=f"thresholds {opt}", cost=1.0)
+    return [Run("sims.experiments:threshold_sweep", {"optimizer": opt, "eta": ETA, "betas": betas},
+                label=f"thresholds {opt}", cost=1.0)
             for opt in OPTIMIZERS]
 
 
-def compute(config: Mapping, run_dir: Path) -> dict:
-    """Empirical (bisection) and exact thresholds of one optimizer at each momentum in ``betas``."""
-    import sims
-    from aeos_theory import stability_threshold
-
-    opt, eta = config["optimizer"], float(config["eta"])
-    hyper = OPTIMIZERS[opt]
-    empirical = [float(sims.empirical_threshold(opt, eta, **{hyper: b})) for b in config["betas"]]
-    theory = [float(stability_threshold(opt, eta=eta, **{hyper: b})) for b in config["betas"]]
-    return {"optimizer": opt, "eta": eta, "betas": list(config["betas"]), "empirical": empirical,
-            "theory": theory}
-
-
 def _curve(opt: str, grid: np.ndarray) -> np.ndarray:
-    from aeos_theory import stability_threshold
-
-    return np.array([stability_threshold(opt, eta=1.0, **{OPTIMIZERS[opt]: float(b)}) for b in grid])
+    momentum = get_optimizer(opt).momentum
+    return np.array([threshold_constant(opt, **{momentum: float(b)}) for b in grid])
 
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
@@ -68,17 +55,18 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         numbers[res["optimizer"]] = {"max_relative_error": max(rel),
                                      "empirical_constant_at_0.9": at[0.9] * eta if 0.9 in at else None}
     numbers["max_relative_error"] = worst
-    data = report.write_csv(report.data_dir(out) / "thresholds.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "thresholds.csv", rows)
 
     grid = np.linspace(0.0, 0.995, 300)
     fig, axes = style.figure(1, 1, width="column", height=2.6)
     ax = axes[0, 0]
     for color, res in zip(style.colors(len(results)), results):
         opt = res["optimizer"]
-        ax.plot(grid, _curve(opt, grid), color=color, label=LABELS[opt])
+        ax.plot(grid, _curve(opt, grid), color=color, label=get_optimizer(opt).label)
         ax.plot(res["betas"], np.array(res["empirical"]) * res["eta"], "o", color=color, mfc="none",
                 mew=1.0)
-    style.threshold_line(ax, 2.0, "GD: 2", va="top", where=0.45, pad=2)
+    gd = threshold_constant("gd")
+    style.threshold_line(ax, gd, f"GD: {gd:g}", va="top", where=0.45, pad=2)
     ax.plot([], [], "o", color="grey", mfc="none", label="bisection (sims)")
     style.logscale(ax, "y")
     ax.set_xlabel(r"momentum $\beta_1$ (Adam, NAdam) or $\beta$ (heavy ball, Nesterov)")
@@ -95,5 +83,6 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         f"eta = {ETA}). Largest relative gap between bisection and theory over all "
         f"{len(rows)} points: {worst:.2e}.")
     if adam is not None and 0.9 in adam["betas"]:
-        caption += f" Adam at beta1 = 0.9: {numbers['adam']['empirical_constant_at_0.9']:.6g} (theory 38)."
+        caption += (f" Adam at beta1 = 0.9: {numbers['adam']['empirical_constant_at_0.9']:.6g} "
+                    f"(theory {threshold_constant('adam', beta1=0.9):.6g}).")
     return {"numbers": numbers, "caption": caption, "data": [str(data.relative_to(out))]}

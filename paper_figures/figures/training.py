@@ -7,22 +7,20 @@ deep checkpointed.  The cached result is the metrics table as columns.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from aeos_theory import files
 from paper_figures import style
 from paper_figures.cache import Run
-from paper_figures.figures.common import column, late_median, late_range, rounded
+from paper_figures.figures.common import column, rounded
+from sims.summary import late_median, late_range
 
-#: The network of SPEC 3.3: digits (first 1000 images, /16), MLP 64-200-200-10 tanh, MSE loss.
+#: The paper's digits network: the first 1000 images / 16, MLP 64-200-200-10 tanh, square loss.
 DIGITS_MLP: dict[str, Any] = {"dataset": "digits", "n": 1000, "model": "mlp", "width": 200, "depth": 2,
                               "activation": "tanh", "loss": "mse"}
-
-COLUMNS = ("step", "train_loss", "train_accuracy", "sharpness", "preconditioned_sharpness", "threshold",
-           "eta_S_P", "eta_threshold", "hvps", "wall_time")
 
 #: Rough seconds per step on one CPU core (for scheduling the longest runs first, not for results).
 _COST_PER_STEP = {"mlp": 0.008, "cnn": 0.03, "transformer": 0.05, "resnet": 0.05}
@@ -37,13 +35,15 @@ def train_run(label: str, *, optimizer: str, hyper: Mapping[str, float], steps: 
     return Run("paper_figures.figures.training:train", config, label=label, cost=cost)
 
 
-def train(config: Mapping[str, Any], run_dir: Path) -> dict:
-    """Run (or resume) ``deep.run`` for ``config`` in ``run_dir/train``; return its metrics as columns."""
+def train(run_dir: Path, **config: Any) -> dict:
+    """Run (or resume) ``deep.run`` for the :class:`deep.TrainConfig` fields ``config`` in ``run_dir/train``;
+    return its status and its metrics as columns."""
     from deep import TrainConfig, read_metrics, run
+    from deep.runlog import COLUMNS, SUMMARY
 
-    path = run(TrainConfig.from_dict(dict(config)), Path(run_dir) / "train", progress=False)
+    path = run(TrainConfig.from_dict(config), Path(run_dir) / "train", progress=False)
     rows = read_metrics(path)
-    status = json.loads((Path(path).parent / "summary.json").read_text())
+    status = files.read_json(path.parent / SUMMARY)
     return {"status": status.get("status"), "last_step": status.get("step"),
             "metrics": {c: [row.get(c) for row in rows] for c in COLUMNS}}
 
@@ -79,7 +79,7 @@ def rows_for_csv(label: str, result: Mapping[str, Any], **extra: Any) -> list[di
     """The run's metrics as CSV rows, tagged with ``label`` and ``extra`` columns."""
     metrics = result["metrics"]
     n = len(metrics["step"])
-    return [{"run": label, **extra, **{c: metrics[c][i] for c in COLUMNS}} for i in range(n)]
+    return [{"run": label, **extra, **{c: values[i] for c, values in metrics.items()}} for i in range(n)]
 
 
 def plot_metric(ax, result: Mapping[str, Any], name: str, *, scale: float = 1.0, **kw) -> None:

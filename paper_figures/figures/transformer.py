@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from aeos_theory import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import training
-from paper_figures.figures.common import fmt
+from paper_figures.figures.common import fmt, threshold_constant
 from paper_figures.registry import Context
 
-TITLE = "Character-level Transformer under full-batch Adam: eta * S_P at 38"
+LEVEL = threshold_constant("adam", beta1=0.9)  # 38
 
-LEVEL = 38.0
+TITLE = f"Character-level Transformer under full-batch Adam: eta * S_P at {LEVEL:.4g}"
 
 
 def plan(ctx: Context) -> list[Run]:
@@ -37,10 +38,10 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
     for r, res, eta in zip(runs, results, etas):
         numbers[f"eta={eta:g}"] = training.run_numbers(res, eta)
         rows += training.rows_for_csv(r.label, res, eta=eta)
-    data = report.write_csv(report.data_dir(out) / "transformer.csv", rows)
+    data = files.write_csv(report.data_dir(out) / "transformer.csv", rows)
 
     fig, axes = style.figure(3, 1, width="page", height=2.3)
-    training.draw_triptych(axes[0], results, etas, [f"eta = {e:g}" for e in etas], LEVEL, "38 (threshold)")
+    training.draw_triptych(axes[0], results, etas, [f"eta = {e:g}" for e in etas], LEVEL, f"{LEVEL:.4g} (threshold)")
     axes[0, 0].set_ylabel("train loss (cross-entropy, nats)")
     cfg = runs[0].config
     axes[0, 0].set_title(f"{cfg['n']} windows x {cfg['context']} chars, width {cfg['width']}", loc="left")
@@ -51,7 +52,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         f"A {cfg['depth']}-block causal Transformer (width {cfg['width']}) trained full batch with Adam "
         f"(beta1 = 0.9) on {cfg['n']} windows of {cfg['context']} characters of Python's documentation "
         "(`pydoc_data.topics`), next-character cross-entropy. Left: loss; middle: eta * S_P with the "
-        "threshold 38; right: raw sharpness. "
+        f"threshold {LEVEL:.4g}; right: raw sharpness. "
         + "; ".join(f"eta = {e:g}: late median eta * S_P {fmt(numbers[f'eta={e:g}']['late_median_eta_S_P'])}, "
                     f"raw S {fmt(numbers[f'eta={e:g}']['sharpness_first'])} -> "
                     f"{fmt(numbers[f'eta={e:g}']['sharpness_last'])}" for e in etas) + ".")

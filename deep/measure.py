@@ -1,6 +1,6 @@
 """Raw and preconditioned sharpness of a network's full-batch loss: the measurement API.
 
-* Sharpness S = lambda_max(H), H the Hessian of the full-batch loss L(theta) (SPEC section 1).
+* Sharpness S = lambda_max(H), H the Hessian of the full-batch loss L(theta).
 * Preconditioned sharpness S_P = lambda_max(P^-1 H) = lambda_max(P^-1/2 H P^-1/2), with P the diagonal
   preconditioner of a ``torch.optim`` optimizer read from its state (:mod:`deep.preconditioners`).
   The symmetric form is an operator built by composition, v -> P^-1/2 H (P^-1/2 v), handed to the
@@ -19,10 +19,9 @@ previous eigenvectors to warm-start the next measurement during training.
 None of these change the model's parameters, gradients or buffers, nor the optimizer's state.
 
 Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 20 Hessian-vector products; a warm one
-(previous eigenvector) stops as soon as the residual test passes, typically 4-8 for S and 6-16 for S_P
-on the digits MLP (``benchmarks/deep_speed.py``).  ``method="cached_double_backward"`` keeps the
-gradient graph of the whole batch for the measurement and makes each product about half as
-expensive; use it when the data fit in memory at once.
+(previous eigenvector) stops as soon as the residual test passes.  ``method="cached_double_backward"``
+keeps the gradient graph of the whole batch for the measurement and makes each product cheaper; use
+it when the data fit in memory at once.  Measured costs are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from aeos_theory import checks
 
 from .hessian import Data, HessianOperator, LossFn, ParamLayout, full_batch_gradient
 from .lanczos import lanczos
@@ -196,14 +197,12 @@ class SharpnessTracker:
     The full :class:`SharpnessResult` objects are kept in ``last_sharpness`` / ``last_preconditioned``.
     ``state_dict()`` / ``load_state_dict()`` carry the warm-start vectors through a checkpoint.
     The first measurement (and any after a non-finite one) starts cold.  Warm starts save most when
-    measurements are frequent: HVPs per measurement warm/cold was 0.23-0.32 measuring every 10 Adam
-    steps and 0.47-0.56 every 100 (digits MLP and CNN, ``benchmarks/deep_speed.py``).
+    measurements are frequent (``benchmarks/README.md``).
     """
 
     def __init__(self, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0,
                  diagnostics: bool = False, method: str = "forward_over_reverse") -> None:
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1; got {k!r}")
+        checks.integer("k", k, low=1)
         self.k, self.tol, self.max_iter, self.seed = k, tol, max_iter, seed
         self.diagnostics, self.method = diagnostics, method
         self._init: dict[str, Tensor | None] = {"sharpness": None, "preconditioned": None}

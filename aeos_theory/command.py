@@ -1,0 +1,82 @@
+"""How every ``aeos`` subcommand behaves: one-line errors, documented exit codes, shared flags.
+
+Each package owns its subcommands in its own ``cli`` module, which exposes ``register(subparsers)``
+(adds its parsers, each with ``handler=`` set to its run function).  The ``aeos`` entry point
+(:mod:`paper_figures.console`) and each package's own ``python -m <package>.cli`` assemble them with
+:func:`main`.
+
+Exit codes: 0 success, 1 a runtime or operating-system failure (one line on stderr), 2 bad input (one
+line on stderr, never a traceback), 3 the run finished but diverged (recorded as such), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from aeos_theory.hyperparams import HYPERS
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+Register = Callable[["argparse._SubParsersAction"], None]
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with ``code``."""
+    line = " ".join(str(message).split())  # never more than one line
+    print(line if line.startswith("aeos") else f"error: {line}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        fail(f"{self.prog}: {message}")
+
+
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """One ``--<name>`` float flag per hyperparameter of :data:`aeos_theory.hyperparams.HYPERS`."""
+    for name, hyper in HYPERS.items():
+        if name not in skip:
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None,
+                                help=f"{hyper.doc} ({hyper.range_text()}; default: the optimizer's)")
+
+
+def hyperparameters(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> dict[str, float]:
+    """The hyperparameter flags the user gave, but those in ``skip`` (flags left at None are omitted)."""
+    return {name: getattr(args, name) for name in HYPERS
+            if name not in skip and getattr(args, name, None) is not None}
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run ``args.handler(args)``: ValueError -> exit 2, OSError -> exit 1, Ctrl-C -> 130, one line each."""
+    try:
+        return int(args.handler(args))
+    except ValueError as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    except OSError as err:
+        fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser(registers: Sequence[Register], *, prog: str, description: str) -> Parser:
+    """A :class:`Parser` with the subcommands that ``registers`` add."""
+    parser = Parser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for register in registers:
+        register(sub)
+    return parser
+
+
+def main(registers: Sequence[Register], argv: Sequence[str] | None, *, prog: str, description: str) -> int:
+    """Parse ``argv`` with the subcommands of ``registers`` and run the chosen one (see :func:`dispatch`)."""
+    args = build_parser(registers, prog=prog, description=description).parse_args(argv)
+    return dispatch(args)

@@ -1,0 +1,96 @@
+"""``aeos train``: train a network, recording raw and preconditioned sharpness, resumable after a kill.
+
+    aeos train --dataset digits --model mlp --optimizer adam --lr 1e-3 --steps 2000 --out runs/x
+    python -m deep.cli train ...        # the same, without the other subcommands
+
+Every flag is a field of :class:`deep.TrainConfig` (hyperparameters named as in :mod:`aeos_theory`);
+the same command again resumes the run folder.  Building the parser imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+from typing import Sequence
+
+from aeos_theory import command
+from aeos_theory.hyperparams import HYPERS
+from aeos_theory.optimizers import OPTIMIZERS
+
+from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS
+
+#: TrainConfig fields set by a flag of the same name (hyperparameters come from their own flags).
+_FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "seed", "n", "batch_size",
+           "chunk_size", "width", "depth", "activation", "context", "data_dir", "tol", "max_hvps",
+           "target_loss", "device", "dtype")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser("train", help="train a network, recording raw and preconditioned sharpness (resumable)")
+    p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt); "
+                   "the same folder again resumes")
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help="data set (default digits)")
+    p.add_argument("--model", default="mlp", choices=MODELS, help="network (default mlp)")
+    p.add_argument("--loss", default="mse", choices=LOSSES, help="loss (default mse)")
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
+    p.add_argument("--lr", "--eta", dest="eta", type=float, required=True, help=HYPERS["eta"].doc)
+    command.add_hyperparameter_flags(p, skip=("eta",))
+    p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
+    p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
+    p.add_argument("--n", type=int, default=None, help="examples (default: digits 1000, cifar10 5000, text 512, "
+                   "synthetic 1000)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="physical batch for full-batch passes (default 1000)")
+    p.add_argument("--width", type=int, default=None, help="hidden width / channels (default: the model's)")
+    p.add_argument("--depth", type=int, default=None, help="hidden layers / blocks (default: the model's)")
+    p.add_argument("--activation", default=None, choices=list(ACTIVATIONS), help="activation (default: the model's)")
+    p.add_argument("--context", type=int, default=64, help="text: characters per example (default 64)")
+    p.add_argument("--data-dir", default=None, help="cifar10: folder of the official python batches")
+    p.add_argument("--target-loss", type=float, default=None, help="stop when the train loss is <= this")
+    p.add_argument("--tol", type=float, default=1e-3, help="Lanczos relative tolerance (default 1e-3)")
+    p.add_argument("--max-hvps", type=int, default=100, help="max Hessian-vector products per eigenvalue")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:i")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="float32 or float64 (default float32)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.set_defaults(handler=run)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    words = ["aeos", "train"]
+    for key, value in vars(args).items():
+        if key not in ("command", "handler") and value not in (None, False):
+            words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) and print the final status and the last measured row."""
+    from aeos_theory import files
+
+    from .config import TrainConfig
+    from .runlog import SUMMARY, read_metrics
+    from .train import run as train
+
+    config = TrainConfig(hyper=command.hyperparameters(args), **{f: getattr(args, f) for f in _FIELDS})
+    path = train(config, args.out, progress=not args.no_progress, command=_command_line(args))
+    summary = files.read_json(path.parent / SUMMARY)
+    rows = read_metrics(path)
+    last = next((r for r in reversed(rows) if not math.isnan(r["sharpness"])), rows[-1] if rows else None)
+    print(f"{summary['status']} at step {summary['step']}; {len(rows)} rows in {path}")
+    if last is not None:
+        print(f"step {last['step']}: train_loss {last['train_loss']:.6g}, sharpness {last['sharpness']:.6g}, "
+              f"eta*S_P {last['eta_S_P']:.6g} (eta*threshold {last['eta_threshold']:.6g})")
+    return command.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deep.cli``: this package's subcommands alone."""
+    return command.main([register], argv, prog="python -m deep.cli",
+                        description="Sharpness of real networks: training runs")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

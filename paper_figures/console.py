@@ -1,0 +1,31 @@
+"""The ``aeos`` command: assembles the subcommands that each package owns beside its code.
+
+    aeos threshold ...   exact thresholds          (aeos_theory.cli)
+    aeos simulate ...    a simulated run           (sims.cli)
+    aeos bisect ...      the empirical threshold   (sims.cli)
+    aeos train ...       a measured training run   (deep.cli)
+    aeos figures ...     every figure of the paper (paper_figures.cli)
+
+It lives in the top layer because it is the one place that knows all four packages.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import aeos_theory.cli
+import deep.cli
+import paper_figures.cli
+import sims.cli
+from aeos_theory import command
+
+SUBCOMMANDS = (aeos_theory.cli.register, sims.cli.register, deep.cli.register, paper_figures.cli.register)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``aeos <subcommand> ...``; exit codes as :mod:`aeos_theory.command` documents them."""
+    return command.main(SUBCOMMANDS, argv, prog="aeos", description="Optimizers at the (Adaptive) Edge of Stability")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
