@@ -8,11 +8,13 @@ lambda*.  This package derives lambda* exactly from each optimizer's update matr
 Main entry points:
 
 * :func:`threshold` (Adam: (2 + 2 beta1) / ((1 - beta1) eta)) and :func:`stability_threshold` (any
-  optimizer of the registry, any hyperparameters);
+  optimizer of the registry, any hyperparameters, settled or at any step t of a run);
+  :func:`threshold_constant`, the dimensionless eta * lambda* (38, 2, ...);
 * :func:`derive` / :func:`derive_boundary`: the sympy expression, for the built-in optimizers or any
   user-supplied update matrix (:mod:`aeos_theory.stability`, the boundary engine);
 * :data:`OPTIMIZERS` (:mod:`aeos_theory.optimizers`): the single registry of optimizer facts that
-  ``sims``, ``deep`` and ``paper_figures`` read; :data:`HYPERS` and :func:`validate`: hyperparameter
+  ``sims``, ``deep`` and ``paper_figures`` read, and :func:`identify`, which names the package
+  optimizer a ``torch.optim`` param group runs; :data:`HYPERS` and :func:`validate`: hyperparameter
   names, ranges and checks;
 * ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
 
@@ -26,17 +28,27 @@ contract (:mod:`aeos_theory.command`).  It imports neither torch nor numba.
 """
 
 from aeos_theory.hyperparams import HYPERS, Hyper
-from aeos_theory.optimizers import LAMBDA, OPTIMIZERS, SYMBOLS, OptimizerSpec, get_optimizer, validate
+from aeos_theory.optimizers import (
+    LAMBDA,
+    OPTIMIZERS,
+    STEP_SYMBOLS,
+    SYMBOLS,
+    OptimizerSpec,
+    get_optimizer,
+    identify,
+    validate,
+)
 from aeos_theory.stability import (
     Boundary,
     derive,
     derive_boundary,
     stability_threshold,
     threshold,
-    threshold_at_step,
+    threshold_constant,
 )
 
 __all__ = [
-    "HYPERS", "Hyper", "validate", "LAMBDA", "OPTIMIZERS", "SYMBOLS", "OptimizerSpec", "get_optimizer",
-    "Boundary", "derive", "derive_boundary", "stability_threshold", "threshold", "threshold_at_step",
+    "HYPERS", "Hyper", "validate", "LAMBDA", "OPTIMIZERS", "STEP_SYMBOLS", "SYMBOLS", "OptimizerSpec",
+    "get_optimizer", "identify", "Boundary", "derive", "derive_boundary", "stability_threshold", "threshold",
+    "threshold_constant",
 ]

@@ -2,6 +2,7 @@
 
     aeos threshold --beta1 0.9 --eta 0.001          # 38000 and the formula
     aeos threshold --optimizer nesterov --eta 0.01 --beta 0.9 [--latex]
+    aeos threshold --optimizer nadam --eta 1e-3 --step 1000   # the 1000th update, as torch applies it
     python -m aeos_theory.cli threshold ...          # the same, without the other subcommands
 """
 
@@ -20,31 +21,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer name (default adam)")
     command.add_hyperparameter_flags(p)
     p.add_argument("--step", type=int, default=None,
-                   help="Adam only: quasi-static threshold at step t >= 1 with bias correction")
+                   help="the threshold of the t-th update (t >= 1) as torch applies it: bias corrections, "
+                        "NAdam's momentum schedule, SGD's first step (default: the settled update)")
     p.add_argument("--latex", action="store_true", help="print the expression as LaTeX")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print lambda*, the formula it comes from, and eta * lambda*."""
+    """Print lambda*, the formula it comes from (with the step coefficients at t), and eta * lambda*."""
     import sympy as sp
 
-    from aeos_theory.optimizers import validate
-    from aeos_theory.stability import derive_boundary, stability_threshold, threshold_at_step
+    from aeos_theory.optimizers import STEP_SYMBOLS, SYMBOLS, get_optimizer
+    from aeos_theory.stability import derive_boundary, stability_threshold
 
-    hyper = validate(args.optimizer, command.hyperparameters(args))
-    if args.step is not None:
-        if args.optimizer != "adam":
-            raise ValueError("--step (bias-corrected threshold) applies to --optimizer adam only")
-        value = threshold_at_step(args.step, hyper["beta1"], hyper["eta"], hyper["weight_decay"])
-        formula = "(2 + 2 beta1) (1 - beta1^t) / ((1 - beta1) eta) - weight_decay"
-    else:
-        value = stability_threshold(args.optimizer, **hyper)
-        boundary = derive_boundary(args.optimizer)
-        formula = sp.latex(boundary.expression) if args.latex else str(boundary.expression)
-        formula = f"{formula}   [{args.optimizer}; crossing at {boundary.kind}]"
+    spec = get_optimizer(args.optimizer)
+    hyper = spec.validate(command.hyperparameters(args))
+    value = stability_threshold(args.optimizer, step=args.step, **hyper)
+    boundary = derive_boundary(args.optimizer, step=True)
+    expression = boundary.expression
+    if args.step is None:  # the settled update, with hyperparameters that are 0 set (they can change the branch)
+        zeros = {name: 0 for name, v in hyper.items() if v == 0}
+        symbols = {name: zeros.get(name, SYMBOLS[name]) for name in spec.hypers}
+        settled = spec.step_coefficients(None, symbols)
+        expression = sp.simplify(expression.subs({STEP_SYMBOLS[k]: v for k, v in settled.items()})
+                                 .subs({SYMBOLS[name]: 0 for name in zeros}))
+    formula = sp.latex(expression) if args.latex else str(expression)
     print(f"{value:.10g}")
-    print(f"lambda_max < {formula}")
+    print(f"lambda_max < {formula}   [{args.optimizer}; crossing at {boundary.kind}]")
+    if args.step is not None:
+        coefficients = spec.step_coefficients(args.step, hyper)
+        shown = ", ".join(f"{k}_t = {v:.10g}" for k, v in coefficients.items()) or "none"
+        print(f"at step t = {args.step}: {shown}")
     print(f"eta * threshold = {value * hyper['eta']:.10g}")
     return command.EXIT_OK
 

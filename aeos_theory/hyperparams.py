@@ -13,6 +13,7 @@ beta2          EMA coefficient of the second moment v (RMSProp ``alpha``)  0 <= 
 eps            added to sqrt(v_hat) in the preconditioner P               0 <= eps < inf
 dampening      SGD dampening: v = beta v + (1 - dampening) g              0 <= dampening < 1
 weight_decay   coupled L2 (g += wd x) or, for adamw, decoupled decay      0 <= weight_decay < 1/eta
+momentum_decay NAdam's psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))           0 <= momentum_decay
 =============  =========================================================  ==================
 """
 
@@ -56,5 +57,7 @@ HYPERS: dict[str, Hyper] = {
         Hyper("eps", 0.0, math.inf, True, False, "added to sqrt(v_hat) in P"),
         Hyper("dampening", 0.0, 1.0, True, False, "SGD dampening"),
         Hyper("weight_decay", 0.0, math.inf, True, False, "L2 (coupled) or decoupled (adamw) decay"),
+        Hyper("momentum_decay", 0.0, math.inf, True, False,
+              "NAdam's momentum schedule psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))"),
     )
 }

@@ -4,38 +4,45 @@ Each :class:`OptimizerSpec` says what the rest of the package needs to know abou
 
 * its hyperparameters (names of :mod:`aeos_theory.hyperparams`) and torch's defaults for them;
 * ``momentum``: the hyperparameter that plays "beta" in its threshold formula (None for GD);
+* ``decay``: how ``weight_decay`` acts, ``"coupled"`` (L2 added to the gradient, g + wd x) or
+  ``"decoupled"`` (AdamW: x <- (1 - eta wd) x before the step);
 * ``preconditioner``: the rule by which its diagonal P is read from the torch state (``"v_hat"``:
   sqrt(v / (1 - beta2^t)) + eps from ``exp_avg_sq``; ``"v_hat_nadam"``, the same in NAdam's rounding;
   ``"square_avg"``: sqrt(s) + eps from RMSprop's ``square_avg``), or None when P = I (SGD and its
   momentum variants); ``deep.preconditioners`` implements the rules;
 * ``label``: the optimizer's name in figures and messages;
-* ``torch_class`` and ``torch_arguments``: how to build the ``torch.optim`` object (data only: this
-  module imports no torch);
-* ``update``: the frozen-P update matrix M(lambda) on one eigen-direction, which :mod:`.stability`
-  turns into the exact threshold;
+* ``torch_class``, ``torch_arguments`` and ``torch_hypers``: how to build the ``torch.optim`` object from
+  hyperparameters, and how to read the hyperparameters back from one of its param groups (data only:
+  this module imports no torch); ``torch_aliases``: other classes that run the same update;
+* ``update`` and ``coefficients``: the update matrix M_t(lambda) of the t-th step on one
+  eigen-direction, with P frozen, and the step-dependent coefficients it contains (Adam's bias
+  correction, NAdam's momentum schedule, SGD's first step), which :mod:`.stability` turns into the exact
+  threshold at any step;
 * ``kernel``: the integer code of its step in the ``sims`` numba kernels.
 
 `sims`, `deep` and `paper_figures` derive all their tables from :data:`OPTIMIZERS`: adding an
 optimizer is one entry here plus its step in ``sims.updates``.
 
-**Update matrices.**  On one eigen-direction of L(x) = 1/2 lambda x^2 with P frozen, each optimizer is
-a linear recurrence s_{t+1} = M(lambda) s_t on its state s = (x, buffer); ``lambda`` is the
-*preconditioned* curvature h / p of that direction (p = 1 for non-adaptive methods).  Coupled L2 weight
-decay adds ``weight_decay * x`` to the gradient, so it enters as G = lambda + weight_decay; this is exact
-for p = 1, and for a general frozen p substitute weight_decay -> weight_decay / p.  AdamW's decoupled
-decay multiplies x by (1 - eta weight_decay) before the step, as ``torch.optim.AdamW`` does.
+**Update matrices.**  On one eigen-direction of L(x) = 1/2 h x^2 with P frozen, the t-th update of each
+optimizer is a linear map s_{t+1} = M_t(lambda) s_t on its state s = (x, buffer).  ``lambda`` is an
+eigenvalue of P^-1 (H + wd I) for coupled weight decay (the curvature of the objective the optimizer
+descends, L + wd/2 |x|^2, in P's metric) and of P^-1 H otherwise; with coupled decay this is exact for
+any diagonal P, because the decay is part of the gradient the optimizer preconditions.  AdamW's
+decoupled decay multiplies x by (1 - eta wd) before the step, as ``torch.optim.AdamW`` does; it
+commutes with P^-1 H, so its threshold on P^-1 H is exact for any P too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import sympy as sp
 
+from aeos_theory import checks
 from aeos_theory.hyperparams import HYPERS
 
-#: The curvature symbol (preconditioned eigenvalue for adaptive methods).
+#: The curvature symbol: an eigenvalue of P^-1 (H + wd I) (coupled decay) or of P^-1 H.
 LAMBDA = sp.Symbol("lambda", positive=True)
 
 #: One sympy symbol per hyperparameter name (eta > 0, the others >= 0).
@@ -44,8 +51,18 @@ SYMBOLS: dict[str, sp.Symbol] = {
     for name, hyper in HYPERS.items()
 }
 
-UpdateMap = Callable[..., sp.Matrix]
-TorchArguments = Callable[[Mapping[str, float]], dict]
+#: Symbols of the step-dependent coefficients of the update matrices (their meaning: each spec's
+#: ``coefficients``).
+STEP_SYMBOLS: dict[str, sp.Symbol] = {
+    "k": sp.Symbol("k_t", positive=True),    # Adam's bias correction 1 / (1 - beta1^t)
+    "a": sp.Symbol("a_t", nonnegative=True),  # SGD: factor on the old momentum buffer
+    "u": sp.Symbol("u_t", positive=True),     # SGD: factor on the gradient in the buffer
+    "c1": sp.Symbol("c1_t", positive=True),   # NAdam: (1 - mu_t) / (1 - Pi_t)
+    "c2": sp.Symbol("c2_t", nonnegative=True),  # NAdam: mu_{t+1} / (1 - Pi_t mu_{t+1})
+}
+
+UpdateMap = Callable[[sp.Expr, Mapping[str, Any]], sp.Matrix]
+Coefficients = Callable[["int | None", Mapping[str, Any]], dict]
 
 
 @dataclass(frozen=True)
@@ -58,11 +75,15 @@ class OptimizerSpec:
     hypers: tuple[str, ...]
     defaults: Mapping[str, float]
     momentum: str | None
+    decay: str
     preconditioner: str | None
     torch_class: str
-    torch_arguments: TorchArguments = field(repr=False)
+    torch_arguments: Callable[[Mapping[str, float]], dict] = field(repr=False)
+    torch_hypers: Callable[[Mapping[str, Any]], dict] = field(repr=False)
     update: UpdateMap = field(repr=False)
-    kernel: int
+    coefficients: Coefficients = field(repr=False)
+    kernel: int = 0
+    torch_aliases: tuple[str, ...] = ()
 
     @property
     def adaptive(self) -> bool:
@@ -70,8 +91,8 @@ class OptimizerSpec:
         return self.preconditioner is not None
 
     def matrix(self) -> sp.Matrix:
-        """M(lambda) in the package's symbols (:data:`LAMBDA`, :data:`SYMBOLS`)."""
-        return self.update(LAMBDA, **{name: SYMBOLS[name] for name in self.hypers})
+        """M_t(lambda) in the package's symbols: :data:`LAMBDA`, :data:`SYMBOLS`, :data:`STEP_SYMBOLS`."""
+        return self.update(LAMBDA, {**{name: SYMBOLS[name] for name in self.hypers}, **STEP_SYMBOLS})
 
     def validate(self, hyper: Mapping[str, object], *, require: tuple[str, ...] = ("eta",)) -> dict[str, float]:
         """``hyper`` checked and completed with this optimizer's defaults.
@@ -97,67 +118,153 @@ class OptimizerSpec:
             raise ValueError(f"weight_decay must satisfy 0 <= weight_decay < 1/eta = {1.0 / eta:g}, got {wd!r}")
         return values
 
-
-# ----------------------------------------------------------------------------- update matrices
-def _gd(lam, eta, weight_decay):
-    """x <- x - eta (lambda + wd) x."""
-    return sp.Matrix([[1 - eta * (lam + weight_decay)]])
-
-
-def _heavy_ball(lam, eta, beta, dampening, weight_decay):
-    """v <- beta v + (1 - dampening) G x;  x <- x - eta v   (state (x, v), G = lambda + wd)."""
-    g = (1 - dampening) * (lam + weight_decay)
-    return sp.Matrix([[1 - eta * g, -eta * beta], [g, beta]])
+    def step_coefficients(self, step: int | None, hyper: Mapping[str, Any]) -> dict:
+        """The coefficients of M_t at ``step`` t >= 1 (None: settled, t -> infinity) for ``hyper``."""
+        if step is not None:
+            step = checks.integer("step", step, low=1)
+        return self.coefficients(step, hyper)
 
 
-def _nesterov(lam, eta, beta, weight_decay):
-    """v <- beta v + G x;  x <- x - eta (G x + beta v)   (torch ``nesterov=True``)."""
-    g = lam + weight_decay
-    return sp.Matrix([[1 - eta * (1 + beta) * g, -eta * beta**2], [g, beta]])
+# ----------------------------------------------------------------------------- update matrices M_t
+def _gd(lam, h):
+    """x <- x - eta lambda x."""
+    return sp.Matrix([[1 - h["eta"] * lam]])
 
 
-def _ema(lam, eta, beta1, weight_decay, decoupled):
-    """m <- beta1 m + (1 - beta1) G x;  x <- (1 - eta wd_dec) x - eta m   (state (x, m))."""
-    g = lam if decoupled else lam + weight_decay
-    shrink = 1 - eta * weight_decay if decoupled else 1
-    return sp.Matrix([[shrink - eta * (1 - beta1) * g, -eta * beta1], [(1 - beta1) * g, beta1]])
+def _heavy_ball(lam, h):
+    """b <- a_t b + u_t lambda x;  x <- x - eta b   (state (x, b))."""
+    eta, a, u = h["eta"], h["a"], h["u"]
+    return sp.Matrix([[1 - eta * u * lam, -eta * a], [u * lam, a]])
 
 
-def _adam(lam, eta, beta1, beta2, eps, weight_decay):
-    """Adam with frozen P = 1: EMA momentum, coupled L2 (torch ``Adam(weight_decay=...)``)."""
-    return _ema(lam, eta, beta1, weight_decay, decoupled=False)
+def _nesterov(lam, h):
+    """b <- a_t b + lambda x;  x <- x - eta (lambda x + beta b)   (torch ``nesterov=True``)."""
+    eta, beta, a = h["eta"], h["beta"], h["a"]
+    return sp.Matrix([[1 - eta * (1 + beta) * lam, -eta * beta * a], [lam, a]])
 
 
-def _adamw(lam, eta, beta1, beta2, eps, weight_decay):
-    """AdamW with frozen P = 1: x <- (1 - eta wd) x - eta m, decoupled decay."""
-    return _ema(lam, eta, beta1, weight_decay, decoupled=True)
+def _adam(lam, h):
+    """m <- beta1 m + (1 - beta1) lambda x;  x <- x - eta k_t m   (k_t = 1 / (1 - beta1^t))."""
+    eta, b1, k = h["eta"], h["beta1"], h["k"]
+    return sp.Matrix([[1 - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]])
 
 
-def _rmsprop(lam, eta, beta, beta2, eps, weight_decay):
-    """RMSprop with frozen P = 1 and torch's ``momentum`` = beta: v <- beta v + G x; x <- x - eta v."""
-    return _heavy_ball(lam, eta, beta, 0, weight_decay)
+def _adamw(lam, h):
+    """As Adam, after the decoupled decay x <- (1 - eta wd) x (torch applies eta, not eta k_t, to it)."""
+    eta, b1, k, wd = h["eta"], h["beta1"], h["k"], h["weight_decay"]
+    return sp.Matrix([[1 - eta * wd - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]])
 
 
-def _nadam(lam, eta, beta1, beta2, eps, weight_decay):
-    """NAdam (Dozat) once mu_t = beta1: m <- beta1 m + (1 - beta1) G x; x <- x - eta (beta1 m + (1 - beta1) G x)."""
-    g = lam + weight_decay
-    return sp.Matrix([[1 - eta * (1 - beta1) * (1 + beta1) * g, -eta * beta1**2], [(1 - beta1) * g, beta1]])
+def _rmsprop(lam, h):
+    """b <- beta b + lambda x;  x <- x - eta b   (torch's RMSprop momentum buffer starts at zero)."""
+    eta, beta = h["eta"], h["beta"]
+    return sp.Matrix([[1 - eta * lam, -eta * beta], [lam, beta]])
+
+
+def _nadam(lam, h):
+    """m <- beta1 m + (1 - beta1) lambda x;  x <- x - eta c1_t lambda x - eta c2_t m   (torch ``NAdam``)."""
+    eta, b1, c1, c2 = h["eta"], h["beta1"], h["c1"], h["c2"]
+    return sp.Matrix([[1 - eta * (c1 + c2 * (1 - b1)) * lam, -eta * c2 * b1], [(1 - b1) * lam, b1]])
+
+
+# ----------------------------------------------------------------------------- step coefficients
+# Each works on floats (thresholds) and on sympy symbols (derivations): t is an int, or None for the
+# settled value t -> infinity.
+def _none(t, h):
+    return {}
+
+
+def _sgd_momentum(t, h):
+    """a_t, u_t of torch's SGD: the buffer starts as b_1 = G (t = 1: a = 0, u = 1, the step of GD), and
+    with beta = 0 the momentum branch is skipped, so dampening does nothing; otherwise a = beta and
+    u = 1 - dampening (heavy ball) or 1 (Nesterov)."""
+    if t == 1 or h["beta"] == 0:
+        return {"a": 0, "u": 1}
+    return {"a": h["beta"], "u": 1 - h.get("dampening", 0)}
+
+
+def _adam_bias(t, h):
+    """k_t = 1 / (1 - beta1^t): the step on the raw EMA m is eta k_t; k -> 1 as t grows."""
+    return {"k": 1} if t is None else {"k": 1 / (1 - h["beta1"] ** t)}
+
+
+def _nadam_schedule(t, h):
+    """torch's NAdam: mu_s = beta1 (1 - 0.5 * 0.96^(s psi)), Pi_t = mu_1 ... mu_t;
+    c1_t = (1 - mu_t) / (1 - Pi_t), c2_t = mu_{t+1} / (1 - Pi_t mu_{t+1}).  Settled (psi > 0): mu -> beta1,
+    Pi -> 0, so c1 = 1 - beta1, c2 = beta1; with psi = 0, mu stays beta1 / 2."""
+    b1, psi = h["beta1"], h["momentum_decay"]
+
+    def mu(s):
+        return b1 * (1 - 0.5 * 0.96 ** (s * psi))
+
+    if t is None:
+        settled = b1 / 2 if psi == 0 else b1
+        return {"c1": 1 - settled, "c2": settled}
+    if isinstance(b1, float) and isinstance(psi, float):
+        product = _mu_product(b1, psi, t)
+    else:  # symbols: the product written out
+        product = 1
+        for s in range(1, t + 1):
+            product = product * mu(s)
+    return {"c1": (1 - mu(t)) / (1 - product), "c2": mu(t + 1) / (1 - product * mu(t + 1))}
+
+
+_PRODUCTS: dict[tuple[float, float], list[float]] = {}
+
+
+def _mu_product(b1: float, psi: float, t: int) -> float:
+    """Pi_t = mu_1 ... mu_t in float64, multiplied in order as torch does; prefixes are kept per
+    (beta1, psi), so a run's thresholds at increasing t cost O(t) in all."""
+    products = _PRODUCTS.setdefault((b1, psi), [1.0])
+    while len(products) <= t:
+        s = len(products)
+        products.append(products[-1] * (b1 * (1 - 0.5 * 0.96 ** (s * psi))))
+    return products[t]
 
 
 # ----------------------------------------------------------------------------- torch arguments
+def _number(value: Any) -> float:
+    return float(value.item()) if hasattr(value, "item") else float(value)
+
+
 def _sgd_arguments(h: Mapping[str, float]) -> dict:
-    momentum = h.get("beta", 0.0)
-    return {"lr": h["eta"], "momentum": momentum, "dampening": h.get("dampening", 0.0),
-            "weight_decay": h["weight_decay"]}
+    return {"lr": h["eta"], "momentum": h.get("beta", 0.0), "dampening": h.get("dampening", 0.0),
+            "weight_decay": h["weight_decay"], "nesterov": False}
+
+
+def _sgd_hypers(group: Mapping[str, Any]) -> dict:
+    return {"eta": _number(group["lr"]), "beta": _number(group["momentum"]),
+            "dampening": _number(group["dampening"]), "weight_decay": _number(group["weight_decay"])}
+
+
+def _gd_hypers(group: Mapping[str, Any]) -> dict:
+    return {"eta": _number(group["lr"]), "weight_decay": _number(group["weight_decay"])}
 
 
 def _nesterov_arguments(h: Mapping[str, float]) -> dict:
     # torch refuses nesterov=True without momentum; beta = 0 is exactly gd
-    return {"lr": h["eta"], "momentum": h["beta"], "nesterov": h["beta"] > 0, "weight_decay": h["weight_decay"]}
+    return {"lr": h["eta"], "momentum": h["beta"], "dampening": 0.0, "nesterov": h["beta"] > 0,
+            "weight_decay": h["weight_decay"]}
+
+
+def _nesterov_hypers(group: Mapping[str, Any]) -> dict:
+    return {"eta": _number(group["lr"]), "beta": _number(group["momentum"]),
+            "weight_decay": _number(group["weight_decay"])}
 
 
 def _adam_arguments(h: Mapping[str, float]) -> dict:
-    return {"lr": h["eta"], "betas": (h["beta1"], h["beta2"]), "eps": h["eps"], "weight_decay": h["weight_decay"]}
+    args = {"lr": h["eta"], "betas": (h["beta1"], h["beta2"]), "eps": h["eps"], "weight_decay": h["weight_decay"]}
+    if "momentum_decay" in h:
+        args["momentum_decay"] = h["momentum_decay"]
+    return args
+
+
+def _adam_hypers(group: Mapping[str, Any]) -> dict:
+    hyper = {"eta": _number(group["lr"]), "beta1": _number(group["betas"][0]), "beta2": _number(group["betas"][1]),
+             "eps": _number(group["eps"]), "weight_decay": _number(group["weight_decay"])}
+    if "momentum_decay" in group:
+        hyper["momentum_decay"] = _number(group["momentum_decay"])
+    return hyper
 
 
 def _rmsprop_arguments(h: Mapping[str, float]) -> dict:
@@ -165,42 +272,51 @@ def _rmsprop_arguments(h: Mapping[str, float]) -> dict:
             "weight_decay": h["weight_decay"]}
 
 
+def _rmsprop_hypers(group: Mapping[str, Any]) -> dict:
+    return {"eta": _number(group["lr"]), "beta": _number(group["momentum"]), "beta2": _number(group["alpha"]),
+            "eps": _number(group["eps"]), "weight_decay": _number(group["weight_decay"])}
+
+
 _ADAM_HYPERS = ("eta", "beta1", "beta2", "eps", "weight_decay")
 _ADAM_DEFAULTS = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+_SGD = {"torch_class": "SGD", "preconditioner": None, "decay": "coupled"}
+_ADAM = {"momentum": "beta1", "torch_arguments": _adam_arguments, "torch_hypers": _adam_hypers}
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     spec.name: spec
     for spec in (
-        OptimizerSpec("gd", "GD", "gradient descent: x <- x - eta g",
-                      ("eta", "weight_decay"), {"weight_decay": 0.0},
-                      momentum=None, preconditioner=None, torch_class="SGD", torch_arguments=_sgd_arguments,
-                      update=_gd, kernel=0),
-        OptimizerSpec("heavy_ball", "heavy ball", "SGD(momentum=beta, dampening): v <- beta v + (1 - dampening) g; x <- x - eta v",
-                      ("eta", "beta", "dampening", "weight_decay"),
-                      {"beta": 0.9, "dampening": 0.0, "weight_decay": 0.0},
-                      momentum="beta", preconditioner=None, torch_class="SGD", torch_arguments=_sgd_arguments,
-                      update=_heavy_ball, kernel=1),
-        OptimizerSpec("nesterov", "Nesterov", "SGD(momentum=beta, nesterov=True): v <- beta v + g; x <- x - eta (g + beta v)",
+        OptimizerSpec("gd", "GD", "gradient descent: x <- x - eta g", ("eta", "weight_decay"), {"weight_decay": 0.0},
+                      momentum=None, torch_arguments=_sgd_arguments, torch_hypers=_gd_hypers, update=_gd,
+                      coefficients=_none, kernel=0, **_SGD),
+        OptimizerSpec("heavy_ball", "heavy ball",
+                      "SGD(momentum=beta, dampening): b <- beta b + (1 - dampening) g; x <- x - eta b",
+                      ("eta", "beta", "dampening", "weight_decay"), {"beta": 0.9, "dampening": 0.0, "weight_decay": 0.0},
+                      momentum="beta", torch_arguments=_sgd_arguments, torch_hypers=_sgd_hypers,
+                      update=_heavy_ball, coefficients=_sgd_momentum, kernel=1, **_SGD),
+        OptimizerSpec("nesterov", "Nesterov",
+                      "SGD(momentum=beta, nesterov=True): b <- beta b + g; x <- x - eta (g + beta b)",
                       ("eta", "beta", "weight_decay"), {"beta": 0.9, "weight_decay": 0.0},
-                      momentum="beta", preconditioner=None, torch_class="SGD", torch_arguments=_nesterov_arguments,
-                      update=_nesterov, kernel=2),
+                      momentum="beta", torch_arguments=_nesterov_arguments, torch_hypers=_nesterov_hypers,
+                      update=_nesterov, coefficients=_sgd_momentum, kernel=2, **_SGD),
         OptimizerSpec("adam", "Adam", "Adam: m <- beta1 m + (1 - beta1) g; x <- x - eta m_hat / (sqrt(v_hat) + eps)",
-                      _ADAM_HYPERS, _ADAM_DEFAULTS,
-                      momentum="beta1", preconditioner="v_hat", torch_class="Adam", torch_arguments=_adam_arguments,
-                      update=_adam, kernel=3),
+                      _ADAM_HYPERS, _ADAM_DEFAULTS, decay="coupled", preconditioner="v_hat", torch_class="Adam",
+                      update=_adam, coefficients=_adam_bias, kernel=3, **_ADAM),
         OptimizerSpec("adamw", "AdamW", "AdamW: x <- (1 - eta wd) x - eta m_hat / (sqrt(v_hat) + eps)",
-                      _ADAM_HYPERS, {**_ADAM_DEFAULTS, "weight_decay": 1e-2},
-                      momentum="beta1", preconditioner="v_hat", torch_class="AdamW", torch_arguments=_adam_arguments,
-                      update=_adamw, kernel=4),
-        OptimizerSpec("rmsprop", "RMSProp", "RMSprop(alpha=beta2, momentum=beta): v <- beta v + g / (sqrt(s) + eps); x <- x - eta v",
+                      _ADAM_HYPERS, {**_ADAM_DEFAULTS, "weight_decay": 1e-2}, decay="decoupled",
+                      preconditioner="v_hat", torch_class="AdamW", update=_adamw, coefficients=_adam_bias,
+                      kernel=4, torch_aliases=("Adam",), **_ADAM),
+        OptimizerSpec("rmsprop", "RMSProp",
+                      "RMSprop(alpha=beta2, momentum=beta): b <- beta b + g / (sqrt(s) + eps); x <- x - eta b",
                       ("eta", "beta", "beta2", "eps", "weight_decay"),
                       {"beta": 0.0, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},
-                      momentum="beta", preconditioner="square_avg", torch_class="RMSprop",
-                      torch_arguments=_rmsprop_arguments, update=_rmsprop, kernel=5),
-        OptimizerSpec("nadam", "NAdam", "NAdam with settled momentum schedule: x <- x - eta (beta1 m + (1 - beta1) g) / P",
-                      _ADAM_HYPERS, _ADAM_DEFAULTS,
-                      momentum="beta1", preconditioner="v_hat_nadam", torch_class="NAdam", torch_arguments=_adam_arguments,
-                      update=_nadam, kernel=6),
+                      momentum="beta", decay="coupled", preconditioner="square_avg", torch_class="RMSprop",
+                      torch_arguments=_rmsprop_arguments, torch_hypers=_rmsprop_hypers, update=_rmsprop,
+                      coefficients=_none, kernel=5),
+        OptimizerSpec("nadam", "NAdam",
+                      "NAdam: x <- x - eta (1 - mu_t)/(1 - Pi_t) g / P - eta mu_{t+1}/(1 - Pi_{t+1}) m / P",
+                      (*_ADAM_HYPERS, "momentum_decay"), {**_ADAM_DEFAULTS, "momentum_decay": 4e-3},
+                      decay="coupled", preconditioner="v_hat_nadam", torch_class="NAdam", update=_nadam,
+                      coefficients=_nadam_schedule, kernel=6, **_ADAM),
     )
 }
 
@@ -215,3 +331,37 @@ def get_optimizer(name: str) -> OptimizerSpec:
 def validate(optimizer: str, hyper: Mapping[str, object], *, require: tuple[str, ...] = ("eta",)) -> dict[str, float]:
     """``hyper`` for ``optimizer`` checked and completed with its defaults (:meth:`OptimizerSpec.validate`)."""
     return get_optimizer(optimizer).validate(hyper, require=require)
+
+
+def identify(torch_class: str, group: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
+    """The package optimizer and validated hyperparameters that a ``torch.optim`` param group runs.
+
+    ``torch_class`` is the class name (``"SGD"``, ``"Adam"``, ...) and ``group`` one of its
+    ``param_groups`` (its current lr, betas, ...).  A spec matches when building it from the hyperparameters
+    read back gives the group's own arguments (so SGD with momentum 0 is ``gd``, with ``nesterov=True`` is
+    ``nesterov``) and its decoupled-decay flag agrees.  ValueError for a class or setting the registry
+    does not describe (``maximize=True``, NAdam with decoupled decay, Adamax, ...).
+    """
+    if group.get("maximize", False):
+        raise ValueError("optimizer param group has maximize=True; the thresholds assume descent")
+    for spec in OPTIMIZERS.values():
+        if torch_class != spec.torch_class and torch_class not in spec.torch_aliases:
+            continue
+        if bool(group.get("decoupled_weight_decay", torch_class == "AdamW")) != (spec.decay == "decoupled"):
+            continue
+        hyper = spec.validate(spec.torch_hypers(group))
+        arguments = spec.torch_arguments(hyper)
+        if all(_same(group[key], value) for key, value in arguments.items() if key in group):
+            return spec.name, hyper
+    names = sorted({s.torch_class for s in OPTIMIZERS.values()})
+    raise ValueError(f"optimizer must be a torch.optim {', '.join(names)} in a setting the package describes "
+                     f"(optimizers {', '.join(OPTIMIZERS)}); got torch.optim.{torch_class} with "
+                     f"{ {k: v for k, v in group.items() if k != 'params'} }")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(b, bool):
+        return bool(a) == b
+    return _number(a) == float(b)

@@ -19,6 +19,7 @@ sample, otherwise the boundary is reported as hyperparameter-dependent.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -27,9 +28,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from aeos_theory import checks
 from aeos_theory.hyperparams import HYPERS
-from aeos_theory.optimizers import LAMBDA, SYMBOLS, get_optimizer, validate
+from aeos_theory.optimizers import LAMBDA, STEP_SYMBOLS, SYMBOLS, get_optimizer
 
 Z = sp.Symbol("z")
 
@@ -149,30 +149,65 @@ def _default_range(name: str, earlier: Mapping[str, float]) -> tuple[float, floa
 def derive_boundary(
     optimizer: str | sp.Matrix,
     *,
+    step: int | bool | None = None,
     lam: sp.Symbol = LAMBDA,
     ranges: Mapping[sp.Symbol, tuple[float, float]] | None = None,
 ) -> Boundary:
     """The binding stability boundary lambda* of an optimizer name or of any update matrix M(lambda).
 
     ``optimizer`` is a name from :data:`aeos_theory.OPTIMIZERS` or a square sympy Matrix in ``lam`` and
-    any other symbols (the hyperparameters).  ``ranges`` maps symbols to (low, high) sample ranges used to
-    decide which branch binds; the package's hyperparameter names get their natural ranges.  Raises
-    ValueError when no branch binds (stable for all lambda > 0) or the binding branch changes inside the
-    ranges.
+    any other symbols (the hyperparameters).  For a name, ``step`` picks the update: None the settled one
+    (t -> infinity), an integer t the t-th update as torch applies it (its step coefficients written in
+    the hyperparameter symbols), True the general t-th update in the coefficient symbols of
+    :data:`aeos_theory.optimizers.STEP_SYMBOLS` (``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``).
+    ``ranges`` maps symbols of a user matrix to (low, high) sample ranges used to decide which branch
+    binds; the package's hyperparameter names get their natural ranges.  Raises ValueError when no
+    branch binds (stable for all lambda > 0) or the binding branch changes inside the ranges.
     """
-    if isinstance(optimizer, str):
-        return _derive_named(optimizer)
-    return _derive_matrix(optimizer, lam, dict(ranges or {}))
+    if not isinstance(optimizer, str):
+        return _derive_matrix(optimizer, lam, dict(ranges or {}))
+    general = _derive_named(optimizer)
+    if step is True:
+        return general
+    spec = get_optimizer(optimizer)
+    values = spec.step_coefficients(step, {name: SYMBOLS[name] for name in spec.hypers})
+    substituted = general.expression.subs({STEP_SYMBOLS[k]: v for k, v in values.items()})
+    return dataclasses.replace(general, expression=_tidy(substituted),
+                               parameters=tuple(p for p in general.parameters if p not in STEP_SYMBOLS.values()))
 
 
 @functools.lru_cache(maxsize=None)
 def _derive_named(name: str) -> Boundary:
+    """The boundary of the general t-th update of optimizer ``name``, in its step-coefficient symbols."""
     spec = get_optimizer(name)
-    ranges = {SYMBOLS["weight_decay"]: (0.0, 0.5)} if "weight_decay" in spec.hypers else {}
-    return _derive_matrix(spec.matrix(), LAMBDA, ranges, order=[SYMBOLS[h] for h in spec.hypers])
+    matrix = spec.matrix()
+    hypers = [SYMBOLS[h] for h in spec.hypers if matrix.has(SYMBOLS[h])]
+    steps = [STEP_SYMBOLS[k] for k in STEP_SYMBOLS if matrix.has(STEP_SYMBOLS[k])]
+    return _derive_matrix(matrix, LAMBDA, {}, order=hypers + steps, points=_step_points(spec, hypers + steps))
 
 
-def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[sp.Symbol] | None = None) -> Boundary:
+def _step_points(spec, parameters: Sequence[sp.Symbol], seed: int = 0) -> list[list[float]]:
+    """Sample (hyperparameters, step coefficients) where torch's own updates go: hyperparameters inside
+    their ranges, the coefficients those of steps 1, 2, 10, 100, 1000 and the settled update."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for step in (1, 2, 10, 100, 1000, None, None):
+        values = {"eta": float(np.exp(rng.uniform(np.log(1e-3), 0.0)))}
+        for name in spec.hypers:
+            if name != "eta":
+                values[name] = float(rng.uniform(*_default_range(name, values)))
+        values.update(spec.step_coefficients(step, values))
+        points.append([float(values[p.name] if p.name in values else values[_coefficient_name(p)])
+                       for p in parameters])
+    return points
+
+
+def _coefficient_name(symbol: sp.Symbol) -> str:
+    return next(k for k, v in STEP_SYMBOLS.items() if v == symbol)
+
+
+def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[sp.Symbol] | None = None,
+                   points: list[list[float]] | None = None) -> Boundary:
     if not isinstance(matrix, sp.MatrixBase):
         raise ValueError(f"optimizer must be an optimizer name or a sympy Matrix, got {type(matrix).__name__}")
     if not matrix.has(lam):
@@ -182,7 +217,8 @@ def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[
     candidates = boundary_candidates(chi, lam)
     matrix_fn = sp.lambdify((lam, *parameters), matrix, modules="numpy")
     branch_fns = [sp.lambdify(parameters, expr, modules="cmath") for _, expr in candidates]
-    chosen = {_binding_index(matrix_fn, branch_fns, point) for point in _sample_points(parameters, ranges)}
+    points = points if points is not None else _sample_points(parameters, ranges)
+    chosen = {_binding_index(matrix_fn, branch_fns, point) for point in points}
     if chosen == {None}:
         raise ValueError("the recurrence is stable for every lambda > 0 at the sampled hyperparameters")
     if len(chosen) != 1:
@@ -193,60 +229,105 @@ def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[
 
 
 def _tidy(expr: sp.Expr) -> sp.Expr:
-    """Simplify, then write an expression affine in weight_decay as (factored part) - c * weight_decay."""
+    """Simplify, write an expression affine in weight_decay as (factored part) + c * weight_decay, and
+    each part with positive factors, as the paper writes them: 2*(beta1 + 1)/(eta*(1 - beta1))."""
     expr = sp.simplify(expr)
     wd = SYMBOLS["weight_decay"]
     numerator, denominator = sp.fraction(sp.cancel(sp.together(expr)))
     if not expr.has(wd) or denominator.has(wd):
-        return expr
+        return _positive(expr)
     coefficients = sp.Poly(numerator, wd).all_coeffs()[::-1]
-    return sp.Add(*(sp.factor(c / denominator) * wd**k for k, c in enumerate(coefficients)))
+    return sp.Add(*(_positive(sp.factor(c / denominator)) * wd**k for k, c in enumerate(coefficients)))
+
+
+def _positive(expr: sp.Expr) -> sp.Expr:
+    """The same value with each sum factor written with a positive constant term (beta1 - 1 -> 1 - beta1),
+    numeric contents pulled out (2*beta1 + 2 -> 2*(beta1 + 1)) and the sign moved in front; the product
+    is left unevaluated so sympy keeps that shape when printing."""
+    numerator, denominator = sp.fraction(sp.factor(expr))
+    sign, factors = 1, []
+    for part, power in ((numerator, 1), (denominator, -1)):
+        for factor in sp.Mul.make_args(part):
+            base, exponent = factor.as_base_exp()
+            if base.is_Add and exponent.is_integer:
+                content, base = base.primitive()
+                if base.as_coeff_Add()[0].is_negative:
+                    base, sign = -base, sign * (-1) ** int(exponent)
+                if content != 1:
+                    factors.append(sp.Pow(content, power * exponent, evaluate=False) if power < 0 else content)
+            elif factor.is_Number:
+                if factor.is_negative:
+                    base, sign = -factor, -sign
+            if base != 1:
+                factors.append(sp.Pow(base, power * exponent, evaluate=False) if power * exponent != 1 else base)
+    value = sp.Mul(*factors, evaluate=False) if len(factors) > 1 else (factors[0] if factors else sp.Integer(1))
+    return value if sign == 1 else sp.Mul(-1, value, evaluate=False)
 
 
 def derive(optimizer: str | sp.Matrix, **kwargs) -> sp.Expr:
     """lambda*: the exact threshold on the (preconditioned) eigenvalue, as a sympy expression.
 
-    >>> derive("adam")       # doctest: +SKIP
-    2*(beta1 + 1)/(eta*(1 - beta1)) - weight_decay
+    Keywords as :func:`derive_boundary` (``step=None`` settled, ``step=t`` the t-th update, ``step=True``
+    in the step-coefficient symbols).
+
+    >>> derive("adam")
+    2*(beta1 + 1)/(eta*(1 - beta1))
+    >>> derive("adam", step=True)
+    2*(beta1 + 1)/(eta*k_t*(1 - beta1))
     """
     return derive_boundary(optimizer, **kwargs).expression
 
 
 @functools.lru_cache(maxsize=None)
-def _threshold_function(name: str) -> Callable[..., float]:
-    spec = get_optimizer(name)
+def _constant_function(name: str) -> tuple[Callable[..., float], tuple[str, ...], bool]:
+    """eta * lambda* of the general t-th update, simplified (eta cancels but in AdamW's eta wd), as a
+    float function of (hyperparameters, coefficients); and whether eta is left in it."""
     boundary = _derive_named(name)
-    return sp.lambdify(boundary.parameters, boundary.expression, modules="math"), spec.hypers
+    names = tuple(p.name if p.name in SYMBOLS else _coefficient_name(p) for p in boundary.parameters)
+    constant = sp.simplify(SYMBOLS["eta"] * boundary.expression)
+    return sp.lambdify(boundary.parameters, constant, modules="math"), names, constant.has(SYMBOLS["eta"])
 
 
-def stability_threshold(optimizer: str, **hyper: float) -> float:
-    """Largest stable (preconditioned) eigenvalue lambda* of ``optimizer`` with frozen P, in 1/units of x^2.
+def threshold_constant(optimizer: str, *, step: int | None = None, **hyper: float) -> float:
+    """eta * lambda*, the dimensionless threshold constant the normalised level eta * S_P is compared with.
 
-    GD 2/eta; heavy ball (2 + 2 beta)/((1 - dampening) eta); Nesterov (2 + 2 beta)/((1 + 2 beta) eta);
-    Adam (2 + 2 beta1)/((1 - beta1) eta); NAdam (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); coupled
-    weight decay subtracts weight_decay; AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).  Evaluates the
-    cached derivation of :func:`derive` (microseconds after the first call per optimizer).
+    38 for Adam at beta1 = 0.9 (settled), 2 for GD, (2 + 2 beta1)(1 - beta1^t)/(1 - beta1) for Adam's
+    t-th update, (1 + beta1)(2 - eta wd)/(1 - beta1) for AdamW.  ``eta`` may be left out when the
+    constant does not depend on it (every optimizer but AdamW with weight decay).  Computed without
+    dividing by eta, so it is finite for any finite eta.
     """
-    values = validate(optimizer, hyper)
-    function, names = _threshold_function(optimizer)
+    spec = get_optimizer(optimizer)
+    function, names, needs_eta = _constant_function(optimizer)
+    values = spec.validate(hyper, require=("eta",) if needs_eta else ())
+    values.setdefault("eta", 1.0)
+    values.update(spec.step_coefficients(step, values))
     return float(function(*(values[name] for name in names)))
+
+
+def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: float) -> float:
+    """Largest stable lambda* of ``optimizer``'s update with P frozen, in units of 1/(x units)^2.
+
+    lambda is an eigenvalue of P^-1 (H + wd I) for coupled weight decay and of P^-1 H otherwise (see
+    :mod:`aeos_theory.optimizers`).  ``step=None``: the settled update (t -> infinity): GD 2/eta; heavy
+    ball (2 + 2 beta)/((1 - dampening) eta) (2/eta when beta = 0, where torch skips the momentum branch);
+    Nesterov (2 + 2 beta)/((1 + 2 beta) eta); Adam (2 + 2 beta1)/((1 - beta1) eta); NAdam
+    (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).
+    ``step=t`` (t >= 1, t = 1 the first ``.step()``): the t-th update exactly as torch applies it,
+    e.g. Adam (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), NAdam with its momentum schedule
+    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the cached
+    sympy derivation (microseconds after the first call per optimizer).
+    """
+    eta = get_optimizer(optimizer).validate(hyper)["eta"]
+    constant = threshold_constant(optimizer, step=step, **hyper)
+    value = constant / eta
+    if not math.isfinite(value):
+        raise ValueError(f"eta must be large enough for the threshold {constant:g}/eta to fit in a float64; "
+                         f"got eta = {eta!r}")
+    return value
 
 
 def threshold(beta1: float, eta: float) -> float:
     """Adam's threshold (2 + 2 beta1) / ((1 - beta1) eta) on S_P = lambda_max(P^-1 H): 38/eta at beta1 = 0.9."""
+    if beta1 is None:
+        raise ValueError("beta1 must be a real number with 0 <= beta1 < 1, got None")
     return stability_threshold("adam", beta1=beta1, eta=eta)
-
-
-def threshold_at_step(t: int, beta1: float, eta: float, weight_decay: float = 0.0) -> float:
-    """Adam's quasi-static threshold at step t with bias correction: (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) - wd.
-
-    At step t Adam applies eta_t = eta / (1 - beta1^t) to the raw EMA m_t, so the frozen threshold at
-    that effective step size applies (coupled L2 ``weight_decay`` still subtracts wd); it tends to
-    :func:`threshold` as t grows.  Only (beta1, eta, weight_decay) are validated: eta_t itself may
-    exceed the range a configured eta must satisfy (eta_t * wd >= 1 early in a run is fine).
-    """
-    t = checks.integer("t", t, low=1)
-    values = validate("adam", {"beta1": beta1, "eta": eta, "weight_decay": weight_decay})
-    function, names = _threshold_function("adam")
-    values["eta"] = values["eta"] / (1.0 - values["beta1"] ** int(t))
-    return float(function(*(values[name] for name in names)))

@@ -8,7 +8,9 @@ step used it.  Runs on CUDA when present, CPU otherwise.
 Main entry points:
 
 * measurement (:mod:`deep.measure`): :func:`sharpness`, :func:`preconditioned_sharpness`,
-  :func:`top_eigenpairs` and the warm-started :class:`SharpnessTracker`; underneath,
+  :func:`top_eigenpairs` and the warm-started :class:`SharpnessTracker`; :func:`measure_edge`
+  (:mod:`deep.edge`): where a live optimizer stands against its threshold at its current step, read from
+  the optimizer itself (lr schedules, param groups, bias corrections, NAdam's schedule); underneath,
   :class:`HessianOperator` (Hessian-vector products over a full batch given as chunks,
   :mod:`deep.hessian`), the eigensolver :func:`deep.lanczos.lanczos` and :func:`preconditioner_diagonal`
   (:mod:`deep.preconditioners`);
@@ -31,6 +33,7 @@ _LAZY = {
     "hvp": "deep.hessian",
     "LanczosConvergenceWarning": "deep.lanczos", "LanczosResult": "deep.lanczos",
     "preconditioner_diagonal": "deep.preconditioners",
+    "Edge": "deep.edge", "EdgeSetting": "deep.edge", "edge_setting": "deep.edge", "measure_edge": "deep.edge",
     "SharpnessResult": "deep.measure", "SharpnessTracker": "deep.measure", "gradient_overlap": "deep.measure",
     "layer_mass": "deep.measure", "preconditioned_sharpness": "deep.measure", "sharpness": "deep.measure",
     "top_eigenpairs": "deep.measure",

@@ -18,10 +18,11 @@ from aeos_theory import command
 from aeos_theory.hyperparams import HYPERS
 from aeos_theory.optimizers import OPTIMIZERS
 
-from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS
+from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 
 #: TrainConfig fields set by a flag of the same name (hyperparameters come from their own flags).
-_FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "seed", "n", "batch_size",
+_FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "schedule", "warmup_steps",
+           "final_lr_ratio", "seed", "n", "batch_size",
            "chunk_size", "width", "depth", "activation", "context", "data_dir", "tol", "max_hvps",
            "target_loss", "device", "dtype")
 
@@ -39,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     command.add_hyperparameter_flags(p, skip=("eta",))
     p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
     p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
+    p.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                   help="learning-rate schedule: constant, or warmup_cosine (linear warmup over --warmup-steps, "
+                        "then cosine decay to --final-lr-ratio * lr) (default constant)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="warmup_cosine: updates of linear warmup (default 0)")
+    p.add_argument("--final-lr-ratio", type=float, default=0.1,
+                   help="warmup_cosine: final lr / lr, in [0, 1] (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
     p.add_argument("--n", type=int, default=None, help="examples (default: digits 1000, cifar10 5000, text 512, "
                    "synthetic 1000)")

@@ -10,7 +10,7 @@ import torch
 from aeos_theory import checks
 from aeos_theory.optimizers import get_optimizer
 
-from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS
+from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 
 
 @dataclass
@@ -24,6 +24,9 @@ class TrainConfig:
     optimizer, hyper: package optimizer name and hyperparameters named as in :mod:`aeos_theory`
         (``eta`` is required; missing ones take the optimizer's defaults).
     steps: number of updates; measure_every: record a row every this many updates (and at the end).
+    schedule, warmup_steps, final_lr_ratio: the learning-rate schedule (:mod:`deep.schedules`):
+        ``constant`` or ``warmup_cosine`` (linear warmup over ``warmup_steps`` updates, then a cosine
+        decay to ``final_lr_ratio * eta``).
     batch_size: None for full batch (gradient accumulated over chunks of ``chunk_size``), else the
         minibatch size (a fresh random subset every step); chunk_size: the physical batch for full-batch
         gradients, losses and Hessian-vector products (None = all at once).
@@ -39,6 +42,9 @@ class TrainConfig:
     hyper: dict[str, float] = field(default_factory=lambda: {"eta": 1e-3})
     steps: int = 1000
     measure_every: int = 100
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    final_lr_ratio: float = 0.1
     seed: int = 0
     n: int | None = None
     batch_size: int | None = None
@@ -56,7 +62,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and its allowed values; return self."""
-        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("dtype", DTYPES)):
+        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES), ("dtype", DTYPES),
+                              ("schedule", SCHEDULES)):
             checks.choice(name, getattr(self, name), allowed)
         if self.activation is not None:
             checks.choice("activation", self.activation, ACTIVATIONS)
@@ -71,6 +78,8 @@ class TrainConfig:
         checks.integer("seed", self.seed, low=0)
         checks.integer("context", self.context, low=1)
         checks.integer("max_hvps", self.max_hvps, low=1)
+        checks.integer("warmup_steps", self.warmup_steps, low=0, high=max(self.steps, 0))
+        checks.real("final_lr_ratio", self.final_lr_ratio, low=0.0, high=1.0)
         for name in ("n", "batch_size", "chunk_size", "width", "depth"):
             if getattr(self, name) is not None:
                 checks.integer(name, getattr(self, name), low=0 if name == "depth" else 1)

@@ -37,7 +37,8 @@ from aeos_theory import checks
 
 from .hessian import Data, HessianOperator, LossFn, ParamLayout, full_batch_gradient
 from .lanczos import lanczos
-from .preconditioners import is_identity, preconditioner_diagonal
+from .edge import EdgeOperator, EdgeSetting, edge_setting
+from .preconditioners import coupled_decay_diagonal, is_identity, preconditioner_diagonal
 
 DEFAULT_MAX_ITER = 100
 #: Lanczos steps taken before the first convergence test when starting cold (ARPACK's default subspace
@@ -75,19 +76,27 @@ class SharpnessResult:
 
 
 class PreconditionedOperator:
-    """v -> P^-1/2 H P^-1/2 v for a diagonal P > 0 (given as a flat vector), by composition."""
+    """v -> P^-1/2 (H + W) P^-1/2 v for diagonals P > 0 and W >= 0 (flat vectors), by composition.
 
-    def __init__(self, hessian: HessianOperator, p_diag: Tensor) -> None:
+    W is the coupled weight decay (None: 0), which belongs to the curvature the optimizer descends.
+    """
+
+    def __init__(self, hessian: HessianOperator, p_diag: Tensor, shift: Tensor | None = None) -> None:
         if p_diag.shape != (hessian.n,):
             raise ValueError(f"p_diag must have shape ({hessian.n},); got {tuple(p_diag.shape)}")
         if not bool(torch.all(p_diag > 0)):
             raise ValueError("p_diag must be > 0 everywhere (P = sqrt(v_hat) + eps with eps > 0)")
+        if shift is not None and shift.shape != (hessian.n,):
+            raise ValueError(f"shift must have shape ({hessian.n},); got {tuple(shift.shape)}")
         self.hessian = hessian
         self.inv_sqrt_p = p_diag.to(device=hessian.device, dtype=hessian.dtype).rsqrt()
+        self.shift = None if shift is None else shift.to(device=hessian.device, dtype=hessian.dtype)
         self.n, self.device, self.dtype = hessian.n, hessian.device, hessian.dtype
 
     def __call__(self, v: Tensor) -> Tensor:
-        return self.inv_sqrt_p * self.hessian(self.inv_sqrt_p * v)
+        u = self.inv_sqrt_p * v
+        hu = self.hessian(u) if self.shift is None else self.hessian(u) + self.shift * u
+        return self.inv_sqrt_p * hu
 
 
 def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str):
@@ -99,14 +108,19 @@ def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: 
     if optimizer is None:
         return hessian
     p_diag = preconditioner_diagonal(optimizer, model)  # validates the optimizer even when P = I
-    return hessian if is_identity(optimizer) else PreconditionedOperator(hessian, p_diag)
+    decay = coupled_decay_diagonal(optimizer, model)
+    shift = decay if bool(torch.any(decay != 0)) else None
+    if is_identity(optimizer) and shift is None:
+        return hessian
+    return PreconditionedOperator(hessian, p_diag, shift)
 
 
 def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer | None = None,
                    *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None,
                    seed: int = 0, min_iter: int | None = None, method: str = "forward_over_reverse",
                    warn: bool = True) -> SharpnessResult:
-    """Top-k eigenpairs of H (optimizer None) or of P^-1/2 H P^-1/2 (P read from ``optimizer``).
+    """Top-k eigenpairs of H (optimizer None) or of P^-1/2 (H + W) P^-1/2 (P and the coupled weight
+    decay W read from ``optimizer``; W = 0 for AdamW's decoupled decay).
 
     Args:
         model, loss_fn, data: the full-batch loss L = sum_i (n_i/N) loss_fn(model(x_i), y_i) over the
@@ -136,6 +150,23 @@ def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: tor
     )
 
 
+def _solve_operator(op, *, k: int, tol: float, max_iter: int, init: Tensor | None, seed: int) -> SharpnessResult:
+    """Top-k eigenpairs of an operator built here (warm start tested from the first step, cold after 20)."""
+    min_iter = max(1, min(1 if init is not None else COLD_MIN_ITER, max_iter, op.n))
+    res = lanczos(op, op.n, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed,
+                  device=op.device, dtype=op.dtype)
+    return SharpnessResult(tuple(float(x) for x in res.eigenvalues), res.eigenvectors,
+                           tuple(float(x) for x in res.residuals), res.matvecs, res.converged, True)
+
+
+def _in_registry(optimizer: torch.optim.Optimizer) -> bool:
+    """True when the optimizer's class is one the registry describes (Adagrad, say, is readable but not)."""
+    from aeos_theory import OPTIMIZERS
+
+    cls = type(optimizer).__name__
+    return any(cls == s.torch_class or cls in s.torch_aliases for s in OPTIMIZERS.values())
+
+
 def _value(result: SharpnessResult, k: int) -> float | list[float]:
     return result.eigenvalues[0] if k == 1 else list(result.eigenvalues)
 
@@ -156,10 +187,13 @@ def preconditioned_sharpness(model: nn.Module, loss_fn: LossFn, data: Data, opti
                              k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
                              init: Tensor | None = None, seed: int = 0, min_iter: int | None = None,
                              method: str = "forward_over_reverse") -> float | list[float]:
-    """S_P = lambda_max(P^-1/2 H P^-1/2) = lambda_max(P^-1 H) (a float), or its top k (descending list).
+    """S_P = lambda_max(P^-1/2 (H + W) P^-1/2) = lambda_max(P^-1 (H + W)) (a float), or its top k.
 
-    P is the diagonal the optimizer divided its last step by (e.g. Adam: sqrt(v_hat) + eps); ValueError
-    if the optimizer is not a supported torch.optim class or has taken no step.
+    P is the diagonal the optimizer divided its last step by (e.g. Adam: sqrt(v_hat) + eps) and W its
+    coupled weight decay (each group's ``weight_decay``; 0 for AdamW's decoupled decay): the curvature of
+    the objective L + wd/2 |theta|^2 the optimizer descends, in P's metric, which is what its stability
+    threshold bounds.  Without weight decay W = 0.  ValueError if the optimizer is not a supported
+    torch.optim class or has taken no step.
     """
     if optimizer is None:
         raise ValueError("optimizer must be a torch.optim optimizer that has taken a step; got None")
@@ -189,8 +223,11 @@ class SharpnessTracker:
     """Periodic measurement of S and S_P during training, warm-started from the previous eigenvectors.
 
     ``tracker.measure(model, loss_fn, data, optimizer)`` returns a dict with
-    ``sharpness`` (S), ``preconditioned_sharpness`` (S_P; nan when optimizer is None; equal to S for
-    SGD, at no extra cost), ``hvps`` (total Hessian-vector products this call), ``hvps_sharpness``,
+    ``sharpness`` (S), ``preconditioned_sharpness`` (S_P of H + W, the coupled weight decay included;
+    nan when optimizer is None, or when the groups have different learning rates; S + wd for SGD, at no
+    extra cost), the edge of :mod:`deep.edge` (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``,
+    ``step``, ``lr`` of the first group; nan / None for an optimizer the registry does not describe, such
+    as Adagrad), ``hvps`` (total Hessian-vector products this call), ``hvps_sharpness``,
     ``hvps_preconditioned``, ``converged`` (both solves); with k >= 2 also ``eigenvalue_ratio`` and
     ``preconditioned_eigenvalue_ratio`` (lambda_2 / lambda_1); with ``diagnostics=True`` also
     ``gradient_overlap`` (cosine of the gradient with H's top eigenvector, one extra gradient).
@@ -214,34 +251,41 @@ class SharpnessTracker:
         self._init = {"sharpness": None, "preconditioned": None}
 
     def _solve(self, key: str, model, loss_fn, data, optimizer) -> SharpnessResult:
+        """Warm-started top eigenpairs of H (optimizer None), of the optimizer's preconditioned operator, or
+        of an operator given directly."""
         init = self._init[key]
         n = ParamLayout.of(model).n
         if init is not None and init.shape[0] != n:
             init = None  # the model changed size: start cold
-        res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                             init=init, seed=self.seed, method=self.method)
+        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+            res = _solve_operator(optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter, init=init, seed=self.seed)
+        else:
+            res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
+                                 init=init, seed=self.seed, method=self.method)
         finite = bool(torch.isfinite(res.eigenvectors).all())
         self._init[key] = res.eigenvectors.detach().clone() if finite else None  # nan: next one starts cold
         return res
 
     def measure(self, model: nn.Module, loss_fn: LossFn, data: Data,
-                optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
-        """Measure S (and S_P if an optimizer is given) at the model's current parameters."""
+                optimizer: torch.optim.Optimizer | None = None, step: int | None = None) -> dict[str, Any]:
+        """Measure S (and S_P and the edge if an optimizer is given) at the model's current parameters;
+        ``step`` as for :func:`deep.edge.measure_edge` (only SGD needs it)."""
         raw = self._solve("sharpness", model, loss_fn, data, None)
         self.last_sharpness = raw
-        out: dict[str, Any] = {"sharpness": raw.top, "preconditioned_sharpness": math.nan,
+        out: dict[str, Any] = {"sharpness": raw.top, "preconditioned_sharpness": math.nan, "eta_S_P": math.nan,
+                               "edge_constant": math.nan, "edge_ratio": math.nan, "step": None, "lr": math.nan,
                                "hvps": raw.hvps, "hvps_sharpness": raw.hvps, "hvps_preconditioned": 0,
                                "converged": raw.converged}
         pre = None
         if optimizer is not None:
-            if is_identity(optimizer):
-                preconditioner_diagonal(optimizer, model)  # validates that it holds the parameters
-                pre = SharpnessResult(raw.eigenvalues, raw.eigenvectors, raw.residuals, 0, raw.converged, True)
-            else:
-                pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
+            setting = edge_setting(optimizer, model, step) if _in_registry(optimizer) else None
+            pre, s_p, eta_s_p = self._preconditioned(raw, model, loss_fn, data, optimizer, setting)
             self.last_preconditioned = pre
-            out.update(preconditioned_sharpness=pre.top, hvps=raw.hvps + pre.hvps,
-                       hvps_preconditioned=pre.hvps, converged=raw.converged and pre.converged)
+            out.update(preconditioned_sharpness=s_p, hvps=raw.hvps + pre.hvps, hvps_preconditioned=pre.hvps,
+                       converged=raw.converged and pre.converged)
+            if setting is not None:
+                out.update(eta_S_P=eta_s_p, edge_constant=setting.constant, edge_ratio=eta_s_p / setting.constant,
+                           step=setting.step, lr=setting.lr[0])
         if self.k >= 2:
             out["eigenvalue_ratio"] = raw.eigenvalues[1] / raw.eigenvalues[0]
             out["preconditioned_eigenvalue_ratio"] = (pre.eigenvalues[1] / pre.eigenvalues[0]
@@ -249,6 +293,24 @@ class SharpnessTracker:
         if self.diagnostics:
             out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0])
         return out
+
+    def _preconditioned(self, raw: SharpnessResult, model, loss_fn, data, optimizer,
+                        setting: EdgeSetting | None) -> tuple[SharpnessResult, float, float]:
+        """The preconditioned solve, S_P and eta_S_P: free for SGD with one weight decay (S + wd), on P's
+        operator when every group has the same lr (eta_S_P = lr S_P), on the edge operator
+        D^1/2 (H + W) D^1/2 otherwise (its eigenvalues are eta_S_P's; S_P is then nan)."""
+        decay = coupled_decay_diagonal(optimizer, model)
+        if is_identity(optimizer) and bool(torch.all(decay == decay[0])):
+            w = float(decay[0])
+            pre = SharpnessResult(tuple(e + w for e in raw.eigenvalues), raw.eigenvectors, raw.residuals, 0,
+                                  raw.converged, True)
+        elif setting is None or len(set(setting.lr)) == 1:
+            pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
+        else:
+            pre = self._solve("preconditioned", model, loss_fn, data, EdgeOperator(
+                HessianOperator(model, loss_fn, data, method=self.method), setting.step_size, setting.decay))
+            return pre, math.nan, pre.top
+        return pre, pre.top, (setting.lr[0] * pre.top if setting is not None else math.nan)
 
     def state_dict(self) -> dict[str, Any]:
         """The warm-start vectors (CPU tensors or None), for checkpoints."""

@@ -19,5 +19,8 @@ ACTIVATIONS: dict[str, str] = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "ge
 #: Losses (:func:`deep.losses.get_loss`).
 LOSSES: tuple[str, ...] = ("mse", "ce")
 
+#: Learning-rate schedules (:mod:`deep.schedules`).
+SCHEDULES: tuple[str, ...] = ("constant", "warmup_cosine")
+
 #: Floating-point types of a run (torch dtype names).
 DTYPES: tuple[str, ...] = ("float32", "float64")

@@ -23,18 +23,11 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], hyper: Mappi
 
 
 def threshold(name: str, hyper: Mapping[str, float], step: int) -> float:
-    """The stability threshold on the (preconditioned) sharpness after ``step`` updates, in units of 1/eta.
+    """The stability threshold on the (preconditioned) sharpness of the ``step``-th update (units 1/eta).
 
-    :func:`aeos_theory.stability_threshold` for every optimizer (2/eta for gd, 38/eta for Adam at
-    beta1 = 0.9, ...).  For ``adam`` the bias correction makes the step at time t equal to
-    eta / (1 - beta1^t) on the raw EMA, so the quasi-static threshold
-    :func:`aeos_theory.threshold_at_step` (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) is used, with
-    t = max(step, 1) (P_t is the denominator of step t; before any step, the first step's value),
-    including coupled weight decay.  For adamw and nadam the settled (t -> infinity) threshold is returned.
+    :func:`aeos_theory.stability_threshold` at t = max(step, 1) (P_t is the denominator of update t;
+    before any update, the first one's value), e.g. (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) for Adam.
     """
-    from aeos_theory.stability import stability_threshold, threshold_at_step
+    from aeos_theory.stability import stability_threshold
 
-    h = get_optimizer(name).validate(dict(hyper))
-    if name == "adam":
-        return threshold_at_step(max(int(step), 1), h["beta1"], h["eta"], h["weight_decay"])
-    return stability_threshold(name, **h)
+    return stability_threshold(name, step=max(int(step), 1), **get_optimizer(name).validate(dict(hyper)))

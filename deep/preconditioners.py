@@ -20,7 +20,9 @@ sum           sqrt(G_t) + eps, G_t = ``sum``; torch.optim.Adagrad
 
 Step-size factors that are the same for every coordinate (Adam's 1/(1 - beta1^t), Adagrad's
 learning-rate decay, NAdam's momentum schedule) belong to the effective eta, not to P.  Weight decay
-is not part of P either.  Only the exact classes above are recognised (a subclass may change the
+is not part of P either: coupled decay (g + wd x, every class here but AdamW and
+``decoupled_weight_decay=True``) belongs to the curvature, H + wd I, and :func:`coupled_decay_diagonal`
+reads it; :func:`group_diagonal` spreads any per-group number (the current lr, say) over the layout.  Only the exact classes above are recognised (a subclass may change the
 step): anything else raises ValueError, as does an adaptive optimizer that has not stepped yet.
 """
 
@@ -125,9 +127,57 @@ def preconditioner_diagonals(optimizer: torch.optim.Optimizer, params: Sequence[
     return out
 
 
+def _trainable(model: torch.nn.Module) -> list[tuple[str, Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _group_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[tuple[Tensor, dict]]:
+    """(parameter, its param group) for every trainable parameter, in the flat layout's order."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    pairs = []
+    for name, p in _trainable(model):
+        if id(p) not in group_of:
+            raise ValueError(f"parameter {name!r} is not in the optimizer's param_groups; the optimizer "
+                             "must hold every trainable parameter of the model")
+        pairs.append((p, group_of[id(p)]))
+    return pairs
+
+
+def group_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module, value) -> Tensor:
+    """``value(group)`` of each parameter's param group, spread over its entries: one flat float64 vector
+    in the layout of :class:`deep.hessian.ParamLayout` (e.g. ``lambda g: g["lr"]``)."""
+    return torch.cat([torch.full((p.numel(),), float(value(g)), dtype=torch.float64)
+                      for p, g in _group_of(optimizer, model)])
+
+
+def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
+    """True when the group's weight decay is decoupled (AdamW, ``decoupled_weight_decay=True``)."""
+    return bool(group.get("decoupled_weight_decay", type(optimizer).__name__ == "AdamW"))
+
+
+def coupled_decay_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Tensor:
+    """The coupled weight decay wd of each parameter's group (0 where decay is decoupled), flat: the
+    diagonal W that turns the loss Hessian H into the curvature H + W the optimizer descends."""
+    _kind(optimizer)
+    return group_diagonal(optimizer, model, lambda g: 0.0 if is_decoupled(optimizer, g) else g["weight_decay"])
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> int | None:
+    """``state["step"]``, the number of updates taken, shared by every trainable parameter (None when the
+    class keeps no count, as SGD; ValueError when parameters disagree or none has stepped)."""
+    kind = _kind(optimizer)
+    if RULE_OF_CLASS[kind] is None:
+        return None
+    steps = {int(_step(optimizer.state.get(p, {}), name, kind)) for name, p in _trainable(model)}
+    if len(steps) != 1:
+        raise ValueError(f"optimizer ({kind}) parameters have taken different numbers of steps {sorted(steps)}; "
+                         "a threshold needs one step count")
+    return steps.pop()
+
+
 def preconditioner_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Tensor:
     """diag(P) as one flat vector in the layout of :class:`deep.hessian.ParamLayout` (trainable
     parameters of ``model`` in ``named_parameters()`` order).  Units: those of sqrt(v), i.e. of the gradient."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    named = _trainable(model)
     diags = preconditioner_diagonals(optimizer, [p for _, p in named], [n for n, _ in named])
     return torch.cat([d.reshape(-1) for d in diags])

@@ -33,13 +33,15 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
-#: Columns of ``metrics.csv``: step (updates taken), train loss and accuracy at theta_step, raw
-#: sharpness S = lambda_max(H), preconditioned S_P = lambda_max(P^-1/2 H P^-1/2) (= S when P = I),
-#: the threshold on S_P from aeos_theory, eta * S_P and eta * threshold (38 for Adam at beta1 = 0.9,
-#: 2 for gd), the HVPs the measurement used, whether Lanczos met its tolerance (1/0) and the
-#: cumulative training wall time in seconds.
-COLUMNS = ("step", "train_loss", "train_accuracy", "sharpness", "preconditioned_sharpness", "threshold",
-           "eta_S_P", "eta_threshold", "hvps", "converged", "wall_time")
+#: Columns of ``metrics.csv``: step t (updates taken), train loss and accuracy at theta_t, the learning
+#: rate ``lr`` of the next update (the schedule's), raw sharpness S = lambda_max(H), preconditioned
+#: S_P = lambda_max(P^-1/2 (H + W) P^-1/2) (W the coupled weight decay; S + wd when P = I), the
+#: threshold on S_P of the t-th update from aeos_theory (``eta_threshold`` / lr), ``eta_S_P`` = lr S_P and
+#: ``eta_threshold`` c_t (38 for Adam at beta1 = 0.9 once the bias correction has faded, 2 for gd),
+#: ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge), the HVPs the measurement used, whether Lanczos
+#: met its tolerance (1/0) and the cumulative training wall time in seconds.
+COLUMNS = ("step", "train_loss", "train_accuracy", "lr", "sharpness", "preconditioned_sharpness", "threshold",
+           "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time")
 
 _INTS = ("step", "hvps", "converged")
 

@@ -7,14 +7,15 @@ fresh random subset of ``batch_size`` examples each step, drawn from a generator
 ``batch_size >= n`` is full batch).  Every ``measure_every`` updates (and at the last one) it appends a
 row to ``metrics.csv`` (columns in :data:`deep.runlog.COLUMNS`):
 
-    step, train_loss, train_accuracy  (full batch, at theta_step)
-    sharpness S = lambda_max(H), preconditioned_sharpness S_P = lambda_max(P^-1/2 H P^-1/2)
-        (P from the optimizer's state, the denominator of the step just taken; S_P = S for SGD;
-        NaN for an adaptive optimizer at step 0, which has no P yet)
-    threshold on S_P from aeos_theory (Adam: bias-corrected at that step), eta * S_P,
-    eta * threshold (38 for Adam at beta1 = 0.9, 2 for gd), hvps, converged, wall_time (s)
+    step, train_loss, train_accuracy  (full batch, at theta_step), lr (the schedule's rate now)
+    sharpness S = lambda_max(H), preconditioned_sharpness S_P = lambda_max(P^-1/2 (H + W) P^-1/2)
+        (P from the optimizer's state, the denominator of the step just taken; W the coupled weight
+        decay; S_P = S + wd for SGD; NaN for an adaptive optimizer at step 0, which has no P yet)
+    threshold on S_P of that step's update, eta_S_P = lr S_P and eta_threshold, the threshold constant
+    of the step read from the live optimizer (:mod:`deep.edge`: Adam's bias correction, NAdam's
+    momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s)
 
-then saves ``checkpoint.pt`` (model, optimizer, RNG states, Lanczos warm start, step) atomically.
+then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
 A loss that is NaN/inf stops the run with ``summary.json`` status "diverged" and its step (a row
 with that loss is written); reaching ``target_loss`` stops it with status "target_reached".
 Starting again with the same folder and config resumes from the checkpoint: rows after the
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from aeos_theory import identify, threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
 from . import runlog
@@ -45,7 +47,8 @@ from .data import Dataset, load
 from .losses import correct, count, get_loss
 from .measure import SharpnessTracker
 from .models import build_model
-from .optim import make_optimizer, threshold
+from .optim import make_optimizer
+from .schedules import build_scheduler
 
 
 def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True,
@@ -91,6 +94,8 @@ class Trainer:
                                  depth=config.depth, act=config.activation,
                                  seed=config.seed).to(device=self.device, dtype=dtype)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), self.hyper)
+        self.scheduler = build_scheduler(config.schedule, self.optimizer, total=config.steps,
+                                         warmup=config.warmup_steps, final_ratio=config.final_lr_ratio)
         self.adaptive = get_optimizer(config.optimizer).adaptive
         self.tracker = SharpnessTracker(tol=config.tol, max_iter=config.max_hvps, seed=config.seed)
         self.batches = torch.Generator().manual_seed(config.seed)
@@ -104,7 +109,7 @@ class Trainer:
         """Run to the end; returns (status, final step, rows in metrics.csv, wall time in seconds)."""
         step = self.restore()
         self.writer = runlog.MetricsWriter(self.folder.metrics, keep_through_step=self.resumed_at)
-        threshold(self.config.optimizer, self.hyper, step)  # the first call derives the formula (sympy)
+        self.theory_constant(step)  # the first call derives the formula (sympy)
         self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
                         desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
         self.clock = time.perf_counter()
@@ -146,6 +151,8 @@ class Trainer:
         state = runlog.load_checkpoint(self.folder.checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
@@ -183,31 +190,44 @@ class Trainer:
                 return False
             batch_loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return True
 
     def record(self, step: int, loss: float | None, accuracy: float, measure: bool = True) -> None:
-        """Append the row of ``step``: loss, accuracy, threshold and (``measure``) S, S_P and eta * S_P."""
+        """Append the row of ``step``: loss, accuracy, lr, the threshold and (``measure``) S, S_P, the edge."""
         self.last_row = step
-        row: dict[str, Any] = {"step": step, "train_loss": loss, "train_accuracy": accuracy,
-                               "threshold": threshold(self.config.optimizer, self.hyper, step)}
+        lr = self.optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"step": step, "train_loss": loss, "train_accuracy": accuracy, "lr": lr,
+                               "eta_threshold": self.theory_constant(step)}
         if measure:
             has_p = step > 0 or not self.adaptive  # an adaptive optimizer has no P before its first step
-            m = self.tracker.measure(self.model, self.loss_fn, self.chunks, self.optimizer if has_p else None)
+            m = self.tracker.measure(self.model, self.loss_fn, self.chunks, self.optimizer if has_p else None,
+                                     step=max(step, 1))
             row.update(sharpness=m["sharpness"], preconditioned_sharpness=m["preconditioned_sharpness"],
-                       hvps=m["hvps"], converged=m["converged"], eta_S_P=self.eta * m["preconditioned_sharpness"])
+                       hvps=m["hvps"], converged=m["converged"], eta_S_P=m["eta_S_P"])
+            if has_p:
+                row["eta_threshold"] = m["edge_constant"]
             if not (math.isfinite(m["sharpness"]) and (step == 0 or math.isfinite(row["eta_S_P"]))):
                 self.tracker.reset()  # an overflowing HVP leaves no usable warm start
-            self.bar.set_postfix_str(f"eta*S_P={row['eta_S_P']:.4g} (thr {self.eta * row['threshold']:.4g}) "
-                                     f"loss={loss:.3g}")
-        row["eta_threshold"] = self.eta * row["threshold"]
+            self.bar.set_postfix_str(f"eta*S_P={row['eta_S_P']:.4g} (thr {row['eta_threshold']:.4g}) loss={loss:.3g}")
+        row["threshold"] = row["eta_threshold"] / lr
+        row["edge_ratio"] = row.get("eta_S_P", math.nan) / row["eta_threshold"]
         row["wall_time"] = self.wall_time()
         self.writer.write(row)
+
+    def theory_constant(self, step: int) -> float:
+        """c_t of the t-th update (t = max(step, 1)) from the live optimizer's first param group, without
+        reading its state (rows before the first update, rows of a diverged step)."""
+        name, hyper = identify(type(self.optimizer).__name__, self.optimizer.param_groups[0])
+        return threshold_constant(name, step=max(step, 1), **hyper)
 
     def checkpoint(self, step: int) -> None:
         """Save everything a resume needs, atomically, after the row of ``step``."""
         runlog.save_checkpoint(self.folder.checkpoint, {
             "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "tracker": self.tracker.state_dict(), "torch_rng": torch.get_rng_state(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "batch_rng": self.batches.get_state(), "elapsed": self.wall_time(),
         })

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 from aeos_theory import files
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _canonical(config: Mapping[str, Any]) -> str:

@@ -24,8 +24,9 @@ class SimulationResult:
     """A recorded run.  Arrays have one entry per record (t = 0, k, 2k, ... up to divergence).
 
     ``loss`` = L(x_t); ``sharpness`` S = lambda_max(H) (constant on a quadratic);
-    ``preconditioned_sharpness`` S_P = lambda_max(P^-1/2 H P^-1/2) with the P of step t (NaN at t = 0
-    for adaptive methods; equal to S for gd / heavy_ball / nesterov); units of all three: 1/x^2
+    ``preconditioned_sharpness`` S_P = lambda_max(P^-1/2 (H + wd I) P^-1/2) with the P of step t and wd
+    the coupled weight decay (0 for decoupled decay): the curvature of the objective the optimizer
+    descends; NaN at t = 0 for adaptive methods; S + wd for gd / heavy_ball / nesterov; units 1/x^2
     (curvature) and loss units.  ``diverged_at`` is the step whose update left [-blowup, blowup] or
     None (records stop before it); ``x`` is the final iterate (for a diverged run, the iterate of its
     divergence step); ``trajectory`` holds the recorded iterates when ``record_x`` was set.
@@ -46,6 +47,22 @@ class SimulationResult:
     def eta_sp(self) -> np.ndarray:
         """The normalised level eta * S_P (compare with 2 for GD, 38 for Adam at beta1 = 0.9)."""
         return self.hyper["eta"] * self.preconditioned_sharpness
+
+    @property
+    def eta_threshold(self) -> np.ndarray:
+        """eta * lambda* of the update at each recorded step t (t = max(step, 1)), from
+        :func:`aeos_theory.stability_threshold`: what eta * S_P is compared with (Adam's bias correction,
+        NAdam's momentum schedule included).  Theory, for comparison only."""
+        from aeos_theory import stability_threshold
+
+        eta = self.hyper["eta"]
+        return np.array([eta * stability_threshold(self.optimizer, step=max(int(t), 1), **self.hyper)
+                         for t in self.step])
+
+    @property
+    def edge_ratio(self) -> np.ndarray:
+        """eta * S_P / (eta * lambda*_t): 1 at the edge of stability of the step's own update."""
+        return self.eta_sp / self.eta_threshold
 
 
 @dataclass
@@ -82,6 +99,12 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
         eta = float(np.max(etas)) if etas.size and np.all(etas > 0) else -1.0
     values = validate(optimizer, {"eta": eta, **hyper})
     return CODES[optimizer], values, pack_hyper(values)
+
+
+def curvature_shift(optimizer: str, values: dict) -> float:
+    """The coupled weight decay wd, which adds wd I to the curvature the optimizer descends (0 when the
+    optimizer's decay is decoupled, as AdamW's, or absent)."""
+    return values.get("weight_decay", 0.0) if get_optimizer(optimizer).decay == "coupled" else 0.0
 
 
 def _check_blowup(blowup: float) -> float:
@@ -145,9 +168,9 @@ def simulate(
     x = x.reshape(1, d)
     m = np.zeros((1, d))
     v = np.zeros((1, d))
-    n, div = run_single(code, get_optimizer(optimizer).adaptive, p is not None, Hm if Hm.ndim == 2 else Hm.reshape(1, d), Hm.ndim == 2,
-                        x, m, v, p.reshape(1, d) if p is not None else np.ones((1, d)), eta_f, hp, steps,
-                        record_every, blowup, rec_step, rec_loss, rec_sp, rec_x)
+    n, div = run_single(code, get_optimizer(optimizer).adaptive, p is not None, Hm if Hm.ndim == 2 else Hm.reshape(1, d),
+                        Hm.ndim == 2, curvature_shift(optimizer, values), x, m, v, p.reshape(1, d) if p is not None else np.ones((1, d)),
+                        eta_f, hp, steps, record_every, blowup, rec_step, rec_loss, rec_sp, rec_x)
     x = x[0]
     sp = rec_sp[:n]
     return SimulationResult(

@@ -19,7 +19,7 @@ from aeos_theory import command
 from aeos_theory.optimizers import OPTIMIZERS
 
 PROBLEMS = ("dense", "sharpening")
-SERIES = ("step", "loss", "sharpness", "preconditioned_sharpness")
+SERIES = ("step", "loss", "sharpness", "preconditioned_sharpness", "eta_threshold")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,10 +65,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         files.write_csv(args.out, rows, SERIES)
     level = args.eta * data["preconditioned_sharpness"]
     median, bounds = late_median(data["step"], level), late_range(data["step"], level)
+    ratio = late_median(data["step"], level / data["eta_threshold"])
     name = "eta * S_P" if OPTIMIZERS[args.optimizer].adaptive else "eta * S"
     print(f"{args.optimizer} eta={args.eta:g} on the {args.problem} problem, {data['step'][-1]} steps: "
           f"late median {name} = {median:.4g} (range {bounds[0]:.4g} to {bounds[1]:.4g}); "
-          f"threshold eta * lambda* = {constant:.4g}" if median is not None else "no late records")
+          f"threshold eta * lambda* = {constant:.4g} settled, {data['eta_threshold'][-1]:.4g} at the last "
+          f"step; late median edge ratio {ratio:.4g}" if median is not None else "no late records")
     if data["diverged_at"] is not None:
         print(f"diverged at step {data['diverged_at']}")
         return command.EXIT_DIVERGED

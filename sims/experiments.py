@@ -77,16 +77,16 @@ def dense_quadratic_run(optimizer: str, eta: float, steps: int, *, record_every:
     """``optimizer`` on the dense quadratic :func:`sims.problems.dense_problem` (eigenvalues
     logspace(log_lo, log_hi, d), rotation and x0 from ``seed``), recorded every ``record_every`` steps.
 
-    Returns the series ``step``, ``loss``, ``sharpness`` (S, constant) and ``preconditioned_sharpness``
-    (S_P of the step's P), and ``diverged_at`` (None if the run stayed finite).
+    Returns the series ``step``, ``loss``, ``sharpness`` (S, constant), ``preconditioned_sharpness``
+    (S_P of the step's P) and, for comparison, ``eta_threshold`` (eta * lambda* of each step's update,
+    from the theory), and ``diverged_at`` (None if the run stayed finite).
     """
     from sims.api import simulate
     from sims.problems import dense_problem
 
     problem = dense_problem(seed=seed, d=d, low=10.0 ** log_lo, high=10.0 ** log_hi)
     res = simulate(optimizer, problem.H, problem.x0, eta, steps, record_every, **dict(hyper or {}))
-    return {"step": res.step, "loss": res.loss, "sharpness": res.sharpness,
-            "preconditioned_sharpness": res.preconditioned_sharpness, "diverged_at": res.diverged_at}
+    return _series(res)
 
 
 def sharpening_run(optimizer: str, eta: float, steps: int, *, record_every: int = 50, seed: int = 0,
@@ -97,5 +97,10 @@ def sharpening_run(optimizer: str, eta: float, steps: int, *, record_every: int 
 
     res = simulate_sharpening(optimizer, eta, steps, record_every, model=SharpeningModel(seed=seed),
                               **dict(hyper or {}))
+    return _series(res)
+
+
+def _series(res) -> dict:
     return {"step": res.step, "loss": res.loss, "sharpness": res.sharpness,
-            "preconditioned_sharpness": res.preconditioned_sharpness, "diverged_at": res.diverged_at}
+            "preconditioned_sharpness": res.preconditioned_sharpness, "eta_threshold": res.eta_threshold,
+            "diverged_at": res.diverged_at}

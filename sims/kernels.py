@@ -96,8 +96,8 @@ def batch_diagonal_transposed(opt, frozen, hT, xT, mT, vT, pT, eta, hp, steps, b
 
 
 @njit(cache=True, error_model="numpy")
-def _lambda_max_dense(H, P, work):
-    """lambda_max(P^-1/2 H P^-1/2) by LAPACK's symmetric eigensolver (NaN if P or H is not finite)."""
+def _lambda_max_dense(H, shift, P, work):
+    """lambda_max(P^-1/2 (H + shift I) P^-1/2) by LAPACK's symmetric eigensolver (NaN if P or H is not finite)."""
     d = H.shape[0]
     for i in range(d):
         if not (math.isfinite(P[i]) and P[i] > 0.0):
@@ -105,7 +105,7 @@ def _lambda_max_dense(H, P, work):
     for i in range(d):
         si = 1.0 / math.sqrt(P[i])
         for j in range(d):
-            work[i, j] = H[i, j] * si / math.sqrt(P[j])
+            work[i, j] = (H[i, j] + (shift if i == j else 0.0)) * si / math.sqrt(P[j])
     for i in range(d):
         for j in range(d):
             if not math.isfinite(work[i, j]):
@@ -114,13 +114,14 @@ def _lambda_max_dense(H, P, work):
 
 
 @njit(cache=True, error_model="numpy")
-def run_single(opt, adaptive, frozen, H, dense, x, m, v, p, eta, hp, steps, record_every, blowup,
+def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, steps, record_every, blowup,
                rec_step, rec_loss, rec_sp, rec_x):
     """One run on L(x) = 1/2 x^T H x (``dense``, H (d, d)) or 1/2 sum_j H[0, j] x_j^2 (H of shape (1, d)).
 
     ``x``, ``m``, ``v``, ``p`` have shape (1, d); ``adaptive``: the optimizer preconditions (no P before
-    its first step).  Records at t = 0, k, 2k, ... (k = ``record_every``)
-    the loss, lambda_max(P^-1/2 H P^-1/2) with the P of the step just taken (NaN at t = 0 for adaptive
+    its first step); ``shift``: the coupled weight decay, which belongs to the curvature the optimizer
+    sees (0 otherwise).  Records at t = 0, k, 2k, ... (k = ``record_every``) the loss,
+    lambda_max(P^-1/2 (H + shift I) P^-1/2) with the P of the step just taken (NaN at t = 0 for adaptive
     methods, which have no P yet) and, if ``rec_x`` has rows, the iterate.  Returns (number of records,
     divergence step or -1).
     """
@@ -157,11 +158,11 @@ def run_single(opt, adaptive, frozen, H, dense, x, m, v, p, eta, hp, steps, reco
             else:
                 preconditioner(opt, frozen, v, p, 0, c1, c2, hp[EPS], P)
                 if dense:
-                    rec_sp[n_rec] = _lambda_max_dense(H, P, work)
+                    rec_sp[n_rec] = _lambda_max_dense(H, shift, P, work)
                 else:
                     best = -np.inf
                     for i in range(d):
-                        best = max(best, H[0, i] / P[i])
+                        best = max(best, (H[0, i] + shift) / P[i])
                     rec_sp[n_rec] = best
             if rec_x.shape[0] > 0:
                 rec_x[n_rec, :] = x0

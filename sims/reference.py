@@ -14,8 +14,6 @@ import numpy as np
 
 from aeos_theory.optimizers import validate
 
-NADAM_MOMENTUM_DECAY = 4e-3
-
 
 class ReferenceOptimizer:
     """State and step of one optimizer on an array iterate, numpy only.
@@ -66,10 +64,12 @@ class ReferenceOptimizer:
             w = 1 - b1
             self.buf = self.buf + w * (grad - self.buf) if abs(w) < 0.5 else grad - (grad - self.buf) * (1 - w)
             if name == "nadam":
+                psi = h["momentum_decay"]
                 if self.frozen:
-                    return x + ((-lr * (1 - b1)) * grad) / self.p + ((-lr * b1) * self.buf) / self.p
-                mu = b1 * (1.0 - 0.5 * (0.96 ** (t * NADAM_MOMENTUM_DECAY)))
-                mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * NADAM_MOMENTUM_DECAY)))
+                    settled = b1 if psi > 0 else 0.5 * b1
+                    return x + ((-lr * (1 - settled)) * grad) / self.p + ((-lr * settled) * self.buf) / self.p
+                mu = b1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
+                mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
                 self.mu_product *= mu
                 self.v = self.v * b2 + (1 - b2) * grad * grad
                 denom = np.sqrt(self.v / (1 - b2 ** t)) + eps

@@ -111,12 +111,13 @@ def _hessian(theta, kappa, y, c, H):
 
 
 @njit(cache=True, error_model="numpy")
-def run_model(opt, adaptive, theta, m, v, eta, hp, kappa, y, c, w_star, steps, record_every, blowup,
+def run_model(opt, adaptive, shift, theta, m, v, eta, hp, kappa, y, c, w_star, steps, record_every, blowup,
               rec_step, rec_loss, rec_s, rec_sp):
     """Optimizer on the model from ``theta`` (shape (1, k + 1), updated in place), recording every k steps.
 
-    Records L, S = lambda_max(H) and S_P = lambda_max(P^-1/2 H P^-1/2) (P of the step just taken, NaN
-    at t = 0 for adaptive methods).  Returns (number of records, divergence step or -1).
+    Records L, S = lambda_max(H) and S_P = lambda_max(P^-1/2 (H + shift I) P^-1/2) (P of the step just
+    taken, NaN at t = 0 for adaptive methods; ``shift`` the coupled weight decay).  Returns (number of
+    records, divergence step or -1).
     """
     d = theta.shape[1]
     th = theta[0]
@@ -147,7 +148,7 @@ def run_model(opt, adaptive, theta, m, v, eta, hp, kappa, y, c, w_star, steps, r
                 preconditioner(opt, False, v, dummy, 0, c1, c2, hp[EPS], P)
                 for i in range(d):
                     for j in range(d):
-                        M[i, j] = H[i, j] / (math.sqrt(P[i]) * math.sqrt(P[j]))
+                        M[i, j] = (H[i, j] + (shift if i == j else 0.0)) / (math.sqrt(P[i]) * math.sqrt(P[j]))
                 rec_sp[n_rec] = np.linalg.eigvalsh(M)[d - 1]
             n_rec += 1
     return n_rec, -1
@@ -157,7 +158,7 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
                         model: SharpeningModel | None = None, blowup: float = 1e100, **hyper: float):
     """Run ``optimizer`` on the sharpening model; returns a :class:`sims.api.SimulationResult`
     whose ``sharpness`` (S) now varies with t, alongside ``preconditioned_sharpness`` (S_P)."""
-    from sims.api import SimulationResult, _check_blowup, _prepare
+    from sims.api import SimulationResult, _check_blowup, _prepare, curvature_shift
 
     model = model or SharpeningModel()
     code, values, hp = _prepare(optimizer, eta, hyper)
@@ -170,8 +171,9 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
     v = np.zeros((1, d))
     n_rec = steps // record_every + 1
     rec = [np.zeros(n_rec, dtype=np.int64), np.zeros(n_rec), np.zeros(n_rec), np.zeros(n_rec)]
-    n, div = run_model(code, get_optimizer(optimizer).adaptive, theta, m, v, values["eta"], hp, model.kappa, model.y, float(model.c),
-                       float(model.w_star), steps, record_every, blowup, *rec)
+    n, div = run_model(code, get_optimizer(optimizer).adaptive, curvature_shift(optimizer, values), theta, m, v,
+                       values["eta"], hp, model.kappa, model.y, float(model.c), float(model.w_star), steps,
+                       record_every, blowup, *rec)
     return SimulationResult(optimizer=optimizer, hyper=values, step=rec[0][:n], loss=rec[1][:n],
                             sharpness=rec[2][:n], preconditioned_sharpness=rec[3][:n], diverged=div >= 0,
                             diverged_at=int(div) if div >= 0 else None, x=theta[0])

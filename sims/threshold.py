@@ -11,15 +11,18 @@ from __future__ import annotations
 import numpy as np
 
 from aeos_theory.optimizers import validate
+from sims.api import curvature_shift
 from sims.updates import CODES, HP_NAMES, pack_hyper
 
 
 def empirical_threshold(optimizer: str, eta: float | np.ndarray, *, rtol: float = 1e-7,
                         **hyper: float | np.ndarray) -> float | np.ndarray:
-    """Smallest lambda at which ``optimizer`` with frozen P = 1 diverges on L = 1/2 lambda x^2.
+    """Smallest curvature lambda at which ``optimizer`` with frozen P = 1 diverges, on L = 1/2 h x^2.
 
-    lambda is the preconditioned curvature h / P (units 1/x^2), so e.g. Adam at beta1 = 0.9 gives
-    38 / eta.  Divergence test: starting from x = 1 with zero buffers, run T = 2 max(200,
+    lambda is the curvature of the objective the optimizer descends, h + wd for coupled weight decay (the
+    bisection runs on h; the optimizer adds wd x to the gradient itself) and h otherwise, the same
+    quantity :func:`aeos_theory.stability_threshold` bounds; e.g. Adam at beta1 = 0.9 gives 38 / eta.
+    Divergence test: starting from x = 1 with zero buffers, run T = 2 max(200,
     ceil(50 / (1 - beta))) steps (beta the largest momentum coefficient, so every subdominant root has
     decayed by e^-50) and call the run divergent iff |s_T| > |s_{T/2}| for the state s = (x, buffer),
     or it grew by 1e20 first (a state below 1e-100 counts as stable).  Bisection stops at relative width ``rtol`` and returns the midpoint.
@@ -49,10 +52,13 @@ def empirical_threshold(optimizer: str, eta: float | np.ndarray, *, rtol: float 
     n = flat[0].size
     etas = np.empty(n)
     hp = np.empty((n, len(HP_NAMES) + 2))
+    shifts = np.empty(n)
     for i in range(n):
         values = validate(optimizer, {name: float(col[i]) for name, col in zip(names, flat)})
         etas[i] = values["eta"]
         hp[i] = pack_hyper(values)
+        shifts[i] = curvature_shift(optimizer, values)
     out = np.empty(n)
     (threshold_bisection if n >= 8 else threshold_bisection_serial)(CODES[optimizer], etas, hp, rtol, out)
+    out += shifts
     return float(out[0]) if shape == () else out.reshape(shape)

@@ -10,14 +10,14 @@ float64 run agrees with torch to rounding).  With g the loss gradient and x the 
                   P = sqrt(v) / sqrt(1 - beta2^t) + eps;  x <- x - eta / (1 - beta1^t) m / P
 * ``adamw``       as adam with g instead of G, after x <- (1 - eta weight_decay) x
 * ``rmsprop``     v <- beta2 v + (1 - beta2) G^2;  P = sqrt(v) + eps;  b <- beta b + G / P;  x <- x - eta b
-* ``nadam``       mu_t = beta1 (1 - 0.5 * 0.96^(0.004 t)),  Pi_t = prod_{s <= t} mu_s;
+* ``nadam``       mu_t = beta1 (1 - 0.5 * 0.96^(psi t)),  Pi_t = prod_{s <= t} mu_s  (psi = momentum_decay);
                   m, v as adam;  P = sqrt(v / (1 - beta2^t)) + eps;
                   x <- x - eta (1 - mu_t)/(1 - Pi_t) G / P - eta mu_{t+1}/(1 - Pi_t mu_{t+1}) m / P
 
 **Frozen mode** (P given, every optimizer): the time-invariant linear map of
 :mod:`aeos_theory.optimizers` with that P, i.e. the recurrence whose stability the theory computes.
 v is not updated, Adam's bias correction of m is dropped (it only rescales eta by 1/(1 - beta1^t) -> 1)
-and NAdam's schedule is settled (mu_t = beta1, Pi_t = 0).  For gd / heavy_ball / nesterov frozen P
+and NAdam's schedule is settled (mu_t = beta1, or beta1 / 2 when psi = 0; Pi_t = 0).  For gd / heavy_ball / nesterov frozen P
 divides the step (preconditioned SGD); with P = 1 it is plain torch SGD.
 
 torch details kept: SGD's buffer starts as b_1 = G (no dampening on the first step) and with beta = 0
@@ -46,16 +46,13 @@ GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM = (
 ADAPTIVE_CODES = tuple(spec.kernel for spec in OPTIMIZERS.values() if spec.adaptive)
 
 #: Layout of the hyperparameter vector ``hp`` passed to the kernels (eta travels separately).
-HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay")
-BETA, BETA1, BETA2, EPS, DAMPENING, WEIGHT_DECAY = range(6)
-
-#: torch.optim.NAdam's default momentum_decay (psi in Dozat's schedule mu_t = beta1 (1 - 0.5 0.96^(psi t))).
-NADAM_MOMENTUM_DECAY = 4e-3
+HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay", "momentum_decay")
+BETA, BETA1, BETA2, EPS, DAMPENING, WEIGHT_DECAY, MOMENTUM_DECAY = range(7)
 
 
 #: hp[SAT1], hp[SAT2]: the step t from which beta1^t, beta2^t <= 2^-60, so 1 - beta^t == 1.0 exactly in
 #: float64 and the bias-correction pow can be skipped without changing a bit (it costs ~50 ns a step).
-SAT1, SAT2 = 6, 7
+SAT1, SAT2 = 7, 8
 
 
 def _saturation_step(beta: float) -> float:
@@ -100,14 +97,16 @@ def time_scalars(opt, frozen, t, hp, mu_prod):
             a = 1.0 - beta1 ** ft if ft < hp[SAT1] else 1.0
             b = math.sqrt(1.0 - beta2 ** ft) if ft < hp[SAT2] else 1.0
     elif opt == NADAM:
+        psi = hp[MOMENTUM_DECAY]
         if frozen:
-            a = 1.0 - beta1
+            mu_settled = beta1 if psi > 0.0 else 0.5 * beta1
+            a = 1.0 - mu_settled
             b = 1.0
-            c = beta1
+            c = mu_settled
             d = 1.0
         else:
-            mu = beta1 * (1.0 - 0.5 * 0.96 ** (ft * NADAM_MOMENTUM_DECAY))
-            mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((ft + 1.0) * NADAM_MOMENTUM_DECAY))
+            mu = beta1 * (1.0 - 0.5 * 0.96 ** (ft * psi))
+            mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((ft + 1.0) * psi))
             mu_prod = mu_prod * mu
             a = 1.0 - mu
             b = 1.0 - mu_prod

@@ -8,6 +8,7 @@ folder is written in the official pickle format by hand.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -79,3 +80,68 @@ def write_fake_cifar(folder: Path, per_batch: int = 4, seed: int = 0) -> tuple[n
         datas.append(data)
         labels += lab
     return np.concatenate(datas), np.array(labels)
+
+
+# ----------------------------------------------------------------------------- torch's update maps
+def nadam_mu(b1: float, psi: float, s: int) -> float:
+    return b1 * (1.0 - 0.5 * 0.96 ** (s * psi))
+
+
+def step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.ndarray:
+    """torch's t-th update on L = 1/2 h x^2 with P = p frozen, as a matrix on (x, buffer); t = None is
+    the settled update (bias corrections gone, NAdam's mu at its limit beta1, or beta1/2 when psi = 0).
+
+    SGD: d = g + wd x; buf = d (t = 1) or momentum buf + (1 - dampening) d (skipped when momentum = 0);
+    Nesterov d = d + momentum buf; x -= lr d.  Adam: g += wd x (AdamW: x *= 1 - lr wd instead);
+    m = b1 m + (1 - b1) g; x -= lr / (1 - b1^t) m / P.  NAdam: mu_t, mu_{t+1}, Pi_t = prod mu;
+    x -= lr (1 - mu_t)/(1 - Pi_t) g / P + lr mu_{t+1} / (1 - Pi_t mu_{t+1}) m / P.
+    RMSprop: buf = momentum buf + g / P; x -= lr buf (or x -= lr g / P without momentum).
+    """
+    lr, w = hyper["eta"], hyper.get("weight_decay", 0.0)
+    coupled = 0.0 if name == "adamw" else w
+    g = np.array([h + coupled, 0.0])  # the (preconditioned) gradient G acting on (x, buffer)
+    one = np.array([1.0, 0.0])
+    if name in ("gd", "heavy_ball", "nesterov"):
+        mom = hyper.get("beta", 0.0)
+        if mom == 0:
+            return np.array([one - lr * g, [0.0, 0.0]])
+        damp = hyper.get("dampening", 0.0)
+        buf = g.copy() if t == 1 else mom * np.array([0.0, 1.0]) + (1 - damp) * g
+        direction = g + mom * buf if name == "nesterov" else buf
+        return np.array([one - lr * direction, buf])
+    if name == "rmsprop":
+        mom = hyper.get("beta", 0.0)
+        buf = mom * np.array([0.0, 1.0]) + g / p
+        return np.array([one - lr * buf, buf]) if mom else np.array([one - lr * g / p, [0.0, 0.0]])
+    b1 = hyper["beta1"]
+    m = b1 * np.array([0.0, 1.0]) + (1 - b1) * g
+    if name in ("adam", "adamw"):
+        shrink = 1 - lr * w if name == "adamw" else 1.0
+        bias = 1.0 if t is None else 1 - b1**t
+        return np.array([shrink * one - lr / bias * m / p, m])
+    psi = hyper["momentum_decay"]
+    if t is None:
+        mu = mu_next = b1 if psi > 0 else b1 / 2
+        product = 0.0
+    else:
+        product = math.prod(nadam_mu(b1, psi, s) for s in range(1, t + 1))
+        mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
+    x_row = one - lr * (1 - mu) / (1 - product) * g / p - lr * mu_next / (1 - product * mu_next) * m / p
+    return np.array([x_row, m])
+
+
+def spectral_radius(matrix: np.ndarray) -> float:
+    return float(np.max(np.abs(np.linalg.eigvals(matrix))))
+
+
+def bisect_threshold(name: str, hyper: dict, t: int | None, rtol: float = 1e-12) -> float:
+    """lambda* of torch's t-th update by bisection on the spectral radius of :func:`step_map` (P = 1):
+    the curvature of the objective, h + wd for coupled weight decay."""
+    coupled = 0.0 if name == "adamw" else hyper.get("weight_decay", 0.0)
+    lo, hi = 0.0, 1.0 / hyper["eta"]
+    while spectral_radius(step_map(name, hi - coupled, 1.0, hyper, t)) < 1:
+        lo, hi = hi, 2 * hi
+    while hi - lo > rtol * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if spectral_radius(step_map(name, mid - coupled, 1.0, hyper, t)) < 1 else (lo, mid)
+    return 0.5 * (lo + hi)

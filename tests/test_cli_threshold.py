@@ -41,6 +41,9 @@ def test_the_aeos_entry_point_prints_38000_and_the_formula():
         (["--optimizer", "heavy_ball", "--eta", "0.1", "--beta", "0.9"], f"{(2 + 2 * 0.9) / 0.1:.10g}"),
         (["--optimizer", "nadam", "--eta", "1", "--beta1", "0.9"], f"{(2 + 1.8) / (0.1 * 2.8):.10g}"),
         (["--beta1", "0.9", "--eta", "0.001", "--step", "1"], f"{3.8 * (1 - 0.9) / (0.1 * 0.001):.10g}"),
+        (["--optimizer", "heavy_ball", "--eta", "0.1", "--beta", "0", "--dampening", "0.5"], f"{2 / 0.1:.10g}"),
+        (["--optimizer", "adamw", "--eta", "0.001", "--weight-decay", "100", "--step", "5"],
+         f"{1.9 * (2 - 0.1) * (1 - 0.9**5) / (0.1 * 0.001):.10g}"),
     ],
 )
 def test_other_optimizers_match_closed_forms(capsys, args, first):
@@ -63,7 +66,7 @@ def test_latex_output(capsys):
         (["--eta", "abc"], "invalid float value"),
         (["--optimizer", "lion", "--eta", "0.1"], "invalid choice"),
         (["--optimizer", "gd", "--eta", "0.1", "--beta1", "0.9"], "unknown: beta1"),
-        (["--eta", "0.001", "--step", "0"], "t must be an integer >= 1"),
+        (["--eta", "0.001", "--step", "0"], "step must be an integer >= 1"),
         ([], "eta is required"),
     ],
 )
@@ -73,3 +76,15 @@ def test_bad_input_exit_2_one_line(capsys, args, words):
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert words in err and "Traceback" not in err
+
+
+def test_nadam_step_threshold_matches_bisection_of_torchs_map(capsys):
+    """--step 1000 for NAdam: the value equals bisection of torch's 1000th update (support.step_map), and
+    the step coefficients are printed."""
+    from support import bisect_threshold
+
+    code, out, _ = run(capsys, "--optimizer", "nadam", "--eta", "0.001", "--step", "1000")
+    assert code == 0
+    hyper = {"eta": 1e-3, "beta1": 0.9, "momentum_decay": 0.004, "weight_decay": 0.0}
+    assert float(out.splitlines()[0]) == pytest.approx(bisect_threshold("nadam", hyper, 1000), rel=1e-9)
+    assert "at step t = 1000: c1_t = " in out and "c2_t = " in out

@@ -63,7 +63,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     assert 4 <= len(written) < len(reference)
     # as if killed after writing a row but before its checkpoint, in the middle of the next line
     with open(metrics, "a") as fh:
-        fh.write(f"{written[-1]['step'] + 20},0.5,0.5,1,1,1,1,1,1,1,1\n{written[-1]['step'] + 40},0.4")
+        fh.write(f"{written[-1]['step'] + 20}" + ",0.5" * (len(COLUMNS) - 1) + f"\n{written[-1]['step'] + 40},0.4")
 
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -118,14 +118,18 @@ def test_adam_threshold_column_is_bias_corrected(tmp_path):
 
 def test_adam_with_weight_decay_records_early_thresholds(tmp_path):
     """eta = 0.01, wd = 20 is valid (eta wd = 0.2), though eta / (1 - beta1) * wd = 2 at step 1: the run
-    must record (2 + 2 b1)(1 - b1^t)/((1 - b1) eta) - wd from step 0 on, not stop with an error."""
+    records the wd-free threshold (2 + 2 b1)(1 - b1^t)/((1 - b1) eta) from step 0 on (coupled decay is in
+    the measured curvature, H + wd I, not in the threshold) and edge_ratio = eta_S_P / eta_threshold."""
     hyper = {"eta": 0.01, "weight_decay": 20.0}
     rows = read_metrics(run(TrainConfig(**dict(SMALL, hyper=hyper, steps=10, measure_every=5)), tmp_path / "wd",
                             progress=False))
     assert [r["step"] for r in rows] == [0, 5, 10]
     for r in rows:
         t = max(r["step"], 1)
-        assert math.isclose(r["threshold"], 3.8 * (1 - 0.9 ** t) / (0.1 * 0.01) - 20.0, rel_tol=1e-12)
+        assert math.isclose(r["threshold"], 3.8 * (1 - 0.9 ** t) / (0.1 * 0.01), rel_tol=1e-12)
+        assert math.isclose(r["eta_threshold"], 0.01 * r["threshold"], rel_tol=1e-12) and r["lr"] == 0.01
+        if r["step"] > 0:
+            assert math.isclose(r["edge_ratio"], r["eta_S_P"] / r["eta_threshold"], rel_tol=1e-12)
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
@@ -207,7 +211,8 @@ def test_recorded_sharpness_equals_dense_hessian_eigh(tmp_path):
     """Last row of a chunked float64 Adam run vs numpy eigh of the dense Hessian at the checkpoint.
 
     H from torch.autograd.functional.hessian of the one-chunk MSE; P = sqrt(v / (1 - beta2^t)) + eps
-    from the checkpointed Adam state, written out here; S_P = top eig of P^-1/2 H P^-1/2.
+    from the checkpointed Adam state, written out here; with coupled weight decay wd = 0.5 the optimizer
+    descends L + wd/2 |theta|^2, so S_P = top eig of P^-1/2 (H + wd I) P^-1/2.
     """
     import numpy as np
     import torch
@@ -217,8 +222,8 @@ def test_recorded_sharpness_equals_dense_hessian_eigh(tmp_path):
     from deep.runlog import load_checkpoint
 
     cfg = TrainConfig(dataset="digits", n=50, model="mlp", width=8, depth=1, loss="mse", optimizer="adam",
-                      hyper={"eta": 0.01}, steps=10, measure_every=5, chunk_size=16, dtype="float64",
-                      tol=1e-10, max_hvps=700, seed=1)
+                      hyper={"eta": 0.01, "weight_decay": 0.5}, steps=10, measure_every=5, chunk_size=16,
+                      dtype="float64", tol=1e-10, max_hvps=700, seed=1)
     last = read_metrics(run(cfg, tmp_path / "r", progress=False))[-1]
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert state["step"] == last["step"] == 10
@@ -231,6 +236,6 @@ def test_recorded_sharpness_equals_dense_hessian_eigh(tmp_path):
     b2, eps = 0.999, 1e-8
     v = torch.cat([state["optimizer"]["state"][i]["exp_avg_sq"].reshape(-1) for i in range(len(names))]).numpy()
     p = np.sqrt(v / (1 - b2 ** 10)) + eps
-    s_p = np.linalg.eigvalsh(H / np.sqrt(np.outer(p, p)))[-1]
+    s_p = np.linalg.eigvalsh((H + 0.5 * np.eye(len(p))) / np.sqrt(np.outer(p, p)))[-1]  # coupled decay wd = 0.5
     assert np.isclose(s_p, last["preconditioned_sharpness"], rtol=1e-6)
     assert np.isclose(last["eta_S_P"], 0.01 * s_p, rtol=1e-6)

@@ -1,6 +1,6 @@
 """Every figure's drawing and number extraction, on small synthetic results with planted levels.
 
-For each of the ten figures the test takes the runs the figure plans, fabricates a result for each
+For each figure the test takes the runs the figure plans, fabricates a result for each
 (series whose late level is a planted fraction ``RATIO`` of the closed-form threshold constant written
 here), calls the figure's ``finish`` and checks that (1) valid PNG and PDF files and the data files it
 lists are written, and (2) the numbers it reports recover the planted values.  No simulation or
@@ -46,10 +46,13 @@ def fake_train(**config) -> dict:
     s = _series(config["steps"], config["measure_every"], eta, RATIO * closed_form(config["optimizer"],
                                                                                   config["hyper"]), adaptive)
     n = len(s["step"])
+    constant = closed_form(config["optimizer"], config["hyper"])
+    eta_s_p = eta * s["preconditioned_sharpness"]
     metrics = {"step": s["step"].tolist(), "train_loss": s["loss"].tolist(), "train_accuracy": [0.5] * n,
+               "lr": [eta * (0.5 + 0.5 * np.cos(t / max(config["steps"], 1))) for t in s["step"]],
                "sharpness": s["sharpness"].tolist(), "preconditioned_sharpness": s["preconditioned_sharpness"].tolist(),
-               "threshold": [closed_form(config["optimizer"], config["hyper"]) / eta] * n,
-               "eta_S_P": (eta * s["preconditioned_sharpness"]).tolist(), "hvps": [20] * n, "converged": [1] * n,
+               "threshold": [constant / eta] * n, "eta_S_P": eta_s_p.tolist(), "eta_threshold": [constant] * n,
+               "edge_ratio": (eta_s_p / constant).tolist(), "hvps": [20] * n, "converged": [1] * n,
                "wall_time": list(range(n))}
     return {"status": "completed", "last_step": config["steps"], "metrics": metrics}
 
@@ -107,6 +110,13 @@ def check_numbers(name: str, numbers: dict) -> None:
         assert all(_close(v["ratio_to_theory"], RATIO) for v in numbers.values())
     elif name == "rmsprop_and_momentum":
         assert all(_close(v["ratio_to_threshold"], RATIO) for v in numbers.values())
+    elif name == "nadam_schedule":
+        assert _close(numbers["late_median_edge_ratio"], RATIO)
+        assert _close(numbers["late_median_eta_S_P"], RATIO * closed_form("nadam", {}))
+    elif name == "lr_schedule":
+        for run in (v for k, v in numbers.items() if k.startswith("beta2=")):
+            assert all(_close(run[phase]["median_edge_ratio"], RATIO)
+                       for phase in ("warmup", "first_half_of_decay", "second_half_of_decay"))
     else:  # quadratic_aeos, deep_adam, minibatch, transformer: Adam at beta1 = 0.9
         assert all(_close(v["late_median_eta_S_P"], adam) for v in numbers.values()), numbers
 

@@ -69,7 +69,11 @@ def test_readme_deep_tour_measures_what_eigsh_measures(capsys):
     p = torch.sqrt(v / (1 - 0.999 ** t)) + 1e-8
     expected = _independent_top_eigenvalue(model, chunks, p.rsqrt())
     assert namespace["S_P"] == pytest.approx(expected, rel=2e-3)
-    assert f"{1e-3 * namespace['S_P']:.1f}" in capsys.readouterr().out
+    edge, lr = namespace["edge"], opt.param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-3) and edge.step == 300  # the warmup is over: lr back at 1e-3
+    assert edge.eta_S_P == pytest.approx(lr * expected, rel=2e-3)
+    assert edge.constant == pytest.approx((2 + 1.8) * (1 - 0.9**300) / 0.1, rel=1e-9)
+    assert f"{edge.eta_S_P:.1f}" in capsys.readouterr().out
 
 
 def test_every_aeos_command_in_the_readme_parses():

@@ -58,7 +58,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("dense", [False, True], ids=["diagonal", "dense"])
 @pytest.mark.parametrize("optimizer,eta,hyper", list(CASES.values()), ids=list(CASES))
 def test_kernel_matches_numpy_reference(optimizer, eta, hyper, dense):
-    """Adaptive mode and frozen mode (P given), every iterate, and S_P against dense eigh of the reference P."""
+    """Adaptive mode and frozen mode (P given), every iterate, and S_P against dense eigh of the reference P
+    (of H + wd I for coupled weight decay: the curvature of the objective the optimizer descends)."""
     H, x0 = _problem(dense)
     for pre in (None, np.linspace(1.0, 2.0, D)):
         res = simulate(optimizer, H, x0, eta, STEPS, record_x=True, preconditioner=pre, **hyper)
@@ -66,9 +67,10 @@ def test_kernel_matches_numpy_reference(optimizer, eta, hyper, dense):
         assert not res.diverged
         assert _rel(res.trajectory, xs) <= 1e-10
         Hd = H if dense else np.diag(H)
+        coupled = 0.0 if optimizer == "adamw" else hyper.get("weight_decay", 0.0)  # decay is curvature: H + wd I
         for k in (1, 17, 250, STEPS):
             s = 1.0 / np.sqrt(Ps[k])
-            expected = np.linalg.eigh(Hd * s[:, None] * s[None, :])[0][-1]
+            expected = np.linalg.eigh((Hd + coupled * np.eye(D)) * s[:, None] * s[None, :])[0][-1]
             assert res.preconditioned_sharpness[k] == pytest.approx(expected, rel=1e-10)
         assert res.sharpness[0] == pytest.approx(np.linalg.eigh(Hd)[0][-1], rel=1e-12)
 

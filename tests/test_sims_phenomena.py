@@ -107,3 +107,24 @@ def test_level_tracks_threshold_across_beta1_and_rmsprop(optimizer, hyper, close
     run = dense_quadratic_run(optimizer, 1e-2, 20000, hyper=hyper)
     assert run["diverged_at"] is None
     assert np.median(late(run, 1e-2 * run["preconditioned_sharpness"])) == pytest.approx(closed_form, rel=0.08)
+
+
+@pytest.mark.slow
+def test_simulated_nadam_tracks_the_threshold_of_each_step():
+    """NAdam (torch's momentum schedule, psi = 0.004) on the dense quadratic: its threshold moves from
+    3.9 to 12.2 (x 1/eta) over 20k steps, and once at the edge eta * S_P follows it, not the settled 13.57.
+    The run's eta_threshold series equals bisection of torch's update map (support.step_map)."""
+    from support import bisect_threshold
+
+    eta = 1e-2
+    run = dense_quadratic_run("nadam", eta, 20000)
+    hyper = {"eta": eta, "beta1": 0.9, "momentum_decay": 0.004, "weight_decay": 0.0}
+    for t in (100, 5000, 20000):
+        at = int(np.flatnonzero(run["step"] == t)[0])
+        assert run["eta_threshold"][at] == pytest.approx(eta * bisect_threshold("nadam", hyper, t), rel=1e-9)
+    ratio = eta * run["preconditioned_sharpness"] / run["eta_threshold"]
+    for start in range(6000, 20000, 2000):  # after the onset, window by window
+        window = (run["step"] >= start) & (run["step"] < start + 2000)
+        assert abs(np.median(ratio[window]) - 1.0) <= 0.03, (start, np.median(ratio[window]))
+    settled = (2 + 1.8) / (0.1 * 2.8)  # 95/7: what a settled threshold would predict
+    assert np.median(eta * run["preconditioned_sharpness"][(run["step"] >= 6000) & (run["step"] < 8000)]) < 0.6 * settled

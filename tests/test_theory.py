@@ -1,6 +1,14 @@
-"""aeos_theory against independent references: closed forms typed from the paper's threshold table, and the
-spectral radius of numeric update matrices written here in numpy straight from torch.optim's update
-rules (not from aeos_theory.optimizers)."""
+"""aeos_theory against independent references.
+
+* Closed forms typed from the paper's threshold table (settled thresholds) and for the t-th update
+  (Adam's and AdamW's bias correction written out).
+* The spectral radius of the t-th update map of every optimizer, written here in numpy straight from
+  torch.optim's source (``_single_tensor_sgd``, ``_single_tensor_adam``, ``_single_tensor_nadam``,
+  ``_single_tensor_rmsprop``), with P frozen, coupled weight decay added to the gradient and the raw
+  curvature h bisected: the threshold must be the edge of stability at random hyperparameters and
+  t in {1, 10, 100, 1000, 20000}.
+* Those numpy maps are themselves checked against one real ``torch.optim`` step from a prepared state.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +20,22 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aeos_theory import (
-    LAMBDA,
-    OPTIMIZERS,
-    SYMBOLS,
-    derive,
-    derive_boundary,
-    stability_threshold,
-    threshold,
-    threshold_at_step,
-)
+from aeos_theory import LAMBDA, OPTIMIZERS, SYMBOLS, derive, derive_boundary, identify, stability_threshold, threshold
+from support import nadam_mu, spectral_radius, step_map
 
 eta, beta, beta1, d, wd = (SYMBOLS[n] for n in ("eta", "beta", "beta1", "dampening", "weight_decay"))
 
+# lambda is an eigenvalue of P^-1 (H + wd I) for coupled decay, so coupled decay drops out; AdamW's stays.
 CLOSED_FORMS = {
-    "gd": 2 / eta - wd,
-    "heavy_ball": (2 + 2 * beta) / ((1 - d) * eta) - wd,
-    "nesterov": (2 + 2 * beta) / ((1 + 2 * beta) * eta) - wd,
-    "adam": (2 + 2 * beta1) / ((1 - beta1) * eta) - wd,
+    "gd": 2 / eta,
+    "heavy_ball": (2 + 2 * beta) / ((1 - d) * eta),
+    "nesterov": (2 + 2 * beta) / ((1 + 2 * beta) * eta),
+    "adam": (2 + 2 * beta1) / ((1 - beta1) * eta),
     "adamw": (1 + beta1) * (2 - eta * wd) / ((1 - beta1) * eta),
-    "rmsprop": (2 + 2 * beta) / eta - wd,
-    "nadam": (2 + 2 * beta1) / ((1 - beta1) * (1 + 2 * beta1) * eta) - wd,
+    "rmsprop": (2 + 2 * beta) / eta,
+    "nadam": (2 + 2 * beta1) / ((1 - beta1) * (1 + 2 * beta1) * eta),
 }
+STEPS = (1, 10, 100, 1000, 20000)
 
 
 def test_every_optimizer_has_a_closed_form_here():
@@ -46,7 +48,16 @@ def test_derivation_equals_closed_form(name):
     assert derive_boundary(name).kind == "z = -1"
 
 
-def test_spec_constants():
+def test_derivation_at_step_t_equals_the_bias_corrected_closed_forms():
+    t = 7
+    assert sp.simplify(derive("adam", step=t) - CLOSED_FORMS["adam"] * (1 - beta1**t)) == 0
+    assert sp.simplify(derive("adamw", step=t) - CLOSED_FORMS["adamw"] * (1 - beta1**t)) == 0
+    assert sp.simplify(derive("heavy_ball", step=1) - 2 / eta) == 0  # torch's buffer starts at the gradient
+    assert sp.simplify(derive("nesterov", step=1) - 2 / ((1 + beta) * eta)) == 0
+    assert derive("adam", step=True).has(sp.Symbol("k_t", positive=True))
+
+
+def test_paper_constants_and_the_nadam_schedule():
     assert threshold(0.9, 1e-3) == pytest.approx(38_000, rel=1e-12)
     assert threshold(0.99, 1.0) == pytest.approx(398, rel=1e-12)
     assert threshold(0.0, 0.5) == pytest.approx(4, rel=1e-12)
@@ -54,48 +65,132 @@ def test_spec_constants():
     assert stability_threshold("gd", eta=0.05) == pytest.approx(40, rel=1e-12)
     assert stability_threshold("heavy_ball", eta=0.1, beta=0.9) == pytest.approx(38, rel=1e-12)
     assert stability_threshold("rmsprop", eta=0.01) == pytest.approx(200, rel=1e-12)
+    # NAdam with torch's momentum_decay 0.004: 1.94, 3.53, 3.93, 5.96, 12.2 (x 1/eta) along the run
+    nadam = [stability_threshold("nadam", eta=1.0, beta1=0.9, step=t) for t in (1, 100, 1000, 5000, 20000)]
+    assert nadam == pytest.approx([1.942, 3.529, 3.926, 5.956, 12.22], abs=2e-3)
+    # SGD with momentum 0 skips the momentum branch: dampening does nothing
+    assert stability_threshold("heavy_ball", eta=0.1, beta=0.0, dampening=0.5) == pytest.approx(20, rel=1e-12)
 
 
-# ---------------------------------------------------------------- numeric truth (numpy, torch semantics)
-def update_matrix(name: str, lam: float, h: dict) -> np.ndarray:
-    """One step of the torch.optim rule on L = lam x^2 / 2 with P = 1, as a matrix on (x, buffer)."""
-    e, w = h["eta"], h.get("weight_decay", 0.0)
-    if name == "gd":
-        return np.array([[1 - e * (lam + w)]])
-    if name in ("heavy_ball", "rmsprop"):  # buf = b buf + (1 - d) g; x -= e buf
-        b, damp = h.get("beta", 0.0), h.get("dampening", 0.0)
-        g = (1 - damp) * (lam + w)
-        return np.array([[1 - e * g, -e * b], [g, b]])
-    if name == "nesterov":  # buf = b buf + g; x -= e (g + b buf)
-        b, g = h["beta"], lam + w
-        buf = np.array([g, b])  # new buf as a row acting on (x, buf)
-        step = np.array([g, 0.0]) + b * buf
-        return np.array([np.array([1.0, 0.0]) - e * step, buf])
-    b1 = h["beta1"]
-    if name in ("adam", "nadam"):
-        g = lam + w
-        m = np.array([(1 - b1) * g, b1])
-        direction = m if name == "adam" else b1 * m + np.array([(1 - b1) * g, 0.0])
-        return np.array([np.array([1.0, 0.0]) - e * direction, m])
-    if name == "adamw":  # x <- (1 - e w) x - e m
-        m = np.array([(1 - b1) * lam, b1])
-        return np.array([np.array([1 - e * w, 0.0]) - e * m, m])
-    raise AssertionError(name)
+# ---------------------------------------------------------------- the t-th update, from torch's source
+def random_hyper(name: str, rng: np.random.Generator) -> dict:
+    hyper = {"eta": float(10 ** rng.uniform(-4, 0))}
+    hyper["weight_decay"] = float(rng.uniform(0, 0.9) / hyper["eta"]) if rng.random() < 0.5 else 0.0
+    if name in ("heavy_ball", "nesterov", "rmsprop"):
+        hyper["beta"] = float(rng.choice([0.0, rng.uniform(0, 0.999)]))
+    if name == "heavy_ball":
+        hyper["dampening"] = float(rng.uniform(0, 0.99))
+    if name in ("adam", "adamw", "nadam"):
+        hyper["beta1"] = float(rng.uniform(0, 0.999))
+    if name == "nadam":
+        hyper["momentum_decay"] = float(rng.choice([0.0, 0.004, rng.uniform(0, 0.05)]))
+    return hyper
 
 
-def spectral_radius(matrix: np.ndarray) -> float:
-    return float(np.max(np.abs(np.linalg.eigvals(matrix))))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("t", STEPS)
+def test_step_threshold_is_the_edge_of_torchs_t_th_update(name, t):
+    """At 25 random hyperparameter draws (and P in [1e-3, 10]), the spectral radius of torch's t-th
+    update crosses 1 at lambda* = stability_threshold(step=t): lambda = (h + wd)/P, coupled decay."""
+    rng = np.random.default_rng(hash((name, t)) % 2**32)
+    for _ in range(25):
+        hyper = random_hyper(name, rng)
+        p = float(10 ** rng.uniform(-3, 1)) if name in ("adam", "adamw", "nadam", "rmsprop") else 1.0  # SGD: P = I
+        lam = stability_threshold(name, step=t, **hyper)
+        coupled = 0.0 if name == "adamw" else hyper.get("weight_decay", 0.0)
+        for factor, stable in ((0.999, True), (1.001, False)):
+            h = factor * lam * p - coupled  # the raw curvature at (factor * lambda*)
+            assert (spectral_radius(step_map(name, h, p, hyper, t)) < 1) == stable, (hyper, p, factor)
 
 
+def test_coupled_weight_decay_belongs_to_the_curvature():
+    """Adam with P = 0.01, wd = 100, eta = 1e-3: bisection on the raw curvature h finds h* = 280, i.e.
+    h*/P = 28000 (not 38000 - 100): the threshold 38000 bounds (h + wd)/P."""
+    hyper = {"eta": 1e-3, "beta1": 0.9, "weight_decay": 100.0}
+    lo, hi = 0.0, 1e4
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if spectral_radius(step_map("adam", mid, 0.01, hyper, None)) < 1 else (lo, mid)
+    assert lo / 0.01 == pytest.approx(28000, rel=1e-9)
+    assert stability_threshold("adam", **hyper) == pytest.approx((lo + 100.0) / 0.01, rel=1e-9)
+
+
+# ---------------------------------------------------------------- the numpy maps against real torch
+TORCH_CASES = {
+    "gd-wd": ("gd", {"eta": 0.1, "weight_decay": 0.5}),
+    "heavy_ball-damped": ("heavy_ball", {"eta": 0.05, "beta": 0.8, "dampening": 0.3, "weight_decay": 0.2}),
+    "heavy_ball-momentum-0": ("heavy_ball", {"eta": 0.05, "beta": 0.0, "dampening": 0.3}),
+    "nesterov": ("nesterov", {"eta": 0.05, "beta": 0.7, "weight_decay": 0.1}),
+    "adam-wd": ("adam", {"eta": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.5}),
+    "adamw": ("adamw", {"eta": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 2.0}),
+    "rmsprop-momentum": ("rmsprop", {"eta": 1e-2, "beta": 0.6, "beta2": 0.9, "eps": 1e-8, "weight_decay": 0.3}),
+    "nadam": ("nadam", {"eta": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.1,
+                        "momentum_decay": 0.004}),
+}
+
+
+def _torch_step(name: str, hyper: dict, t: int, x0: float, buf0: float, h: float):
+    """One real torch.optim step t from the state (x0, buffer buf0); returns (x1, buf1, P used)."""
+    import torch
+
+    from aeos_theory import OPTIMIZERS as registry  # the registry only names the class and its arguments
+
+    spec = registry[name]
+    x = torch.tensor([x0], dtype=torch.float64, requires_grad=True)
+    opt = getattr(torch.optim, spec.torch_class)([x], **spec.torch_arguments(spec.validate(hyper)))
+    g = h * x0  # the loss gradient; coupled decay is added by torch itself
+    grad_seen = g + (0.0 if name == "adamw" else hyper.get("weight_decay", 0.0) * x0)
+    state, p = {}, 1.0
+    if spec.adaptive:
+        b2 = hyper["beta2"]
+        square = 4.0 * grad_seen**2 + 1.0  # any v_t >= (1 - b2) g^2 works: set v_{t-1} to reach it
+        v_prev = (square - (1 - b2) * grad_seen**2) / b2
+        state["square_avg" if name == "rmsprop" else "exp_avg_sq"] = torch.tensor([v_prev], dtype=torch.float64)
+        denom = square if name == "rmsprop" else square / (1 - b2**t)
+        p = math.sqrt(denom) + hyper["eps"]
+        state["step"] = torch.tensor(float(t - 1), dtype=torch.float64)
+    if name == "rmsprop" and hyper.get("beta"):
+        state["momentum_buffer"] = torch.tensor([buf0], dtype=torch.float64)
+    if name in ("adam", "adamw", "nadam"):
+        state["exp_avg"] = torch.tensor([buf0], dtype=torch.float64)
+    if name == "nadam":
+        product = math.prod(nadam_mu(hyper["beta1"], hyper["momentum_decay"], s) for s in range(1, t))
+        state["mu_product"] = torch.tensor(product, dtype=torch.float64)
+    if name in ("heavy_ball", "nesterov") and t > 1 and hyper.get("beta"):
+        state["momentum_buffer"] = torch.tensor([buf0], dtype=torch.float64)
+    if state:
+        opt.state[x] = state
+    x.grad = torch.tensor([g], dtype=torch.float64)
+    opt.step()
+    new = opt.state[x]
+    buf1 = new.get("exp_avg", new.get("momentum_buffer"))
+    return float(x.detach()[0]), (float(buf1[0]) if buf1 is not None else 0.0), p
+
+
+@pytest.mark.parametrize("case", list(TORCH_CASES))
+@pytest.mark.parametrize("t", STEPS)
+def test_the_numpy_maps_are_torchs_own_step(case, t):
+    name, hyper = TORCH_CASES[case]
+    hyper = OPTIMIZERS[name].validate(hyper)
+    x0, buf0, h = 0.7, -0.3, 3.0
+    x1, buf1, p = _torch_step(name, hyper, t, x0, buf0, h)
+    expected = step_map(name, h, p, hyper, t) @ np.array([x0, buf0 if t > 1 or name not in ("heavy_ball", "nesterov")
+                                                          else 0.0])
+    assert x1 == pytest.approx(expected[0], rel=1e-10, abs=1e-14)
+    if name not in ("gd",) and hyper.get("beta", 1.0) != 0:
+        assert buf1 == pytest.approx(expected[1], rel=1e-10, abs=1e-14)
+
+
+# ---------------------------------------------------------------- settled thresholds, any hyperparameters
 coefficient = st.floats(0.0, 0.999)
 step_size = st.floats(1e-5, 10.0)
 fraction = st.floats(0.0, 0.99)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(eta_=step_size, b=coefficient, damp=fraction, wd_fraction=fraction)
-def test_threshold_is_the_stability_edge(name, eta_, b, damp, wd_fraction):
+def test_settled_threshold_is_the_stability_edge(name, eta_, b, damp, wd_fraction):
     hyper = {"eta": eta_, "weight_decay": wd_fraction / eta_}
     if name in ("heavy_ball", "nesterov", "rmsprop"):
         hyper["beta"] = b
@@ -103,9 +198,43 @@ def test_threshold_is_the_stability_edge(name, eta_, b, damp, wd_fraction):
         hyper["dampening"] = damp
     if name in ("adam", "adamw", "nadam"):
         hyper["beta1"] = b
-    lam_star = stability_threshold(name, **hyper)
-    assert spectral_radius(update_matrix(name, 0.999 * lam_star, hyper)) < 1
-    assert spectral_radius(update_matrix(name, 1.001 * lam_star, hyper)) > 1
+    lam_star = stability_threshold(name, **OPTIMIZERS[name].validate(hyper))
+    full = OPTIMIZERS[name].validate(hyper)
+    coupled = 0.0 if name == "adamw" else full["weight_decay"]
+    assert spectral_radius(step_map(name, 0.999 * lam_star - coupled, 1.0, full, None)) < 1
+    assert spectral_radius(step_map(name, 1.001 * lam_star - coupled, 1.0, full, None)) > 1
+
+
+# ---------------------------------------------------------------- live param groups -> package optimizer
+@pytest.mark.parametrize("torch_class, group, expected", [
+    ("SGD", {"lr": 0.1, "momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False}, "gd"),
+    ("SGD", {"lr": 0.1, "momentum": 0, "dampening": 0.5, "weight_decay": 0, "nesterov": False}, "heavy_ball"),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": False}, "heavy_ball"),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": True}, "nesterov"),
+    ("Adam", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0, "decoupled_weight_decay": False},
+     "adam"),
+    ("Adam", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1, "decoupled_weight_decay": True},
+     "adamw"),
+    ("AdamW", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1}, "adamw"),
+    ("NAdam", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0, "momentum_decay": 0.01,
+               "decoupled_weight_decay": False}, "nadam"),
+    ("RMSprop", {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0, "momentum": 0.5}, "rmsprop"),
+])
+def test_identify_names_the_optimizer_a_param_group_runs(torch_class, group, expected):
+    name, hyper = identify(torch_class, group)
+    assert name == expected and hyper["eta"] == group["lr"]
+
+
+@pytest.mark.parametrize("torch_class, group, words", [
+    ("Adamax", {"lr": 1e-3}, "torch.optim Adam"),
+    ("NAdam", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1, "momentum_decay": 0.004,
+               "decoupled_weight_decay": True}, "setting the package describes"),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": True},
+     "maximize=True"),
+])
+def test_identify_refuses_what_the_registry_does_not_describe(torch_class, group, words):
+    with pytest.raises(ValueError, match=words):
+        identify(torch_class, group)
 
 
 # ---------------------------------------------------------------- the engine does not assume z = -1
@@ -142,28 +271,8 @@ def test_third_order_recurrence_with_two_step_delay():
     assert sp.simplify(boundary.expression - (sp.sqrt(5) - 1) / 2 / e) == 0
     eta_value = 0.7
     lam = float(boundary.expression.subs(e, eta_value))
-    shift = lambda f: np.array([[1, 0, -eta_value * f * lam], [1, 0, 0], [0, 1, 0]])
+    shift = lambda f: np.array([[1, 0, -eta_value * f * lam], [1, 0, 0], [0, 1, 0]])  # noqa: E731
     assert spectral_radius(shift(0.999)) < 1 < spectral_radius(shift(1.001))
-
-
-# ---------------------------------------------------------------- bias-corrected threshold
-def test_threshold_at_step_matches_bias_corrected_closed_form():
-    for t in (1, 2, 10, 100):
-        expected = (2 + 2 * 0.9) * (1 - 0.9**t) / ((1 - 0.9) * 1e-3)
-        assert threshold_at_step(t, 0.9, 1e-3) == pytest.approx(expected, rel=1e-12)
-    assert threshold_at_step(10_000, 0.9, 1e-3) == pytest.approx(threshold(0.9, 1e-3), rel=1e-12)
-    assert threshold_at_step(1, 0.0, 0.1) == pytest.approx(20, rel=1e-12)
-
-
-def test_threshold_at_step_with_weight_decay_early_in_a_run():
-    """eta = 0.1, wd = 2 is a valid Adam config (eta wd = 0.2 < 1) although eta_1 = eta / (1 - 0.9) = 1
-    has eta_1 wd = 2: the step-1 threshold is still defined, (2 + 2 b1)(1 - b1) / ((1 - b1) eta) - wd."""
-    assert threshold_at_step(1, 0.9, 0.1, 2.0) == pytest.approx(38.0 - 2.0, rel=1e-12)
-    for t in (1, 5, 50):
-        expected = (2 + 2 * 0.9) * (1 - 0.9**t) / ((1 - 0.9) * 0.1) - 2.0
-        assert threshold_at_step(t, 0.9, 0.1, 2.0) == pytest.approx(expected, rel=1e-12)
-    with pytest.raises(ValueError, match="weight_decay must satisfy"):
-        threshold_at_step(1, 0.9, 0.1, 10.0)
 
 
 # ---------------------------------------------------------------- bad input
@@ -176,15 +285,17 @@ def test_threshold_at_step_with_weight_decay_early_in_a_run():
         (lambda: threshold(0.9, -1.0), "eta must satisfy 0 < eta"),
         (lambda: threshold(math.nan, 1e-3), "beta1 must be finite"),
         (lambda: threshold(0.9, math.inf), "eta must be finite"),
+        (lambda: threshold(0.9, 10**400), "eta must be finite"),
         (lambda: threshold("0.9", 1e-3), "beta1 must be a real number"),
+        (lambda: threshold(None, 1e-3), "beta1 must be a real number"),
         (lambda: stability_threshold("lion", eta=1e-3), "optimizer must be one of"),
         (lambda: stability_threshold("gd", eta=1e-3, beta1=0.9), "unknown: beta1"),
         (lambda: stability_threshold("gd"), "eta is required"),
         (lambda: stability_threshold("heavy_ball", eta=0.1, dampening=1.0), "dampening must satisfy"),
         (lambda: stability_threshold("adamw", eta=0.1, weight_decay=10.0), "weight_decay must satisfy"),
-        (lambda: threshold_at_step(0, 0.9, 1e-3), "t must be an integer >= 1"),
-        (lambda: threshold_at_step(2.5, 0.9, 1e-3), "t must be an integer >= 1"),
-        (lambda: threshold(0.9, 10**400), "eta must be finite"),
+        (lambda: stability_threshold("nadam", eta=0.1, momentum_decay=-1.0), "momentum_decay must satisfy"),
+        (lambda: stability_threshold("adam", eta=1e-3, step=0), "step must be an integer >= 1"),
+        (lambda: stability_threshold("adam", eta=1e-3, step=2.5), "step must be an integer >= 1"),
     ],
 )
 def test_bad_input_names_argument_and_range(call, words):

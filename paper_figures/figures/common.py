@@ -36,7 +36,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def threshold_constant(optimizer: str, **hyper: float) -> float:
     """eta * lambda*, the dimensionless threshold constant of ``optimizer`` (38 for Adam at beta1 = 0.9),
-    from :func:`aeos_theory.stability_threshold` (exact, derived)."""
-    from aeos_theory import stability_threshold
+    from :func:`aeos_theory.threshold_constant` (exact, derived)."""
+    from aeos_theory import threshold_constant as constant
 
-    return stability_threshold(optimizer, eta=1.0, **hyper)
+    return constant(optimizer, **hyper)

@@ -1,0 +1,169 @@
+"""deep.measure_edge and the run logs: the edge read from a live optimizer, against independent references.
+
+References written here: dense float64 Hessians (torch.autograd.functional.hessian), P replayed from the
+optimizer's own state with the textbook formula, D = diag(lr_group / P) and the coupled decay W per
+coordinate built by hand, numpy eigvalsh, and thresholds by bisection of torch's update maps
+(``support.step_map``) or closed forms typed here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import deep
+from deep import TrainConfig, read_metrics, run
+from support import bisect_threshold, dense_hessian, mse, tiny_problem
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _train(model, opt, x, y, steps: int, scheduler=None) -> None:
+    for _ in range(steps):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+def _reference(model, x, y, opt, p_of, decoupled: bool = False) -> float:
+    """lambda_max(D^1/2 (H + W) D^1/2) with D = lr_g / P and W the coupled decay, in numpy."""
+    H = dense_hessian(model, x, y)
+    d, w = [], []
+    for group in opt.param_groups:
+        for param in group["params"]:
+            d.append(np.full(param.numel(), group["lr"]) / p_of(opt.state[param], group).reshape(-1))
+            w.append(np.full(param.numel(), 0.0 if decoupled else group["weight_decay"]))
+    d, w = np.sqrt(np.concatenate(d)), np.concatenate(w)
+    return float(np.linalg.eigvalsh(d[:, None] * (H + np.diag(w)) * d[None, :])[-1])
+
+
+def _adam_p(state, group):
+    t = float(state["step"])
+    return (np.sqrt(state["exp_avg_sq"].numpy() / (1 - group["betas"][1] ** t)) + group["eps"])
+
+
+def _groups(model, lrs, wds):
+    first, rest = [model[0].weight, model[0].bias], [p for p in list(model.parameters())[2:]]
+    return [{"params": first, "lr": lrs[0], "weight_decay": wds[0]},
+            {"params": rest, "lr": lrs[1], "weight_decay": wds[1]}]
+
+
+def test_adam_two_groups_and_a_scheduler():
+    """Two param groups (lr, coupled wd differ) under a LambdaLR that halves the lr every 4 steps: the edge
+    uses each group's *current* lr; c_t = (2 + 2 b1)(1 - b1^t)/(1 - b1) at t = 10."""
+    model, x, y = tiny_problem(seed=3)
+    opt = torch.optim.Adam(_groups(model, (2e-2, 5e-3), (0.1, 0.0)), betas=(0.8, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 ** (t // 4))
+    _train(model, opt, x, y, 10, sched)
+    assert [g["lr"] for g in opt.param_groups] == [2e-2 * 0.25, 5e-3 * 0.25]
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.step == 10 and edge.optimizer == "adam" and edge.lr == (5e-3, 1.25e-3)
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p), rel=1e-7)
+    assert edge.constant == pytest.approx((2 + 1.6) * (1 - 0.8**10) / 0.2, rel=1e-12)
+    assert edge.ratio == pytest.approx(edge.eta_S_P / edge.constant, rel=1e-12)
+    # the tracker, warm started, sees the same edge (groups with different lr: solved on D's operator)
+    tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt)
+    assert tracked["eta_S_P"] == pytest.approx(edge.eta_S_P, rel=1e-7)
+    assert math.isnan(tracked["preconditioned_sharpness"]) and tracked["edge_constant"] == edge.constant
+
+
+@pytest.mark.parametrize("t", [1, 10, 100, 1000])
+def test_nadam_threshold_follows_its_momentum_schedule(t):
+    """NAdam after t steps (the state's step and mu_product set as torch leaves them): c_t equals the
+    bisection of torch's t-th update map, and eta_S_P the dense reference."""
+    model, x, y = tiny_problem(seed=4)
+    opt = torch.optim.NAdam(model.parameters(), lr=1e-2, betas=(0.9, 0.999), momentum_decay=0.004)
+    _train(model, opt, x, y, 2)
+    for state in opt.state.values():  # jump the schedule to step t (P stays that of step 2)
+        state["step"].fill_(t)
+    hyper = {"eta": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "momentum_decay": 0.004}
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.constant == pytest.approx(1e-2 * bisect_threshold("nadam", hyper, t), rel=1e-9)
+    p_of = lambda s, g: np.sqrt(s["exp_avg_sq"].numpy() / (1 - 0.999 ** float(s["step"]))) + 1e-8  # noqa: E731
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, p_of), rel=1e-7)
+
+
+def test_adamw_decay_is_decoupled_and_in_the_constant():
+    model, x, y = tiny_problem(seed=5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5.0)
+    _train(model, opt, x, y, 7)
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.optimizer == "adamw"
+    assert edge.constant == pytest.approx(1.9 * (2 - 1e-2 * 5.0) * (1 - 0.9**7) / 0.1, rel=1e-12)
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p, decoupled=True), rel=1e-7)
+
+
+def test_sgd_momentum_zero_ignores_dampening_and_decay_shifts_the_curvature():
+    """SGD(momentum=0, dampening=0.5): torch skips the momentum branch, the threshold is 2 (not 4); with
+    coupled weight decay wd the edge is lr (S + wd)."""
+    model, x, y = tiny_problem(seed=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.0, dampening=0.5, weight_decay=0.3)
+    _train(model, opt, x, y, 3)
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    S = float(np.linalg.eigvalsh(dense_hessian(model, x, y))[-1])
+    assert edge.constant == pytest.approx(2.0, rel=1e-12) and edge.step is None
+    assert edge.eta_S_P == pytest.approx(0.05 * (S + 0.3), rel=1e-7)
+    tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt)
+    assert tracked["preconditioned_sharpness"] == pytest.approx(S + 0.3, rel=1e-7)  # no extra HVP for SGD
+    assert tracked["hvps_preconditioned"] == 0
+    heavy = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    assert deep.measure_edge(model, mse, [(x, y)], heavy, step=1).constant == pytest.approx(2.0)  # first update: GD
+    assert deep.measure_edge(model, mse, [(x, y)], heavy, step=5).constant == pytest.approx(3.8)
+
+
+def test_errors_name_what_cannot_be_read():
+    model, x, y = tiny_problem()
+    data = [(x, y)]
+    adagrad = torch.optim.Adagrad(model.parameters())
+    _train(model, adagrad, x, y, 1)
+    with pytest.raises(ValueError, match="setting the package describes"):
+        deep.measure_edge(model, mse, data, adagrad)
+    with pytest.raises(ValueError, match="got torch.optim.Adamax"):
+        deep.measure_edge(model, mse, data, torch.optim.Adamax(model.parameters()))
+    with pytest.raises(ValueError, match="no step yet"):
+        deep.measure_edge(model, mse, data, torch.optim.Adam(model.parameters()))
+    with pytest.raises(ValueError, match="maximize=True"):
+        deep.measure_edge(model, mse, data, torch.optim.SGD(model.parameters(), lr=0.1, maximize=True))
+    betas = torch.optim.Adam([{"params": [model[0].weight], "betas": (0.9, 0.999)},
+                              {"params": [p for n, p in model.named_parameters() if n != "0.weight"],
+                               "betas": (0.5, 0.999)}])
+    _train(model, betas, x, y, 1)
+    with pytest.raises(ValueError, match="different threshold constants"):
+        deep.measure_edge(model, mse, data, betas)
+    with pytest.raises(ValueError, match="optimizer must be a torch.optim.Optimizer"):
+        deep.measure_edge(model, mse, data, "adam")
+
+
+# ------------------------------------------------------------------ run logs
+SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", seed=3)
+
+
+def test_warmup_cosine_rows_record_the_schedule_and_the_edge(tmp_path):
+    """lr column = the warmup-then-cosine formula written here; eta_threshold = lr * the bias-corrected
+    threshold; edge_ratio = eta_S_P / eta_threshold."""
+    cfg = TrainConfig(**SMALL, optimizer="adam", hyper={"eta": 1e-2}, steps=40, measure_every=10,
+                      schedule="warmup_cosine", warmup_steps=10, final_lr_ratio=0.2)
+    rows = read_metrics(run(cfg, tmp_path / "r", progress=False))
+    for r in rows:
+        t = r["step"]
+        factor = (t + 1) / 10 if t < 10 else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * min(t - 10, 30) / 30))
+        assert r["lr"] == pytest.approx(1e-2 * factor, rel=1e-12)
+        assert r["eta_threshold"] == pytest.approx(3.8 * (1 - 0.9 ** max(t, 1)) / 0.1, rel=1e-12)
+        if t > 0:
+            assert r["edge_ratio"] == pytest.approx(r["eta_S_P"] / r["eta_threshold"], rel=1e-12)
+            assert r["eta_S_P"] == pytest.approx(r["lr"] * r["preconditioned_sharpness"], rel=1e-12)
+
+
+def test_nadam_run_log_uses_the_threshold_of_each_step(tmp_path):
+    cfg = TrainConfig(**SMALL, optimizer="nadam", hyper={"eta": 1e-2}, steps=30, measure_every=10)
+    rows = read_metrics(run(cfg, tmp_path / "n", progress=False))
+    hyper = {"eta": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "momentum_decay": 0.004}
+    for r in rows:
+        assert r["eta_threshold"] == pytest.approx(1e-2 * bisect_threshold("nadam", hyper, max(r["step"], 1)),
+                                                   rel=1e-9)
+    assert rows[-1]["eta_threshold"] < 0.5 * (2 + 1.8) / (0.1 * 2.8)  # far below the settled 13.57 early on
