@@ -5,13 +5,17 @@ Each package owns its subcommands in its own ``cli`` module, which exposes ``reg
 (:mod:`paper_figures.console`) and each package's own ``python -m <package>.cli`` assemble them with
 :func:`main`.
 
-Exit codes: 0 success, 1 a runtime or operating-system failure (one line on stderr), 2 bad input (one
-line on stderr, never a traceback), 3 the run finished but diverged (recorded as such), 130 interrupted.
+Exit codes: 0 success, 1 a runtime failure: an operating-system error, a record that cannot be
+trusted (:class:`RecordError`: a run folder or cache entry that is corrupt, incomplete or locked by
+another writer) or an internal error, 2 bad input, 3 the run finished but diverged (recorded as such),
+130 interrupted.  Every failure is one line on stderr, never a traceback (``AEOS_TRACEBACK=1`` shows
+the traceback of an internal error, for a bug report).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -24,6 +28,12 @@ EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 Register = Callable[["argparse._SubParsersAction"], None]
+
+
+class RecordError(RuntimeError):
+    """A record that cannot be trusted: a run folder, checkpoint or cache entry that is corrupt,
+    incomplete, written by another config, or locked by another writer.  The message names the file and
+    what is wrong with it; the command exits with status 1."""
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -55,16 +65,24 @@ def hyperparameters(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> di
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run ``args.handler(args)``: ValueError -> exit 2, OSError -> exit 1, Ctrl-C -> 130, one line each."""
+    """Run ``args.handler(args)``: ValueError -> exit 2; RecordError, OSError and any other error -> exit 1;
+    Ctrl-C -> 130; one line on stderr each."""
     try:
         return int(args.handler(args))
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
+    except RecordError as err:
+        fail(str(err), EXIT_FAILED)
     except OSError as err:
         fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", EXIT_FAILED)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: still one line, unless the user asks for the traceback
+        if os.environ.get("AEOS_TRACEBACK"):
+            raise
+        fail(f"internal error: {type(err).__name__}: {err} (set AEOS_TRACEBACK=1 to see the traceback)",
+             EXIT_FAILED)
 
 
 def build_parser(registers: Sequence[Register], *, prog: str, description: str) -> Parser:

@@ -6,17 +6,22 @@
 * JSON is strict (:func:`to_jsonable` turns numpy values into lists and floats and non-finite
   floats into ``null``).
 * A file that cannot be parsed raises ValueError naming the file and what was wrong with it.
+* :func:`exclusive_lock` makes one process at a time the writer of a folder; the operating system
+  releases the lock when that process dies, however it dies.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Iterable, Mapping, Sequence
 
 
 def to_jsonable(value: Any) -> Any:
@@ -99,6 +104,40 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
     for row in rows:
         writer.writerow([csv_cell(row.get(c)) for c in columns])
     return atomic_write_text(path, buffer.getvalue())
+
+
+@contextmanager
+def exclusive_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``<folder>/.lock`` (the folder is created) for the ``with`` block.
+
+    A second holder fails at once with :class:`aeos_theory.command.RecordError` naming the first one's
+    pid; a killed holder's lock vanishes with its process.  Stale temporary files of interrupted atomic
+    writes in the folder are removed once the lock is held.
+    """
+    from aeos_theory.command import RecordError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RecordError(f"{what} {folder} is being written by {holder}; wait for it to finish or use "
+                          "another folder") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield folder
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ eta            step size (torch ``lr``)                                   0 < et
 beta           momentum of heavy_ball / nesterov / rmsprop (``momentum``)  0 <= beta < 1
 beta1          EMA coefficient of the first moment m (Adam family)        0 <= beta1 < 1
 beta2          EMA coefficient of the second moment v (RMSProp ``alpha``)  0 <= beta2 < 1
-eps            added to sqrt(v_hat) in the preconditioner P               0 <= eps < inf
+eps            added to sqrt(v_hat) in the preconditioner P               0 < eps < inf
 dampening      SGD dampening: v = beta v + (1 - dampening) g              0 <= dampening < 1
 weight_decay   coupled L2 (g += wd x) or, for adamw, decoupled decay      0 <= weight_decay < 1/eta
 momentum_decay NAdam's psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))           0 <= momentum_decay
@@ -54,7 +54,7 @@ HYPERS: dict[str, Hyper] = {
         Hyper("beta", 0.0, 1.0, True, False, "heavy-ball / Nesterov momentum (torch momentum)"),
         Hyper("beta1", 0.0, 1.0, True, False, "first-moment EMA coefficient"),
         Hyper("beta2", 0.0, 1.0, True, False, "second-moment EMA coefficient (RMSprop alpha)"),
-        Hyper("eps", 0.0, math.inf, True, False, "added to sqrt(v_hat) in P"),
+        Hyper("eps", 0.0, math.inf, False, False, "added to sqrt(v_hat) in P (> 0: P = 0 gives 0/0)"),
         Hyper("dampening", 0.0, 1.0, True, False, "SGD dampening"),
         Hyper("weight_decay", 0.0, math.inf, True, False, "L2 (coupled) or decoupled (adamw) decay"),
         Hyper("momentum_decay", 0.0, math.inf, True, False,

@@ -210,6 +210,8 @@ def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[
                    points: list[list[float]] | None = None) -> Boundary:
     if not isinstance(matrix, sp.MatrixBase):
         raise ValueError(f"optimizer must be an optimizer name or a sympy Matrix, got {type(matrix).__name__}")
+    if matrix.rows != matrix.cols or matrix.rows == 0:
+        raise ValueError(f"the update matrix must be square and non-empty, got shape {matrix.shape}")
     if not matrix.has(lam):
         raise ValueError(f"the update matrix does not depend on the curvature symbol {lam}")
     parameters = tuple(order) if order else tuple(sorted(matrix.free_symbols - {lam}, key=lambda s: s.name))

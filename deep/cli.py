@@ -4,7 +4,10 @@
     python -m deep.cli train ...        # the same, without the other subcommands
 
 Every flag is a field of :class:`deep.TrainConfig` (hyperparameters named as in :mod:`aeos_theory`);
-the same command again resumes the run folder.  Building the parser imports no torch.
+the same command again resumes the run folder, after proving it holds that run (:mod:`deep.run_folder`).
+Exit status 0 when the run completed or reached its target, 3 when it diverged, 1 when the folder's
+records cannot be trusted or the folder is locked by another writer, 2 for bad flags.  Building the
+parser imports no torch.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 _FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "schedule", "warmup_steps",
            "final_lr_ratio", "seed", "n", "batch_size",
            "chunk_size", "width", "depth", "activation", "context", "data_dir", "tol", "max_hvps",
-           "target_loss", "device", "dtype")
+           "target_loss", "device", "dtype", "threads")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hvps", type=int, default=100, help="max Hessian-vector products per eigenvalue")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:i")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="float32 or float64 (default float32)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads, fixed per run so its numbers do not depend on the machine (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(handler=run)
 
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if last is not None:
         print(f"step {last['step']}: train_loss {last['train_loss']:.6g}, sharpness {last['sharpness']:.6g}, "
               f"eta*S_P {last['eta_S_P']:.6g} (eta*threshold {last['eta_threshold']:.6g})")
-    return command.EXIT_OK
+    return command.EXIT_DIVERGED if summary["status"] == "diverged" else command.EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,8 @@ class TrainConfig:
     tol, max_hvps: Lanczos relative tolerance and the cap on HVPs per eigenvalue.
     target_loss: stop once the full-batch train loss is <= this (None: never).
     device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...; dtype: float32 or float64.
+    threads: torch's CPU thread count during the run (part of the config: a different count changes
+        float round-off, so the same config gives the same numbers on any machine and under any --jobs).
     """
 
     dataset: str = "digits"
@@ -59,6 +61,7 @@ class TrainConfig:
     target_loss: float | None = None
     device: str = "auto"
     dtype: str = "float32"
+    threads: int = 1
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and its allowed values; return self."""
@@ -78,6 +81,7 @@ class TrainConfig:
         checks.integer("seed", self.seed, low=0)
         checks.integer("context", self.context, low=1)
         checks.integer("max_hvps", self.max_hvps, low=1)
+        checks.integer("threads", self.threads, low=1, high=1024)
         checks.integer("warmup_steps", self.warmup_steps, low=0, high=max(self.steps, 0))
         checks.real("final_lr_ratio", self.final_lr_ratio, low=0.0, high=1.0)
         for name in ("n", "batch_size", "chunk_size", "width", "depth"):

@@ -176,7 +176,13 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, wi
     checks.integer("width", width, low=1)
     checks.integer("depth", depth, low=0 if name == "mlp" else 1)
     activation(act)  # validates the name
-    shape = tuple(int(s) for s in input_shape)
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise ValueError(f"input_shape must be a tuple of positive integers such as (64,) or (3, 32, 32); "
+                         f"got {input_shape!r}")
+    shape = tuple(checks.integer("input_shape entry", s, low=1) for s in input_shape)
+    if not shape:
+        raise ValueError("input_shape must have at least one dimension; got ()")
+    num_classes = checks.integer("num_classes", num_classes, low=1)
     if name in ("cnn", "resnet") and len(shape) != 3:
         raise ValueError(f"model {name!r} needs image inputs (channels, height, width); got input_shape {shape}")
     with torch.random.fork_rng(devices=[]):

@@ -2,14 +2,15 @@
 
 * ``config.json``: the :class:`deep.TrainConfig`, the resolved hyperparameters, the git hash, the
   command, versions, and a log of every resume.
-* ``metrics.csv`` is appended one row per measurement and flushed at once, so a killed run keeps
-  every row it wrote.  Floats are written with ``repr`` (exact round trip).
+* ``metrics.csv`` is appended one row per measurement, flushed and fsynced at once, so a killed run
+  keeps every row it wrote and a checkpoint never covers a row the disk does not hold.  Floats are
+  written with ``repr`` (exact round trip).
 * ``checkpoint.pt`` is written atomically (:func:`aeos_theory.files.atomic_write`): a kill leaves either
   the old or the new checkpoint whole.
 * ``summary.json`` is written last; its presence means the run is over (status and final step).
 
-Resuming keeps the rows with ``step <= checkpoint step`` and drops the rest (rows written after the
-last checkpoint, or a half-written last line), so no row is lost or duplicated.
+How a folder proves what it holds (config, versions, row hashes, one writer) is
+:mod:`deep.run_folder`'s job.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import io
 import math
 import os
 import subprocess
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -82,23 +81,24 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
 
 
 class MetricsWriter:
-    """Appends rows to ``metrics.csv`` and flushes each one; keeps only rows up to a step on open."""
+    """Appends rows to ``metrics.csv``, each flushed and fsynced; on open keeps the first rows only."""
 
-    def __init__(self, path: str | os.PathLike, keep_through_step: int | None):
-        """Open ``path``; keep existing rows with step <= ``keep_through_step`` (None: keep none)."""
+    def __init__(self, path: str | os.PathLike, keep_rows: int = 0):
+        """Open ``path``, keeping its header and first ``keep_rows`` lines byte for byte (their hash was
+        checked by the caller) and dropping the rest (rows after the last checkpoint, a torn line)."""
         self.path = Path(path)
-        kept: list[dict[str, float]] = []
-        if self.path.exists() and keep_through_step is not None:
-            kept = [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
-        lines = [",".join(COLUMNS)] + [",".join(_format(row[c]) for c in COLUMNS) for row in kept]
+        lines = [",".join(COLUMNS)]
+        if keep_rows:
+            lines = self.path.read_text().split("\n")[: keep_rows + 1]
         files.atomic_write_text(self.path, "\n".join(lines) + "\n")
-        self.rows = len(kept)
+        self.rows = keep_rows
         self._fh = open(self.path, "a", newline="")
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row (missing columns become NaN) and flush it to the OS."""
+        """Append one row (missing columns become NaN), flushed and fsynced to the disk."""
         self._fh.write(",".join(_format(row.get(c)) for c in COLUMNS) + "\n")
         self._fh.flush()
+        os.fsync(self._fh.fileno())
         self.rows += 1
 
     def close(self) -> None:
@@ -111,8 +111,20 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The dict saved by :func:`save_checkpoint` (tensors on CPU)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """The dict saved by :func:`save_checkpoint` (tensors on CPU); RecordError naming the file when it
+    cannot be read (truncated, corrupt, not a checkpoint)."""
+    from aeos_theory.command import RecordError
+
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # unpickling errors, EOFError, RuntimeError of a torn zip file, ...
+        detail = " ".join(str(err).split())[:200] or "no detail"
+        raise RecordError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {detail})") from None
+    if not isinstance(state, dict):
+        raise RecordError(f"{path} is not a checkpoint of aeos train (it holds a {type(state).__name__})")
+    return state
 
 
 def git_hash(start: str | os.PathLike | None = None) -> str | None:
@@ -123,46 +135,3 @@ def git_hash(start: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class RunFolder:
-    """The folder of one run and the rules for reusing it: the same config resumes, another is refused."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.config, self.metrics = self.path / CONFIG, self.path / METRICS
-        self.checkpoint, self.summary = self.path / CHECKPOINT, self.path / SUMMARY
-
-    def saved(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The folder's ``config.json`` (None if new); ValueError if it holds another config."""
-        if not self.config.exists():
-            return None
-        saved = files.read_json(self.config)
-        old = {k: v for k, v in saved.get("config", {}).items() if k != "device"}
-        new = {k: v for k, v in config.items() if k != "device"}
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(f"out_dir {str(self.path)!r} holds a run with a different config (differs in: "
-                             f"{', '.join(diff)}); use a new folder or the same config to resume")
-        return saved
-
-    def finished(self) -> bool:
-        return self.summary.exists()
-
-    def write_config(self, saved: dict[str, Any] | None, record: Mapping[str, Any], command: str | None) -> None:
-        """Create ``config.json`` from ``record`` (plus git hash, command, versions), or log a resume in it."""
-        if saved is not None:
-            saved.setdefault("resumed", []).append({"time": _now(), "command": command})
-            files.write_json(self.config, saved, indent=2)
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        files.write_json(self.config, {
-            **record, "git_hash": git_hash(), "command": command, "created": _now(), "torch": torch.__version__,
-            "python": sys.version.split()[0], "columns": list(COLUMNS)}, indent=2)
-
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        files.write_json(self.summary, summary, indent=2)

@@ -16,13 +16,15 @@ row to ``metrics.csv`` (columns in :data:`deep.runlog.COLUMNS`):
     momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s)
 
 then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
-A loss that is NaN/inf stops the run with ``summary.json`` status "diverged" and its step (a row
-with that loss is written); reaching ``target_loss`` stops it with status "target_reached".
-Starting again with the same folder and config resumes from the checkpoint: rows after the
-checkpoint step are dropped and recomputed, so none is lost or duplicated, and on CPU the rows
-equal those of an uninterrupted run (wall time aside).  Runs are deterministic on CPU given the
-seed (the model's initialisation, the batches and Lanczos' random start all derive from it) and the
-same torch thread count (a different count changes float round-off, which the chaotic dynamics at
+A loss that is not finite, or above ``DIVERGENCE_FACTOR`` = 10^4 times the loss at step 0, stops the
+run with ``summary.json`` status "diverged" and its step (a row with that loss is written); reaching
+``target_loss`` stops it with status "target_reached".  Starting again with the same folder and config
+resumes from the checkpoint after :class:`deep.run_folder.RunFolder` has proven it (config, versions,
+the hash of every row it covers; one writer at a time): rows after the checkpoint are dropped and
+recomputed, so none is lost or duplicated, and on CPU the rows equal those of an uninterrupted run
+(wall time aside).  Runs are deterministic on CPU given the seed (the model's initialisation, the
+batches and Lanczos' random start all derive from it) and the torch thread count, which every run sets
+itself (``config.threads``: a different count changes float round-off, which the chaotic dynamics at
 the edge of stability then amplify); on CUDA, kernels may add nondeterminism.
 """
 
@@ -43,6 +45,7 @@ from aeos_theory.optimizers import get_optimizer
 
 from . import runlog
 from .config import TrainConfig
+from .run_folder import RunFolder
 from .data import Dataset, load
 from .losses import correct, count, get_loss
 from .measure import SharpnessTracker
@@ -63,14 +66,15 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a deep.TrainConfig; got {type(config).__name__}")
     config.validate()
-    folder = runlog.RunFolder(out_dir)
-    saved = folder.saved(config.to_dict())
-    if saved is None or not folder.finished():
-        trainer = Trainer(config, folder)  # builds data and model first: bad input raises before any file
-        folder.write_config(saved, {"config": config.to_dict(), "hyper": trainer.hyper,
-                                    "device": str(trainer.device)}, command)
-        status, step, rows, wall = trainer.train(progress)
-        folder.write_summary({"status": status, "step": step, "rows": rows, "wall_time": wall})
+    folder = RunFolder(out_dir)
+    trainer = Trainer(config, folder)  # builds data and model first: bad input raises before any file
+    with folder.locked():
+        opened = folder.check(config.to_dict())
+        if not opened.finished:
+            folder.write_config(opened.saved, {"config": config.to_dict(), "hyper": trainer.hyper,
+                                               "device": str(trainer.device)}, command)
+            status, step, rows, wall = trainer.train(progress, opened.checkpoint)
+            folder.write_summary({"status": status, "step": step, "wall_time": wall}, rows)
     return folder.metrics
 
 
@@ -81,7 +85,7 @@ class Trainer:
     on the measurement grid, and descend.
     """
 
-    def __init__(self, config: TrainConfig, folder: runlog.RunFolder) -> None:
+    def __init__(self, config: TrainConfig, folder: RunFolder) -> None:
         self.config, self.folder = config, folder
         self.device, dtype = config.torch_device(), config.torch_dtype()
         self.hyper = config.resolved_hyper()
@@ -103,19 +107,24 @@ class Trainer:
         self.elapsed, self.clock = 0.0, time.perf_counter()
         self.resumed_at: int | None = None  # the checkpoint step, whose row is already on disk
         self.last_row = -1
+        self.start_loss: float | None = None  # the full-batch loss at step 0, the scale of divergence
 
     # ------------------------------------------------------------------ the loop
-    def train(self, progress: bool) -> tuple[str, int, int, float]:
-        """Run to the end; returns (status, final step, rows in metrics.csv, wall time in seconds)."""
-        step = self.restore()
-        self.writer = runlog.MetricsWriter(self.folder.metrics, keep_through_step=self.resumed_at)
+    def train(self, progress: bool, checkpoint: dict[str, Any] | None = None) -> tuple[str, int, int, float]:
+        """Run to the end from ``checkpoint`` (a state :class:`RunFolder` verified; None: from step 0) on
+        ``config.threads`` torch threads; returns (status, final step, rows in metrics.csv, wall time in s)."""
+        step = self.restore(checkpoint)
+        self.writer = runlog.MetricsWriter(self.folder.metrics, keep_rows=checkpoint["rows"] if checkpoint else 0)
         self.theory_constant(step)  # the first call derives the formula (sympy)
         self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
                         desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads)  # the same numbers whatever the machine or --jobs
         self.clock = time.perf_counter()
         try:
             status, step = self.loop(step)
         finally:
+            torch.set_num_threads(threads)
             self.bar.close()
             self.writer.close()
         return status, step, self.writer.rows, self.wall_time()
@@ -124,7 +133,9 @@ class Trainer:
         """observe -> record + checkpoint (on the grid) -> descend, until the end, a divergence or the target."""
         while True:
             loss, accuracy = self.observe(step)
-            if loss is not None and not math.isfinite(loss):
+            if step == 0 and loss is not None:
+                self.start_loss = loss
+            if loss is not None and self.diverged(loss):
                 self.record(step, loss, math.nan, measure=False)
                 return "diverged", step
             reached = loss is not None and self.config.target_loss is not None and loss <= self.config.target_loss
@@ -143,12 +154,16 @@ class Trainer:
     def on_grid(self, step: int) -> bool:
         return step % self.config.measure_every == 0 or step == self.config.steps
 
+    def diverged(self, loss: float) -> bool:
+        """A loss that is not finite, or above :data:`DIVERGENCE_FACTOR` times the loss at step 0."""
+        return not math.isfinite(loss) or (self.start_loss is not None and self.start_loss > 0
+                                           and loss > DIVERGENCE_FACTOR * self.start_loss)
+
     # ------------------------------------------------------------------ the steps of the loop
-    def restore(self) -> int:
-        """Load the checkpoint if there is one; the step to continue from (0 for a new run)."""
-        if not self.folder.checkpoint.exists():
+    def restore(self, state: dict[str, Any] | None) -> int:
+        """Load a verified checkpoint ``state`` (None: a new run); the step to continue from."""
+        if state is None:
             return 0
-        state = runlog.load_checkpoint(self.folder.checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -159,7 +174,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.batches.set_state(state["batch_rng"])
         self.elapsed, self.resumed_at = float(state["elapsed"]), int(state["step"])
-        self.last_row = self.resumed_at
+        self.last_row, self.start_loss = self.resumed_at, state["start_loss"]
         return self.resumed_at
 
     def observe(self, step: int) -> tuple[float | None, float]:
@@ -184,7 +199,7 @@ class Trainer:
             idx = torch.randperm(len(self.data), generator=self.batches)[: self.config.batch_size].to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             batch_loss = self.loss_fn(self.model(self.data.X[idx]), self.data.y[idx])
-            if not math.isfinite(float(batch_loss.detach())):
+            if self.diverged(float(batch_loss.detach())):
                 if self.last_row != step:  # else this step's row is written already
                     self.record(step, float(batch_loss.detach()), math.nan, measure=False)
                 return False
@@ -223,18 +238,25 @@ class Trainer:
         return threshold_constant(name, step=max(step, 1), **hyper)
 
     def checkpoint(self, step: int) -> None:
-        """Save everything a resume needs, atomically, after the row of ``step``."""
-        runlog.save_checkpoint(self.folder.checkpoint, {
-            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """Save everything a resume needs, atomically, after the row of ``step`` (fsynced before it), with
+        the proofs of :class:`RunFolder`."""
+        self.folder.save_checkpoint({
+            "step": step, "start_loss": self.start_loss, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "tracker": self.tracker.state_dict(), "torch_rng": torch.get_rng_state(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "batch_rng": self.batches.get_state(), "elapsed": self.wall_time(),
-        })
+        }, self.config.to_dict(), self.writer.rows)
 
     def wall_time(self) -> float:
         """Training wall time in seconds, summed over every resume."""
         return self.elapsed + time.perf_counter() - self.clock
+
+
+#: A run is diverged when its full-batch loss (or a minibatch loss) is not finite or exceeds this many
+#: times its loss at step 0.
+DIVERGENCE_FACTOR = 1e4
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset,

@@ -13,6 +13,9 @@ folder (the deep-net training runs do) continues from its checkpoint.
 
 Layout: ``<out>/runs/<key>/config.json`` (what was asked), ``<out>/runs/<key>/result.json`` (written
 atomically, last: its presence means "done"), plus whatever the run itself writes into that folder.
+A run holds an exclusive lock on its folder while it computes (a second writer stops at once), and a
+result is checked when read (:meth:`RunCache.problem`: valid JSON, the run's own key, columns of equal
+length): an entry that fails is computed again, and the command says so.
 """
 
 from __future__ import annotations
@@ -66,14 +69,33 @@ class RunCache:
         return self.root / run.key
 
     def has(self, run: Run) -> bool:
-        return (self.run_dir(run) / "result.json").is_file()
+        """True when ``run`` has a result that passes :meth:`problem`."""
+        return self.problem(run) is None
 
-    def load(self, run: Run) -> dict:
-        """The stored result of ``run`` (KeyError if it was never finished)."""
+    def problem(self, run: Run) -> str | None:
+        """Why the stored result of ``run`` cannot be used (None: it can; "missing": never finished)."""
         path = self.run_dir(run) / "result.json"
         if not path.is_file():
-            raise KeyError(f"run {run.key} ({run.label or run.fn}) has no result yet")
-        return files.read_json(path)
+            return "missing"
+        try:
+            result = files.read_json(path)
+        except (ValueError, OSError) as err:
+            return str(err)
+        if not isinstance(result, dict) or result.get("_key") != run.key:
+            return f"{path} is not the result of this run (no matching _key)"
+        metrics = result.get("metrics")
+        if metrics is not None:
+            lengths = {len(v) for v in metrics.values()} if isinstance(metrics, dict) else {-1}
+            if lengths != {result.get("rows")}:
+                return f"{path} holds metrics columns of lengths {sorted(lengths)} for {result.get('rows')} rows"
+        return None
+
+    def load(self, run: Run) -> dict:
+        """The stored result of ``run`` (KeyError if it has none that passes :meth:`problem`)."""
+        problem = self.problem(run)
+        if problem is not None:
+            raise KeyError(f"run {run.key} ({run.label or run.fn}) has no usable result: {problem}")
+        return files.read_json(self.run_dir(run) / "result.json")
 
     def prepare(self, run: Run) -> Path:
         """Create the run's folder and write its config.json; return the folder."""
@@ -94,13 +116,14 @@ def execute(run: Run, root: str) -> tuple[str, dict]:
     Module level so that a process pool can pickle it.
     """
     cache = RunCache(Path(root))
-    folder = cache.prepare(run)
-    function = run.function()
-    kwargs = dict(run.config)
-    if "run_dir" in inspect.signature(function).parameters:
-        kwargs["run_dir"] = folder
-    start = time.perf_counter()
-    result = dict(function(**kwargs))
-    result["_seconds"] = round(time.perf_counter() - start, 3)  # compute time, shown in the gallery
-    cache.store(run, result)
+    with files.exclusive_lock(cache.run_dir(run), f"cache entry of run {run.label or run.fn}"):
+        folder = cache.prepare(run)
+        function = run.function()
+        kwargs = dict(run.config)
+        if "run_dir" in inspect.signature(function).parameters:
+            kwargs["run_dir"] = folder
+        start = time.perf_counter()
+        result = dict(function(**kwargs))
+        result.update(_key=run.key, _seconds=round(time.perf_counter() - start, 3))  # seconds: for the gallery
+        cache.store(run, result)
     return run.key, files.to_jsonable(result)

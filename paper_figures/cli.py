@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     scale = args.scale or _default_scale()
     if args.cifar_dir is not None and not Path(args.cifar_dir).is_dir():
         raise ValueError(f"--cifar-dir must be an existing folder, got {args.cifar_dir!r}")
+    if not args.out.strip():
+        raise ValueError("--out must be a folder path; got an empty string")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {args.out!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -36,7 +37,9 @@ class Production:
         if self.summary.get("scale") not in (None, ctx.scale):
             self.summary = {"figures": {}}  # never mix scales in one gallery
         self.summary.update(scale=ctx.scale, command=command)
-        self.pending = {name: {r.key for r in runs if not self.cache.has(r)} for name, runs in self.plans.items()}
+        self.problems = {r.key: self.cache.problem(r) for runs in self.plans.values() for r in runs}
+        self.pending = {name: {r.key for r in runs if self.problems[r.key] is not None}
+                        for name, runs in self.plans.items()}
         self.failed: dict[str, str] = {}
         self.finished: set[str] = set()
 
@@ -45,7 +48,10 @@ class Production:
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         unique = {r.key: r for runs in self.plans.values() for r in runs}
-        todo = sorted((r for r in unique.values() if not self.cache.has(r)), key=lambda r: -r.cost)
+        todo = sorted((r for r in unique.values() if self.problems[r.key] is not None), key=lambda r: -r.cost)
+        for run in todo:
+            if self.problems[run.key] != "missing":
+                print(f"recomputing run {run.label or run.fn}: {self.problems[run.key]}", file=sys.stderr)
         self.finish_ready()  # figures whose runs are all cached are drawn straight away
         bar = _Progress(len(todo), progress, self.figures_of)
         try:
@@ -168,18 +174,27 @@ def _compute_here(todo: Sequence[Run], cache: RunCache, bar: _Progress, on_done:
         on_done(run, error)
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, driver: int) -> None:
     # Runs in a fresh (spawned) worker before anything imports torch, numba or tqdm.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ["TQDM_DISABLE"] = "1"  # the workers' own bars would garble the driver's bar
+    threading.Thread(target=_exit_with, args=(driver,), daemon=True).start()
+
+
+def _exit_with(driver: int) -> None:
+    """Stop this worker when the driver process is gone (killed, even by SIGKILL): its runs would only
+    keep computing into the cache and then wait forever for someone to collect them."""
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _compute_pool(todo: Sequence[Run], cache: RunCache, jobs: int, bar: _Progress, on_done: OnDone) -> None:
     """Compute the runs in ``jobs`` spawned processes, longest first, reporting each as it finishes."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(threads,))
+                               initializer=_worker_init, initargs=(threads, os.getpid()))
     futures: dict[Future, Run] = {}
     try:
         for run in todo:

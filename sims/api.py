@@ -136,6 +136,9 @@ def simulate(
     """
     from sims.kernels import run_single
 
+    if np.ndim(eta) != 0:
+        raise ValueError(f"eta must be one real number for one run (simulate_batch takes many), got an array of "
+                         f"shape {np.shape(eta)}")
     code, values, hp = _prepare(optimizer, eta, hyper)
     eta_f = values["eta"]
     steps = checks.integer("steps", steps, low=0)

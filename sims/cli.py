@@ -54,6 +54,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     hyper = command.hyperparameters(args, skip=("eta",))
     constant = args.eta * stability_threshold(args.optimizer, eta=args.eta, **hyper)  # validates first
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out must be a file path; got an empty string")
     if args.problem == "dense":
         data = experiments.dense_quadratic_run(args.optimizer, args.eta, args.steps, record_every=args.record_every,
                                                seed=args.seed, d=args.d, hyper=hyper)

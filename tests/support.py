@@ -145,3 +145,37 @@ def bisect_threshold(name: str, hyper: dict, t: int | None, rtol: float = 1e-12)
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if spectral_radius(step_map(name, mid - coupled, 1.0, hyper, t)) < 1 else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+# ----------------------------------------------------------------------------- run folders and commands
+def same_rows(a: list[dict], b: list[dict]) -> bool:
+    """metrics.csv rows equal in every column but wall_time (NaN == NaN)."""
+    from deep.runlog import COLUMNS
+
+    def key(rows):
+        return [tuple("nan" if isinstance(r[c], float) and math.isnan(r[c]) else r[c]
+                      for c in COLUMNS if c != "wall_time") for r in rows]
+    return key(a) == key(b)
+
+
+def train_args(cfg: dict, out: Path) -> list[str]:
+    """``aeos train`` arguments for a TrainConfig given as a dict (its hyper dict holding only eta)."""
+    args = ["train", "--out", str(out), "--no-progress", "--lr", str(cfg["hyper"]["eta"])]
+    for k, v in cfg.items():
+        if k != "hyper":
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def run_cli(main, argv: list[str]) -> tuple[int, str, str]:
+    """Run a command's ``main(argv)`` in this process: (exit status, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()

@@ -9,69 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from deep import TrainConfig, read_metrics, run
 from deep.cli import main
-from deep.runlog import COLUMNS
+from support import same_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimizer="adam", hyper={"eta": 0.01},
              steps=300, measure_every=20, seed=3)
-
-
-def _same(a: list[dict], b: list[dict]) -> bool:
-    """Rows equal in every column but wall_time (NaN == NaN)."""
-    def key(rows):
-        return [tuple("nan" if isinstance(r[c], float) and math.isnan(r[c]) else r[c]
-                      for c in COLUMNS if c != "wall_time") for r in rows]
-    return key(a) == key(b)
-
-
-def _cli_args(cfg: dict, out: Path) -> list[str]:
-    args = ["train", "--out", str(out), "--no-progress", "--lr", str(cfg["hyper"]["eta"])]
-    for k, v in cfg.items():
-        if k != "hyper":
-            args += [f"--{k.replace('_', '-')}", str(v)]
-    return args
-
-
-def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
-    """A real SIGKILL of ``aeos train`` mid-run, then the same command again: rows 0..N exactly once."""
-    reference = read_metrics(run(TrainConfig(**SMALL), tmp_path / "ref", progress=False))
-    assert [r["step"] for r in reference] == list(range(0, 301, 20))
-
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "deep.cli", *_cli_args(SMALL, out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    metrics = out / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 5:  # header + 4 rows
-            proc.kill()
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -9, "the run finished before it could be killed"
-    assert not (out / "summary.json").exists()
-    written = read_metrics(metrics)
-    assert 4 <= len(written) < len(reference)
-    # as if killed after writing a row but before its checkpoint, in the middle of the next line
-    with open(metrics, "a") as fh:
-        fh.write(f"{written[-1]['step'] + 20}" + ",0.5" * (len(COLUMNS) - 1) + f"\n{written[-1]['step'] + 40},0.4")
-
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    resumed = read_metrics(metrics)
-    assert [r["step"] for r in resumed] == list(range(0, 301, 20))
-    assert _same(resumed, reference)
-    config = json.loads((out / "config.json").read_text())
-    assert len(config["resumed"]) == 1 and config["command"].startswith("aeos train --out")
 
 
 def test_minibatch_resume_after_a_crash_continues_the_same_batches(tmp_path, monkeypatch):
@@ -94,7 +42,7 @@ def test_minibatch_resume_after_a_crash_continues_the_same_batches(tmp_path, mon
     monkeypatch.setattr(deep.runlog, "save_checkpoint", save)
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == [0, 20, 40]
     resumed = read_metrics(run(cfg, tmp_path / "b", progress=False))
-    assert [r["step"] for r in resumed] == list(range(0, 201, 20)) and _same(resumed, reference)
+    assert [r["step"] for r in resumed] == list(range(0, 201, 20)) and same_rows(resumed, reference)
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
@@ -102,7 +50,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     a = read_metrics(run(TrainConfig(**cfg), tmp_path / "a", progress=False))
     b = read_metrics(run(TrainConfig(**cfg), tmp_path / "b", progress=False))
     c = read_metrics(run(TrainConfig(**dict(cfg, seed=4)), tmp_path / "c", progress=False))
-    assert _same(a, b) and not _same(a, c)
+    assert same_rows(a, b) and not same_rows(a, c)
     assert all(math.isfinite(r["preconditioned_sharpness"]) for r in a[1:])
 
 
@@ -138,7 +86,8 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     rows = read_metrics(run(cfg, out, progress=False))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and rows[-1]["step"] == summary["step"] < 100
-    assert not math.isfinite(rows[-1]["train_loss"]) and all(math.isfinite(r["train_loss"]) for r in rows[:-1])
+    blown = lambda loss: not math.isfinite(loss) or loss > 1e4 * rows[0]["train_loss"]  # noqa: E731  (documented)
+    assert blown(rows[-1]["train_loss"]) and not any(blown(r["train_loss"]) for r in rows[:-1])
     before = (out / "metrics.csv").read_text()
     run(cfg, out, progress=False)  # a finished folder is left alone
     assert (out / "metrics.csv").read_text() == before

@@ -7,6 +7,8 @@ deep checkpointed.  The cached result is the metrics table as columns.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,22 +31,31 @@ _COST_PER_STEP = {"mlp": 0.008, "cnn": 0.03, "transformer": 0.05, "resnet": 0.05
 def train_run(label: str, *, optimizer: str, hyper: Mapping[str, float], steps: int, measure_every: int,
               base: Mapping[str, Any] = DIGITS_MLP, seed: int = 0, **fields: Any) -> Run:
     """The :class:`Run` of one deep training run (``base`` network + these fields)."""
-    config = {**dict(base), **fields, "optimizer": optimizer, "hyper": {k: float(v) for k, v in hyper.items()},
-              "steps": int(steps), "measure_every": int(measure_every), "seed": int(seed)}
+    config = {"threads": 1, **dict(base), **fields, "optimizer": optimizer,
+              "hyper": {k: float(v) for k, v in hyper.items()}, "steps": int(steps),
+              "measure_every": int(measure_every), "seed": int(seed)}
     cost = steps * _COST_PER_STEP.get(config.get("model", "mlp"), 0.01)
     return Run("paper_figures.figures.training:train", config, label=label, cost=cost)
 
 
 def train(run_dir: Path, **config: Any) -> dict:
     """Run (or resume) ``deep.run`` for the :class:`deep.TrainConfig` fields ``config`` in ``run_dir/train``;
-    return its status and its metrics as columns."""
+    return its status and its metrics as columns.  A train folder whose records cannot be trusted (it is
+    a cache) is removed, said so on stderr, and the run computed again from step 0."""
+    from aeos_theory.command import RecordError
     from deep import TrainConfig, read_metrics, run
     from deep.runlog import COLUMNS, SUMMARY
 
-    path = run(TrainConfig.from_dict(config), Path(run_dir) / "train", progress=False)
+    folder = Path(run_dir) / "train"
+    try:
+        path = run(TrainConfig.from_dict(config), folder, progress=False)
+    except RecordError as err:
+        print(f"recomputing {folder} from step 0: {err}", file=sys.stderr)
+        shutil.rmtree(folder)
+        path = run(TrainConfig.from_dict(config), folder, progress=False)
     rows = read_metrics(path)
     status = files.read_json(path.parent / SUMMARY)
-    return {"status": status.get("status"), "last_step": status.get("step"),
+    return {"status": status.get("status"), "last_step": status.get("step"), "rows": len(rows),
             "metrics": {c: [row.get(c) for row in rows] for c in COLUMNS}}
 
 
