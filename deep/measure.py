@@ -18,10 +18,14 @@ previous eigenvectors to warm-start the next measurement during training.
 
 None of these change the model's parameters, gradients or buffers, nor the optimizer's state.
 
-Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 20 Hessian-vector products; a warm one
-(previous eigenvector) stops as soon as the residual test passes.  ``method="cached_double_backward"``
-keeps the gradient graph of the whole batch for the measurement and makes each product cheaper; use
-it when the data fit in memory at once.  Measured costs are in ``benchmarks/README.md``.
+Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 12 Hessian-vector products; a warm one
+(previous eigenvector) stops as soon as the residual test passes.  The default ``method="auto"`` keeps
+the gradient graph of the whole batch for the measurement (within a memory budget) so each product
+is one backward pass (:mod:`deep.strategies`).  Measured costs are in ``benchmarks/README.md``.
+
+Beyond S and S_P: ``which="smallest"`` gives the bottom of the spectrum, ``params=`` the curvature
+of a parameter block (a layer), ``curvature="ggn"`` the Gauss-Newton matrix; :func:`deep.hessian_trace`
+and :func:`deep.spectral_density` take the same arguments.
 """
 
 from __future__ import annotations
@@ -35,30 +39,38 @@ from torch import Tensor, nn
 
 from aeos_theory import checks
 
-from .hessian import Data, HessianOperator, LossFn, ParamLayout, full_batch_gradient
+from .hessian import Data, LossFn, ParamLayout, full_batch_gradient
 from .lanczos import lanczos
+from .curvature import operator_for
+from .operators import PreconditionedOperator, cold_start  # noqa: F401  (PreconditionedOperator: importable from here too)
+from .params import ParamSelection
 from .preconditioners import is_identity, preconditioner_diagonal
 
 DEFAULT_MAX_ITER = 100
-#: Lanczos steps taken before the first convergence test when starting cold (ARPACK's default subspace
-#: size, ncv = 20).  Measured on the digits MLP after 320 Adam steps (top two eigenvalues of
-#: P^-1/2 H P^-1/2 1.6% apart): with no minimum, 1 of 12 random starts stopped at lambda_2 after ~16
-#: products (1.6% low); with 20, none did (max error 4e-7).  A warm start (previous eigenvector) already
-#: carries a large component along the top eigenvector and is tested from the first step.
-COLD_MIN_ITER = 20
+#: Lanczos steps taken before the first convergence test when starting cold.  A cold start begins
+#: from z/||z|| + g/||g|| (:func:`deep.operators.cold_start`: random z from the seed, g the full-batch
+#: gradient, free with the cached strategies).  Measured on digits MLP / CNN / Transformer after Adam
+#: training, H and P^-1/2 H P^-1/2, 30 seeds each at tol 1e-3: a random start with no minimum stopped
+#: at lambda_2 (1-3% low) in 1 of 30 seeds for three of the six cases, also with a minimum of 12 for one
+#: (MLP, P); the gradient-mixed start with a minimum of 12 never did (max error 4.6e-6), at a median of
+#: 9-14 products instead of ARPACK's 20 (ncv).  A warm start (previous eigenvector) already carries a
+#: large component along the top eigenvector and is tested from the first step.
+COLD_MIN_ITER = 12
 
 
 @dataclass(frozen=True)
 class SharpnessResult:
     """Top-k eigenpairs of H (``preconditioned=False``) or of P^-1/2 H P^-1/2 (``preconditioned=True``).
 
-    eigenvalues: k floats, descending (S or S_P first).
+    eigenvalues: k floats, descending (S or S_P first); ascending for ``which="smallest"``.
     eigenvectors: (n, k) unit vectors in the flat parameter layout (:class:`deep.hessian.ParamLayout`).
         For the preconditioned operator these are eigenvectors u of P^-1/2 H P^-1/2; the matching
         eigenvectors of P^-1 H are P^-1/2 u.
     residuals: ||A y_i - theta_i y_i|| for each pair (units of the eigenvalues).
     hvps: Hessian-vector products used (the cost, each about 2-3 gradients).
     converged: every residual <= tol * |eigenvalue| (False is also warned about).
+    strategy: how the products were computed (:mod:`deep.strategies`, or "ggn").
+    which: "largest" or "smallest" (the end of the spectrum).
     """
 
     eigenvalues: tuple[float, ...]
@@ -67,6 +79,8 @@ class SharpnessResult:
     hvps: int
     converged: bool
     preconditioned: bool
+    strategy: str = ""
+    which: str = "largest"
 
     @property
     def top(self) -> float:
@@ -74,58 +88,45 @@ class SharpnessResult:
         return self.eigenvalues[0]
 
 
-class PreconditionedOperator:
-    """v -> P^-1/2 H P^-1/2 v for a diagonal P > 0 (given as a flat vector), by composition."""
-
-    def __init__(self, hessian: HessianOperator, p_diag: Tensor) -> None:
-        if p_diag.shape != (hessian.n,):
-            raise ValueError(f"p_diag must have shape ({hessian.n},); got {tuple(p_diag.shape)}")
-        if not bool(torch.all(p_diag > 0)):
-            raise ValueError("p_diag must be > 0 everywhere (P = sqrt(v_hat) + eps with eps > 0)")
-        self.hessian = hessian
-        self.inv_sqrt_p = p_diag.to(device=hessian.device, dtype=hessian.dtype).rsqrt()
-        self.n, self.device, self.dtype = hessian.n, hessian.device, hessian.dtype
-
-    def __call__(self, v: Tensor) -> Tensor:
-        return self.inv_sqrt_p * self.hessian(self.inv_sqrt_p * v)
-
-
-def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str):
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable (outputs, targets) -> mean loss; got {type(loss_fn).__name__}")
-    hessian = HessianOperator(model, loss_fn, data, method=method)
-    if optimizer is None:
-        return hessian
-    p_diag = preconditioner_diagonal(optimizer, model)  # validates the optimizer even when P = I
-    return hessian if is_identity(optimizer) else PreconditionedOperator(hessian, p_diag)
+def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str,
+              params: ParamSelection = None, curvature: str = "hessian"):
+    return operator_for(model, loss_fn, data, optimizer, curvature=curvature, strategy=method, params=params)
 
 
 def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer | None = None,
                    *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None,
-                   seed: int = 0, min_iter: int | None = None, method: str = "forward_over_reverse",
-                   warn: bool = True) -> SharpnessResult:
+                   seed: int = 0, min_iter: int | None = None, method: str = "auto", warn: bool = True,
+                   which: str = "largest", params: ParamSelection = None,
+                   curvature: str = "hessian") -> SharpnessResult:
     """Top-k eigenpairs of H (optimizer None) or of P^-1/2 H P^-1/2 (P read from ``optimizer``).
 
     Args:
         model, loss_fn, data: the full-batch loss L = sum_i (n_i/N) loss_fn(model(x_i), y_i) over the
-            (x_i, y_i) chunks of ``data`` (a re-iterable; ``loss_fn`` returns its chunk's mean).
+            (x_i, y_i) chunks of ``data`` (chunks, a deep.Dataset, an (X, y) pair or a DataLoader;
+            ``loss_fn`` returns its chunk's mean; :mod:`deep.inputs`).
         optimizer: a torch.optim Adam, AdamW, NAdam, RMSprop, Adagrad or SGD that has stepped; P = I for SGD.
         k: number of eigenpairs, 1 <= k <= n. tol: Lanczos relative residual tolerance (> 0).
         max_iter: maximum number of Hessian-vector products (>= k).
         init: warm start, a flat vector or an (n, m) matrix of previous eigenvectors. seed: random start.
-        min_iter: products before the first convergence test; None: :data:`COLD_MIN_ITER` (20) for a
+        min_iter: products before the first convergence test; None: :data:`COLD_MIN_ITER` for a
             cold start, 1 for a warm start (both capped at max_iter and n).
-        method: "forward_over_reverse" (jvp of grad, default) or "reverse_over_reverse".
+        method: the HVP strategy, "auto" (default), "cached_double_backward", "reverse_over_reverse" or
+            "forward_over_reverse" (:mod:`deep.strategies`); the one used is the result's ``strategy``.
         warn: warn when Lanczos does not converge (``converged`` is False either way).
+        which: "largest" (S, S_P) or "smallest" (lambda_min: the most negative curvature).
+        params: the parameter block (a sub-module, or parameter names or tensors; :mod:`deep.params`)
+            for per-layer / block curvature; None: every trainable parameter.
+        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.ggn`).
     """
-    op = _operator(model, loss_fn, data, optimizer, method)
+    op = _operator(model, loss_fn, data, optimizer, method, params, curvature)
+    cold = init is None
     if min_iter is None:
-        min_iter = 1 if init is not None else COLD_MIN_ITER
+        min_iter = COLD_MIN_ITER if cold else 1
         min_iter = max(1, min(min_iter, max_iter if isinstance(max_iter, int) else 1, op.n))
-    res = lanczos(op, op.n, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed,
-                  device=op.device, dtype=op.dtype, warn=warn)
+    if cold:
+        init = cold_start(op, seed)
+    res = lanczos(op, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed, warn=warn,
+                  which=which)
     return SharpnessResult(
         eigenvalues=tuple(float(x) for x in res.eigenvalues),
         eigenvectors=res.eigenvectors,
@@ -133,6 +134,8 @@ def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: tor
         hvps=res.matvecs,
         converged=res.converged,
         preconditioned=optimizer is not None,
+        strategy=op.strategy,
+        which=which,
     )
 
 
@@ -142,29 +145,37 @@ def _value(result: SharpnessResult, k: int) -> float | list[float]:
 
 def sharpness(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, tol: float = 1e-3,
               max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None, seed: int = 0,
-              min_iter: int | None = None, method: str = "forward_over_reverse") -> float | list[float]:
+              min_iter: int | None = None, method: str = "auto", *, which: str = "largest",
+              params: ParamSelection = None, curvature: str = "hessian") -> float | list[float]:
     """S = lambda_max(H) of the full-batch loss (a float), or its top k eigenvalues (descending list).
 
-    Lanczos on v -> H v at relative residual tolerance ``tol``; see :func:`top_eigenpairs` for the
-    arguments and for the eigenvectors, HVP count and convergence flag.
+    ``which="smallest"``: lambda_min(H) (or the k smallest, ascending).  Lanczos on v -> H v at relative
+    residual tolerance ``tol``; see :func:`top_eigenpairs` for the arguments (``params`` for block
+    curvature, ``curvature="ggn"`` for the Gauss-Newton matrix) and for the eigenvectors, HVP count,
+    strategy and convergence flag.  Units: loss units per squared parameter unit.
     """
-    return _value(top_eigenpairs(model, loss_fn, data, None, k=k, tol=tol, max_iter=max_iter,
-                                 init=init, seed=seed, min_iter=min_iter, method=method), k)
+    return _value(top_eigenpairs(model, loss_fn, data, None, k=k, tol=tol, max_iter=max_iter, init=init,
+                                 seed=seed, min_iter=min_iter, method=method, which=which, params=params,
+                                 curvature=curvature), k)
 
 
 def preconditioned_sharpness(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer,
                              k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
                              init: Tensor | None = None, seed: int = 0, min_iter: int | None = None,
-                             method: str = "forward_over_reverse") -> float | list[float]:
+                             method: str = "auto", *, which: str = "largest", params: ParamSelection = None,
+                             curvature: str = "hessian") -> float | list[float]:
     """S_P = lambda_max(P^-1/2 H P^-1/2) = lambda_max(P^-1 H) (a float), or its top k (descending list).
 
     P is the diagonal the optimizer divided its last step by (e.g. Adam: sqrt(v_hat) + eps); ValueError
-    if the optimizer is not a supported torch.optim class or has taken no step.
+    if the optimizer is not a supported torch.optim class or has taken no step.  ``which="smallest"``
+    gives the bottom of the spectrum of P^-1/2 H P^-1/2; ``params`` restricts H and P to a block.
+    Units: 1/step length (eta * S_P is dimensionless).
     """
     if optimizer is None:
         raise ValueError("optimizer must be a torch.optim optimizer that has taken a step; got None")
-    return _value(top_eigenpairs(model, loss_fn, data, optimizer, k=k, tol=tol, max_iter=max_iter,
-                                 init=init, seed=seed, min_iter=min_iter, method=method), k)
+    return _value(top_eigenpairs(model, loss_fn, data, optimizer, k=k, tol=tol, max_iter=max_iter, init=init,
+                                 seed=seed, min_iter=min_iter, method=method, which=which, params=params,
+                                 curvature=curvature), k)
 
 
 def gradient_overlap(model: nn.Module, loss_fn: LossFn, data: Data, vector: Tensor) -> float:
@@ -201,10 +212,10 @@ class SharpnessTracker:
     """
 
     def __init__(self, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0,
-                 diagnostics: bool = False, method: str = "forward_over_reverse") -> None:
+                 diagnostics: bool = False, method: str = "auto", curvature: str = "hessian") -> None:
         checks.integer("k", k, low=1)
         self.k, self.tol, self.max_iter, self.seed = k, tol, max_iter, seed
-        self.diagnostics, self.method = diagnostics, method
+        self.diagnostics, self.method, self.curvature = diagnostics, method, curvature
         self._init: dict[str, Tensor | None] = {"sharpness": None, "preconditioned": None}
         self.last_sharpness: SharpnessResult | None = None
         self.last_preconditioned: SharpnessResult | None = None
@@ -219,7 +230,7 @@ class SharpnessTracker:
         if init is not None and init.shape[0] != n:
             init = None  # the model changed size: start cold
         res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                             init=init, seed=self.seed, method=self.method)
+                             init=init, seed=self.seed, method=self.method, curvature=self.curvature)
         finite = bool(torch.isfinite(res.eigenvectors).all())
         self._init[key] = res.eigenvectors.detach().clone() if finite else None  # nan: next one starts cold
         return res
