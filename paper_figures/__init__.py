@@ -1,6 +1,6 @@
 """Every figure of the paper from one command, data first and pictures second.
 
-What it is for: regenerating the ten figures (and their numbers) that show the thresholds of
+What it is for: regenerating the figures (and their numbers) that show the thresholds of
 :mod:`aeos_theory` in simulation (:mod:`sims`) and on real networks (:mod:`deep`).
 
     aeos figures                       # = python -m paper_figures; --quick (default without CUDA) / --full
@@ -13,7 +13,7 @@ their config.
 
 Modules: :mod:`~paper_figures.cli` (the command), :mod:`~paper_figures.pipeline` (plan, compute, draw),
 :mod:`~paper_figures.cache` (the run cache), :mod:`~paper_figures.report` (summary and gallery),
-:mod:`~paper_figures.style` (the one matplotlib style), :mod:`~paper_figures.registry` (the ten figures
+:mod:`~paper_figures.style` (the one matplotlib style), :mod:`~paper_figures.registry` (the figures
 and their contract), one module per figure in :mod:`paper_figures.figures`, and
 :mod:`~paper_figures.console`, the ``aeos`` entry point that assembles every package's subcommands.
 Nothing else imports ``paper_figures``.

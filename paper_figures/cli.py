@@ -1,6 +1,6 @@
 """``aeos figures`` (= ``python -m paper_figures``): every figure of the paper from one command.
 
-    aeos figures                            # all ten, --quick without CUDA, into ./aeos_figures
+    aeos figures                            # every figure, --quick without CUDA, into ./aeos_figures
     aeos figures --only quadratic_aeos --jobs 2 --out figs
     make figures                            # the repository's gallery: --out paper_figures/out
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"run cache runs/ (default ./{DEFAULT_OUT})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="scale", action="store_const", const="quick",
-                      help="small nets, fewer steps, same phenomena: all ten figures in minutes on "
+                      help="small nets, fewer steps, same phenomena: every figure in minutes on "
                            "2 CPU cores (the default without CUDA)")
     size.add_argument("--full", dest="scale", action="store_const", const="full",
                       help="paper scale, for a GPU (the default with CUDA)")

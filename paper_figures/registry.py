@@ -1,4 +1,4 @@
-"""The ten figures, in paper order, and the contract every figure module follows.
+"""The figures, in paper order, and the contract every figure module follows.
 
 A figure module ``paper_figures.figures.<name>`` defines
 
@@ -28,9 +28,10 @@ FIGURES: tuple[str, ...] = (
     "rmsprop_and_momentum",
     "minibatch",
     "transformer",
+    "spectral_density",
 )
 
-#: Sizes: "tiny" (tests only, seconds), "quick" (all ten in < 15 min on 2 CPU cores), "full" (paper
+#: Sizes: "tiny" (tests only, seconds), "quick" (all of them in < 15 min on 2 CPU cores), "full" (paper
 #: scale, for a GPU).
 SCALES: tuple[str, ...] = ("tiny", "quick", "full")
 

@@ -88,7 +88,7 @@ def write_gallery(path: Path, out: Path, summary: Mapping[str, Any], command: st
         "(CSV/JSON), and every image has a vector PDF beside it.",
         "",
     ]
-    for key, what in (("clean_cache_run", "All ten figures from a clean cache"), ("invocation", "Last invocation")):
+    for key, what in (("clean_cache_run", "Every figure from a clean cache"), ("invocation", "Last invocation")):
         inv = summary.get(key)
         if inv:
             lines += [f"{what}: {len(inv['figures'])} figure(s) in {inv['seconds']} s with --jobs {inv['jobs']} "
