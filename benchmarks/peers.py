@@ -14,7 +14,8 @@ reported and skipped.  One process, one torch thread (and one BLAS thread), floa
    (``SharpnessTracker`` every 10 Adam steps).
 3. Trace on a small MLP (digits 64-20-10 tanh, 300 images) with a budget of 100 products: rms relative
    error over seeds against the exact trace of the dense float64 Hessian, for our three estimators and the
-   peers'.  4. Spectral density: whether each peer's SLQ runs, and its time against ours.
+   peers'.  4. Spectral density: whether each peer's SLQ runs, and its time against ours.  5. lambda_max of
+   the Gauss-Newton matrix against curvlinops' GGN.
 """
 
 from __future__ import annotations
@@ -303,6 +304,27 @@ def density_comparison(nets, reps):
         print(f"    {label:40s} {t * 1e3:8.1f} ms   ours / this = {times[0] / t:.2f}")
 
 
+def ggn_comparison(nets, reps):
+    print("\n[5] lambda_max of the Gauss-Newton matrix G, digits MLP, loss torch.nn.MSELoss() (curvlinops' GGN needs it)")
+    model, data, _, _ = nets["MLP"]
+    loss = nn.MSELoss()
+    rows = [("ours sharpness(curvature='ggn')", lambda: deep.sharpness(model, loss, data, curvature="ggn"))]
+    try:
+        from curvlinops import GGNLinearOperator
+        params = list(model.parameters())
+
+        def cl_run():
+            op = GGNLinearOperator(model, loss, params, data, check_deterministic=False).to_scipy()
+            return float(eigsh(op, k=1, which="LA", tol=1e-3, v0=np.ones(op.shape[0]))[0][0])
+        rows.append(("curvlinops GGNLinearOperator + eigsh, tol 1e-3", cl_run))
+    except ImportError:
+        pass
+    values = [fn() for _, fn in rows]
+    times = medians([r[1] for r in rows], reps)
+    for (label, _), value, t in zip(rows, values, times):
+        print(f"    {label:48s} {value:.7g}  {t * 1e3:8.1f} ms   ours / this = {times[0] / t:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=600, help="Adam steps of the MLP (CNN, Transformer: half)")
@@ -318,6 +340,7 @@ def main() -> None:
     hvp_costs(nets, args.reps)
     trace_comparison(args.seeds)
     density_comparison(nets, args.reps)
+    ggn_comparison(nets, args.reps)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from aeos_theory import checks
 
 from .inputs import LossFn, evaluation
 from .params import ParamSelection
-from .strategies import ModelOperator, _Counter, default_memory_budget
+from .strategies import GraphMeter, ModelOperator, default_memory_budget
 
 
 class _ChunkGraphs:
@@ -90,7 +90,7 @@ class GGNOperator(ModelOperator):
             if self._rest:
                 self._rest.append((inputs, targets, n))
                 continue
-            counter = _Counter()
+            counter = GraphMeter()
             with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                 graphs = _ChunkGraphs(self, *self._leaves_order, inputs, targets)
             if used + counter.bytes > self.memory_budget:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torch.func import grad
 
 from .inputs import Data, LossFn
 from .params import ParamLayout, ParamSelection
@@ -43,31 +41,14 @@ def HessianOperator(model: nn.Module, loss_fn: LossFn, data: Any, method: str = 
     return hessian_operator(model, loss_fn, data, strategy=method, params=params, memory_budget=memory_budget)
 
 
-def _snapshot(model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection):
-    op = ModelOperator(model, loss_fn, data, params)  # the snapshot and chunk loop, no HVP strategy
-    return op.layout, op
-
-
 def full_batch_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     """L(theta) = sum_i (n_i/N) L_i(theta): the full-batch loss (units of ``loss_fn``)."""
-    _, op = _snapshot(model, loss_fn, data, None)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for inputs, targets, n in op.chunks():
-            total += n * float(op.chunk_loss(inputs, targets)(op._params))
-            count += n
-    return total / count
+    return ModelOperator(model, loss_fn, data).loss()
 
 
 def full_batch_gradient(model: nn.Module, loss_fn: LossFn, data: Data, params: ParamSelection = None) -> Tensor:
     """g = dL/dtheta of the full-batch loss, as a flat vector (layout of :class:`ParamLayout`)."""
-    layout, op = _snapshot(model, loss_fn, data, params)
-    acc = torch.zeros(layout.n, dtype=layout.dtype, device=layout.device)
-    count = 0
-    for inputs, targets, n in op.chunks():
-        acc.add_(layout.flatten(grad(op.chunk_loss(inputs, targets))(op._params)), alpha=n)
-        count += n
-    return acc.div_(count)
+    return ModelOperator(model, loss_fn, data, params).gradient()
 
 
 def hvp(model: nn.Module, loss_fn: LossFn, data: Data, v: Tensor, method: str = "auto",

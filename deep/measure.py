@@ -178,10 +178,11 @@ def preconditioned_sharpness(model: nn.Module, loss_fn: LossFn, data: Data, opti
                                  curvature=curvature), k)
 
 
-def gradient_overlap(model: nn.Module, loss_fn: LossFn, data: Data, vector: Tensor) -> float:
-    """|<g, u>| / (||g|| ||u||): cosine between the full-batch gradient g and a direction u (e.g. the top
-    eigenvector of H); in [0, 1], nan when g = 0.  Costs one full-batch gradient."""
-    g = full_batch_gradient(model, loss_fn, data)
+def gradient_overlap(model: nn.Module, loss_fn: LossFn, data: Data, vector: Tensor,
+                     params: ParamSelection = None) -> float:
+    """|<g, u>| / (||g|| ||u||): cosine between the full-batch gradient g (over the block ``params``) and a
+    direction u (e.g. the top eigenvector of H); in [0, 1], nan when g = 0.  Costs one full-batch gradient."""
+    g = full_batch_gradient(model, loss_fn, data, params)
     u = vector.to(device=g.device, dtype=g.dtype).reshape(-1)
     denom = float(torch.linalg.vector_norm(g) * torch.linalg.vector_norm(u))
     return abs(float(torch.dot(g, u))) / denom if denom > 0 else math.nan
@@ -208,14 +209,16 @@ class SharpnessTracker:
     The full :class:`SharpnessResult` objects are kept in ``last_sharpness`` / ``last_preconditioned``.
     ``state_dict()`` / ``load_state_dict()`` carry the warm-start vectors through a checkpoint.
     The first measurement (and any after a non-finite one) starts cold.  Warm starts save most when
-    measurements are frequent (``benchmarks/README.md``).
+    measurements are frequent (``benchmarks/README.md``).  ``curvature="ggn"`` tracks the Gauss-Newton
+    matrix instead of H (a second tracker gives S of G beside S of H); ``params`` a parameter block.
     """
 
     def __init__(self, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0,
-                 diagnostics: bool = False, method: str = "auto", curvature: str = "hessian") -> None:
+                 diagnostics: bool = False, method: str = "auto", curvature: str = "hessian",
+                 params: ParamSelection = None) -> None:
         checks.integer("k", k, low=1)
         self.k, self.tol, self.max_iter, self.seed = k, tol, max_iter, seed
-        self.diagnostics, self.method, self.curvature = diagnostics, method, curvature
+        self.diagnostics, self.method, self.curvature, self.params = diagnostics, method, curvature, params
         self._init: dict[str, Tensor | None] = {"sharpness": None, "preconditioned": None}
         self.last_sharpness: SharpnessResult | None = None
         self.last_preconditioned: SharpnessResult | None = None
@@ -226,11 +229,12 @@ class SharpnessTracker:
 
     def _solve(self, key: str, model, loss_fn, data, optimizer) -> SharpnessResult:
         init = self._init[key]
-        n = ParamLayout.of(model).n
+        n = ParamLayout.of(model, self.params).n
         if init is not None and init.shape[0] != n:
             init = None  # the model changed size: start cold
         res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                             init=init, seed=self.seed, method=self.method, curvature=self.curvature)
+                             init=init, seed=self.seed, method=self.method, curvature=self.curvature,
+                             params=self.params)
         finite = bool(torch.isfinite(res.eigenvectors).all())
         self._init[key] = res.eigenvectors.detach().clone() if finite else None  # nan: next one starts cold
         return res
@@ -258,7 +262,7 @@ class SharpnessTracker:
             out["preconditioned_eigenvalue_ratio"] = (pre.eigenvalues[1] / pre.eigenvalues[0]
                                                       if pre is not None else math.nan)
         if self.diagnostics:
-            out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0])
+            out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0], self.params)
         return out
 
     def state_dict(self) -> dict[str, Any]:

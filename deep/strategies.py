@@ -27,9 +27,10 @@ cached_double_backward   the graph of g = sum_i (n_i/N) grad L_i built once (``c
 
 :func:`hessian_operator` with ``strategy="auto"`` (the default) returns cached_double_backward with the
 default budget (a quarter of the free memory): the full graph when it fits, per-chunk products for the
-rest.  Measured on one CPU thread (``benchmarks/README.md``), a cached product costs 1.1-2x a gradient
-and 0.4-0.6x a forward-over-reverse one; per-chunk double backward beat forward-over-reverse on every
-network measured, so forward-over-reverse is never chosen automatically.  The operator's ``strategy``
+rest.  Measured on one CPU thread (``benchmarks/README.md``: digits MLP, CNN, Transformer), a cached
+product costs 1.5-2.4x a gradient and 0.4-0.55x a forward-over-reverse one; per-chunk double backward
+beat forward-over-reverse on every network measured (0.77-0.88x), so forward-over-reverse is never
+chosen automatically.  The operator's ``strategy``
 attribute names what was used.
 """
 
@@ -89,6 +90,24 @@ class ModelOperator(CurvatureOperator):
                 return self.loss_fn(functional_call(self.model, (params, self._fixed), inputs), targets)
         return loss
 
+    def loss(self) -> float:
+        """L(theta) = sum_i (n_i/N) L_i(theta) at the snapshot (units of ``loss_fn``)."""
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for inputs, targets, n in self.chunks():
+                total += n * float(self.chunk_loss(inputs, targets)(self._params))
+                count += n
+        return total / count
+
+    def gradient(self) -> Tensor:
+        """g = dL/dtheta over the block, flat (one gradient per chunk, by ``torch.func.grad``)."""
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        count = 0
+        for inputs, targets, n in self.chunks():
+            acc.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
+            count += n
+        return acc.div_(count)
+
     def _per_chunk(self, product, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
@@ -141,7 +160,7 @@ class ForwardOverReverse(ModelOperator):
         return self._per_chunk(self._product, v)
 
 
-class _Counter:
+class GraphMeter:
     """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks)."""
 
     def __init__(self) -> None:
@@ -185,7 +204,7 @@ class CachedDoubleBackward(ModelOperator):
             if self._rest:  # over budget already: every later chunk is recomputed per product
                 self._rest.append((inputs, targets, n))
                 continue
-            counter = _Counter()
+            counter = GraphMeter()
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                 loss = self.chunk_loss(inputs, targets)(leaves)
                 g = torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True)

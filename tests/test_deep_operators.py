@@ -132,6 +132,10 @@ def test_parameter_blocks_give_the_dense_sub_block():
     assert s_p == pytest.approx(np.linalg.eigvalsh(d[:, None] * H_bb * d[None, :])[-1], rel=1e-7)
     op = hessian_operator(model, mse, (x, y), params=block)
     assert op.layout.names == tuple(block) and op.n == len(idx)
+    tracked = deep.SharpnessTracker(params=block, tol=1e-10, max_iter=len(idx), diagnostics=True).measure(
+        model, mse, (x, y), opt)
+    assert tracked["sharpness"] == pytest.approx(np.linalg.eigvalsh(H_bb)[-1], rel=1e-7)
+    assert tracked["preconditioned_sharpness"] == pytest.approx(s_p, rel=1e-7) and 0 <= tracked["gradient_overlap"] <= 1
     with pytest.raises(ValueError, match="params names must be"):
         deep.sharpness(model, mse, (x, y), params=["nope"])
     with pytest.raises(ValueError, match="wrap it in a list"):
