@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def digits_mlp():
     """A 64-20-10 tanh MLP (1510 parameters) after 200 Adam steps on 300 digits, float64: the model, data,
     optimizer, dense H, P replayed in numpy, and the eigenvalues of H and of P^-1/2 H P^-1/2."""
+    threads = torch.get_num_threads()  # module scope: set up before the one_torch_thread fixture, so restore here
     torch.set_num_threads(1)
     model, x, y = digits_problem(n=300, hidden=20)
     model, x, y = model.double(), x.double(), y.double()
@@ -40,7 +41,8 @@ def digits_mlp():
     p = np.sqrt(v / (1 - 0.999**200)) + 1e-8
     H = dense_hessian(model, x, y)
     d = 1 / np.sqrt(p)
-    return model, x, y, opt, H, p, eigvalsh(H), eigvalsh(d[:, None] * H * d[None, :])
+    yield model, x, y, opt, H, p, eigvalsh(H), eigvalsh(d[:, None] * H * d[None, :])
+    torch.set_num_threads(threads)
 
 
 def eigvalsh(A: np.ndarray) -> np.ndarray:
