@@ -101,7 +101,7 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         ax.set_ylabel("density (per unit of the x axis)")
         ax.set_title(f"{OPERATORS[key]}, Adam step {result['step']}", loc="left")
         style.legend(ax, loc="upper right")
-    style.threshold_line(axes[0, 1], LEVEL, f"{LEVEL:.4g} = (2+2 b1)/(1-b1)", vertical=True, where=0.05)
+    style.threshold_line(axes[0, 1], LEVEL, f"{LEVEL:.4g} = (2+2 b1)/(1-b1)", vertical=True, where=0.6)
     style.save(fig, out, "spectral_density")
 
     caption = (
