@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: figures test install clean-venv
+.PHONY: figures test install peers clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The peers of benchmarks/peers.py (PyHessian, curvlinops, hessian-eigenthings), keeping the CPU torch:
+# the packages that would pull torchvision or another torch are installed without their dependencies.
+peers: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps pyhessian==0.1 curvlinops-for-pytorch==3.0.1 \
+		hessian-eigenthings==1.0.0a5 backpack-for-pytorch==1.7.1 einconv==0.1.0 unfoldNd==0.2.3
+	$(PY) -m pip install --quiet -c benchmarks/constraints.txt einops opt-einsum linear_operator
 
 # The repository's gallery lives in paper_figures/out (aeos figures alone writes to ./aeos_figures).
 figures: $(STAMP)

@@ -3,12 +3,13 @@
 On the digits MLP 64-200-200-10 tanh (the paper's digits network: first 1000 images / 16, MSE 1/2 ||f - onehot||^2
 averaged over examples) and on a small tanh CNN on the same 8x8 images, prints in one run:
 
-1. HVP time / gradient time: forward-over-reverse (``jvp(grad)``, the default) and reverse-over-reverse
-   HVPs against a plain ``loss.backward()`` full-batch gradient (target <= 3).
+1. HVP time / gradient time: forward-over-reverse (``jvp(grad)``), reverse-over-reverse and the cached
+   double backward (the default, :mod:`deep.strategies`) HVPs against a plain ``loss.backward()``
+   full-batch gradient (target <= 3).
 2. HVPs per measurement at tol = 1e-3, cold (random start) vs warm (``SharpnessTracker``: previous
    eigenvector) during an actual full-batch Adam run (target: warm <= 1/2 cold), for S and S_P.
-3. Time to the top eigenvalue at tol = 1e-3: our Lanczos (cold-start default: at least 20 steps before
-   the first convergence test, as ARPACK's ncv = 20) vs scipy ``eigsh`` (ARPACK, same residual
+3. Time to the top eigenvalue at tol = 1e-3: our Lanczos with forward-over-reverse HVPs (at least
+   ``COLD_MIN_ITER`` steps before the first convergence test) vs scipy ``eigsh`` (ARPACK, same residual
    criterion, same start vector, same HVP operator), and PyHessian's power iteration (its tol = 1e-3 on
    the relative change of the eigenvalue) when ``pyhessian`` is installed; accuracy against a tight
    (tol = 1e-8) reference.  Measured at the end of the Adam run, where the top eigenvalues are close.
@@ -85,7 +86,7 @@ def hvp_vs_grad(model, data, reps):
         mse(model(x), y).backward()
 
     v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0))
-    fwd = HessianOperator(model, mse, data)
+    fwd = HessianOperator(model, mse, data, method="forward_over_reverse")
     rev = HessianOperator(model, mse, data, method="reverse_over_reverse")
     cached = HessianOperator(model, mse, data, method="cached_double_backward")
     cached(v)  # builds and keeps the gradient graph
@@ -164,7 +165,7 @@ def count_calls(fn):
 
 
 def eigensolvers(model, data, opt, reps, previous):
-    op = HessianOperator(model, mse, data)
+    op = HessianOperator(model, mse, data, method="forward_over_reverse")
     pre = PreconditionedOperator(op, preconditioner_diagonal(opt, model))
     v0 = torch.randn(op.n, generator=torch.Generator().manual_seed(1))
     for label, A, key in (("S  ", op, "sharpness"), ("S_P", pre, "preconditioned")):
@@ -274,7 +275,8 @@ def main() -> None:
         snap_opt = torch.optim.Adam(snap_model.parameters(), lr=1e-3)
         snap_opt.load_state_dict(snap_state)
         adam_run(snap_model, data, snap_opt, half + 1, half + 20 * dense, dense, 1e-3, verbose=False)
-        print("[3] time to the top eigenvalue at tol 1e-3 (cold start, same v0, min 20 steps), at the end of the run")
+        print(f"[3] time to the top eigenvalue at tol 1e-3 (cold start, same v0, min {COLD_MIN_ITER} steps), "
+              "at the end of the run")
         eigensolvers(model, data, opt, args.reps, previous)
 
 

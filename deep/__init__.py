@@ -8,12 +8,17 @@ step used it.  Runs on CUDA when present, CPU otherwise.
 Main entry points:
 
 * measurement (:mod:`deep.measure`): :func:`sharpness`, :func:`preconditioned_sharpness`,
-  :func:`top_eigenpairs` and the warm-started :class:`SharpnessTracker`; :func:`measure_edge`
-  (:mod:`deep.edge`): where a live optimizer stands against its threshold at its current step, read from
-  the optimizer itself (lr schedules, param groups, bias corrections, NAdam's schedule); underneath,
-  :class:`HessianOperator` (Hessian-vector products over a full batch given as chunks,
-  :mod:`deep.hessian`), the eigensolver :func:`deep.lanczos.lanczos` and :func:`preconditioner_diagonal`
-  (:mod:`deep.preconditioners`);
+  :func:`top_eigenpairs` (``which="largest" | "smallest"``, ``params=`` for a layer, ``curvature="ggn"``)
+  and the warm-started :class:`SharpnessTracker`; :func:`measure_edge` (:mod:`deep.edge`): where a live
+  optimizer stands against its threshold at its current step, read from the optimizer itself (lr
+  schedules, param groups, bias corrections, NAdam's schedule); :func:`hessian_trace` (Hutch++,
+  :mod:`deep.trace`) and :func:`spectral_density` (stochastic Lanczos quadrature, :mod:`deep.density`);
+* the curvature toolkit underneath: one operator protocol, :class:`CurvatureOperator`
+  (:mod:`deep.operators`: composition, ``to_scipy``), the Hessian strategies picked by
+  :func:`hessian_operator` (:mod:`deep.strategies`), the Gauss-Newton :class:`GGNOperator`
+  (:mod:`deep.ggn`), the eigensolver :func:`deep.lanczos.lanczos` and :func:`preconditioner_diagonal`
+  (:mod:`deep.preconditioners`); what a user passes as data, loss and model is made uniform by
+  :mod:`deep.inputs`;
 * training (:mod:`deep.train`): :func:`run` with a :class:`TrainConfig`, writing a resumable run folder
   read back by :func:`read_metrics`; data sets that work offline (:mod:`deep.data`), models
   (:mod:`deep.models`), losses (:mod:`deep.losses`) and :func:`make_optimizer` (package optimizer names
@@ -29,6 +34,12 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "CallableOperator": "deep.operators", "CurvatureOperator": "deep.operators", "DiagonalOperator": "deep.operators",
+    "PreconditionedOperator": "deep.operators", "as_operator": "deep.operators",
+    "hessian_operator": "deep.strategies", "curvature_operator": "deep.curvature", "operator_for": "deep.curvature",
+    "GGNOperator": "deep.ggn", "ParamLayout": "deep.params",
+    "TraceResult": "deep.trace", "hessian_trace": "deep.trace", "trace_estimate": "deep.trace",
+    "SpectralDensity": "deep.density", "density_estimate": "deep.density", "spectral_density": "deep.density",
     "HessianOperator": "deep.hessian", "full_batch_gradient": "deep.hessian", "full_batch_loss": "deep.hessian",
     "hvp": "deep.hessian",
     "LanczosConvergenceWarning": "deep.lanczos", "LanczosResult": "deep.lanczos",

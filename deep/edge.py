@@ -30,9 +30,10 @@ from torch import Tensor, nn
 
 from aeos_theory import checks, identify, threshold_constant
 
-from .hessian import Data, HessianOperator, LossFn
-from .lanczos import lanczos
+from .inputs import LossFn
+from .operators import CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .preconditioners import coupled_decay_diagonal, group_diagonal, optimizer_step, preconditioner_diagonal
+from .strategies import hessian_operator
 
 
 @dataclass(frozen=True)
@@ -92,23 +93,19 @@ def edge_setting(optimizer: torch.optim.Optimizer, model: nn.Module, step: int |
                        lr / p_diag, coupled_decay_diagonal(optimizer, model).to(p_diag))
 
 
-class EdgeOperator:
-    """v -> D^1/2 (H + W) D^1/2 v, the operator whose top eigenvalue is eta_S_P (by composition)."""
-
-    def __init__(self, hessian: HessianOperator, step_size: Tensor, decay: Tensor) -> None:
-        self.hessian = hessian
-        self.sqrt_d = step_size.to(device=hessian.device, dtype=hessian.dtype).sqrt()
-        self.decay = decay.to(device=hessian.device, dtype=hessian.dtype)
-        self.n, self.device, self.dtype = hessian.n, hessian.device, hessian.dtype
-
-    def __call__(self, v: Tensor) -> Tensor:
-        u = self.sqrt_d * v
-        return self.sqrt_d * (self.hessian(u) + self.decay * u)
+def edge_operator(model: nn.Module, loss_fn: LossFn, data, setting: EdgeSetting,
+                  method: str = "auto") -> CurvatureOperator:
+    """v -> D^1/2 (H + W) D^1/2 v, whose top eigenvalue is eta_S_P: H (products by ``method``,
+    :func:`deep.hessian_operator`) plus the coupled decay W, preconditioned by P' = 1/D = P / lr_g."""
+    hessian = hessian_operator(model, loss_fn, data, strategy=method)
+    curvature = hessian + DiagonalOperator(setting.decay.to(hessian.dtype)) if bool(torch.any(setting.decay != 0)) \
+        else hessian
+    return PreconditionedOperator(curvature, 1.0 / setting.step_size)
 
 
-def measure_edge(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer, *,
+def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim.Optimizer, *,
                  step: int | None = None, tol: float = 1e-3, max_iter: int = 100, init: Tensor | None = None,
-                 seed: int = 0, method: str = "forward_over_reverse") -> Edge:
+                 seed: int = 0, method: str = "auto") -> Edge:
     """eta_S_P, the threshold c_t of the optimizer's current step and their ratio (module docstring).
 
     ``data`` is the full batch as (inputs, targets) chunks, as for :func:`deep.sharpness`; ``step`` the
@@ -117,12 +114,12 @@ def measure_edge(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch
     :attr:`Edge.eigenvector`); Lanczos stops at relative residual ``tol``.  The model, its gradients and
     the optimizer's state are left untouched.
     """
+    from .measure import eigenpairs_of
+
     setting = edge_setting(optimizer, model, step)
-    op = EdgeOperator(HessianOperator(model, loss_fn, data, method=method), setting.step_size, setting.decay)
-    min_iter = 1 if init is not None else min(20, max_iter, op.n)
-    res = lanczos(op, op.n, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed,
-                  device=op.device, dtype=op.dtype)
-    eta_s_p = float(res.eigenvalues[0])
+    res = eigenpairs_of(edge_operator(model, loss_fn, data, setting, method), tol=tol, max_iter=max_iter,
+                        init=init, seed=seed, preconditioned=True)
+    eta_s_p = res.top
     return Edge(setting.step, setting.optimizer, setting.lr, eta_s_p, setting.constant,
-                eta_s_p / setting.constant if math.isfinite(eta_s_p) else math.nan, res.matvecs, res.converged,
+                eta_s_p / setting.constant if math.isfinite(eta_s_p) else math.nan, res.hvps, res.converged,
                 res.eigenvectors[:, 0])

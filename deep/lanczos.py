@@ -1,13 +1,15 @@
-"""Lanczos with full reorthogonalisation for the top eigenvalues of a symmetric operator.
+"""Lanczos with full reorthogonalisation for the extreme eigenvalues of a symmetric operator.
 
-The operator is any callable ``A: v -> A v`` on flat torch vectors of length n (a Hessian, or the
-preconditioned P^-1/2 H P^-1/2 built by composition).  After j steps the Krylov basis Q_j and the
-tridiagonal T_j = Q_j^T A Q_j give Ritz pairs (theta_i, y_i = Q_j s_i); the residual of a Ritz pair
-is exactly ||A y_i - theta_i y_i|| = beta_j |s_i[j]|, with no extra product.  The top ``k`` Ritz
-pairs (largest *algebraic* eigenvalues, ARPACK's ``which="LA"``) are accepted when every residual is
-at most ``tol * |theta_i|``, the criterion scipy's ``eigsh`` (ARPACK) uses, so the two are compared
-at equal ``tol``.  For a symmetric A each accepted eigenvalue is then within ``tol * |theta_i|`` of an
-eigenvalue of A, and in practice within about (tol theta)^2 / gap.
+The operator is a :class:`deep.operators.CurvatureOperator` (a Hessian strategy, the Gauss-Newton
+matrix, P^-1/2 H P^-1/2 built by composition, or a user's operator) or any callable ``A: v -> A v`` on
+flat torch vectors of length n.  After j steps the Krylov basis Q_j and the tridiagonal
+T_j = Q_j^T A Q_j give Ritz pairs (theta_i, y_i = Q_j s_i); the residual of a Ritz pair is exactly
+||A y_i - theta_i y_i|| = beta_j |s_i[j]|, with no extra product.  The top ``k`` Ritz pairs
+(``which="largest"``: largest *algebraic* eigenvalues, ARPACK's ``which="LA"``; ``which="smallest"``:
+ARPACK's ``"SA"``) are accepted when every residual is at most ``tol * |theta_i|``, the criterion
+scipy's ``eigsh`` (ARPACK) uses, so the two are compared at equal ``tol``.  For a symmetric A each
+accepted eigenvalue is then within ``tol * |theta_i|`` of an eigenvalue of A, and in practice within
+about (tol theta)^2 / gap.
 
 Each new vector is orthogonalised against the whole basis twice ("twice is enough", DGKS), which
 keeps the Ritz values free of the ghost copies plain Lanczos produces; the basis is stored on the
@@ -32,7 +34,12 @@ from torch import Tensor
 
 from aeos_theory import checks
 
+from .operators import CurvatureOperator, as_operator
+
 Operator = Callable[[Tensor], Tensor]
+
+#: Which end of the spectrum ``which=`` selects.
+WHICH = ("largest", "smallest")
 
 
 class LanczosConvergenceWarning(RuntimeWarning):
@@ -43,7 +50,8 @@ class LanczosConvergenceWarning(RuntimeWarning):
 class LanczosResult:
     """Top-k Ritz pairs of a symmetric operator.
 
-    eigenvalues: (k,) float64 tensor, descending (units of the operator, e.g. 1/parameter^2 times the loss).
+    eigenvalues: (k,) float64 tensor, descending ("largest") or ascending ("smallest"), in units of the
+        operator (e.g. loss units per squared parameter unit for H).
     eigenvectors: (n, k) tensor of unit Ritz vectors on the operator's device, column i for eigenvalue i.
     residuals: (k,) float64 tensor, ||A y_i - theta_i y_i|| (same units as the eigenvalues).
     matvecs: number of products A v computed.
@@ -83,8 +91,8 @@ def _start_vector(init: Tensor | None, n: int, generator, device, dtype) -> Tens
 
 
 def lanczos(
-    matvec: Operator,
-    n: int,
+    matvec: CurvatureOperator | Operator,
+    n: int | None = None,
     *,
     k: int = 1,
     tol: float = 1e-3,
@@ -93,15 +101,17 @@ def lanczos(
     init: Tensor | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     warn: bool = True,
+    which: str = "largest",
 ) -> LanczosResult:
-    """Top-k eigenpairs (largest algebraic) of a symmetric operator ``matvec`` of size n x n.
+    """Top-k eigenpairs (largest, or smallest, algebraic) of a symmetric operator of size n x n.
 
     Args:
-        matvec: v -> A v on flat tensors of length n (A symmetric).
-        n: dimension, >= 1.
-        k: number of top eigenpairs, 1 <= k <= n.
+        matvec: a :class:`~deep.operators.CurvatureOperator`, or a function v -> A v on flat tensors of
+            length n (A symmetric).
+        n: dimension, >= 1 (taken from the operator when it has one).
+        k: number of eigenpairs, 1 <= k <= n.
         tol: relative residual tolerance, > 0: stop when ||A y_i - theta_i y_i|| <= tol |theta_i|, i < k.
         max_iter: maximum number of products A v, >= k (capped at n, where Lanczos is exact).
         min_iter: convergence is not tested before this many products (1 <= min_iter <= max_iter).  A
@@ -112,13 +122,22 @@ def lanczos(
             columns are summed; random N(0, I) from ``seed`` when None.
         seed: seed of the random start (and of restarts), so results are deterministic.
         device, dtype: where the basis lives and the dtype of the vectors passed to ``matvec``
-            (``device`` defaults to that of ``init``, else CPU).
+            (default: the operator's; else ``device`` that of ``init`` or CPU, ``dtype`` float32).
         warn: emit a :class:`LanczosConvergenceWarning` when not converged (``converged`` is False either way).
+        which: "largest" (the top of the spectrum, e.g. S) or "smallest" (the bottom, e.g. the most
+            negative curvature).
 
     Returns:
-        :class:`LanczosResult` with eigenvalues (descending), unit eigenvectors, residuals, the number of
-        products and whether the tolerance was met.
+        :class:`LanczosResult` with eigenvalues (descending for "largest", ascending for "smallest"),
+        unit eigenvectors, residuals, the number of products and whether the tolerance was met.
     """
+    which = checks.choice("which", which, WHICH)
+    if isinstance(matvec, CurvatureOperator) or n is None:
+        op = as_operator(matvec, n)
+        n = op.n if n is None else n
+        device = op.device if device is None else device
+        dtype = op.dtype if dtype is None else dtype
+    dtype = torch.float32 if dtype is None else dtype
     n = checks.integer("n", n, low=1)
     k = checks.integer("k", k, low=1, high=n)
     tol = checks.real("tol", tol, low=0.0, low_inclusive=False)
@@ -171,7 +190,7 @@ def lanczos(
         T = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
         theta, s = torch.linalg.eigh(T)
         scale = max(scale, float(theta.abs().max()), abs(alpha) + beta)
-        top = torch.argsort(theta, descending=True)[: min(k, j + 1)]
+        top = torch.argsort(theta, descending=which == "largest")[: min(k, j + 1)]
         invariant = beta <= 1e-10 * max(scale, 1e-300)
         residuals = (0.0 if invariant else beta) * s[j, top].abs()
         if j + 1 >= max(k, min_iter):
@@ -203,7 +222,7 @@ def lanczos(
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     if not converged and warn:
         warnings.warn(
-            f"Lanczos did not converge in max_iter={max_iter} products: residuals "
+            f"Lanczos ({which}) did not converge in max_iter={max_iter} products: residuals "
             f"{[f'{r:.3g}' for r in residuals.tolist()]} vs tol*|theta| with tol={tol}",
             LanczosConvergenceWarning, stacklevel=2)
     return LanczosResult(theta[top].clone(), vectors, residuals.clone(), matvecs, converged)

@@ -18,10 +18,14 @@ previous eigenvectors to warm-start the next measurement during training.
 
 None of these change the model's parameters, gradients or buffers, nor the optimizer's state.
 
-Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 20 Hessian-vector products; a warm one
-(previous eigenvector) stops as soon as the residual test passes.  ``method="cached_double_backward"``
-keeps the gradient graph of the whole batch for the measurement and makes each product cheaper; use
-it when the data fit in memory at once.  Measured costs are in ``benchmarks/README.md``.
+Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 12 Hessian-vector products; a warm one
+(previous eigenvector) stops as soon as the residual test passes.  The default ``method="auto"`` keeps
+the gradient graph of the whole batch for the measurement (within a memory budget) so each product
+is one backward pass (:mod:`deep.strategies`).  Measured costs are in ``benchmarks/README.md``.
+
+Beyond S and S_P: ``which="smallest"`` gives the bottom of the spectrum, ``params=`` the curvature
+of a parameter block (a layer), ``curvature="ggn"`` the Gauss-Newton matrix; :func:`deep.hessian_trace`
+and :func:`deep.spectral_density` take the same arguments.
 """
 
 from __future__ import annotations
@@ -35,31 +39,40 @@ from torch import Tensor, nn
 
 from aeos_theory import checks
 
-from .hessian import Data, HessianOperator, LossFn, ParamLayout, full_batch_gradient
+from .hessian import Data, LossFn, ParamLayout, full_batch_gradient
 from .lanczos import lanczos
-from .edge import EdgeOperator, EdgeSetting, edge_setting
-from .preconditioners import coupled_decay_diagonal, is_identity, preconditioner_diagonal
+from .curvature import operator_for
+from .operators import PreconditionedOperator, cold_start  # noqa: F401  (PreconditionedOperator: importable from here too)
+from .params import ParamSelection
+from .edge import EdgeSetting, edge_operator, edge_setting
+from .operators import CurvatureOperator
+from .preconditioners import coupled_decay_diagonal, is_identity
 
 DEFAULT_MAX_ITER = 100
-#: Lanczos steps taken before the first convergence test when starting cold (ARPACK's default subspace
-#: size, ncv = 20).  Measured on the digits MLP after 320 Adam steps (top two eigenvalues of
-#: P^-1/2 H P^-1/2 1.6% apart): with no minimum, 1 of 12 random starts stopped at lambda_2 after ~16
-#: products (1.6% low); with 20, none did (max error 4e-7).  A warm start (previous eigenvector) already
-#: carries a large component along the top eigenvector and is tested from the first step.
-COLD_MIN_ITER = 20
+#: Lanczos steps taken before the first convergence test when starting cold.  A cold start begins
+#: from z/||z|| + g/||g|| (:func:`deep.operators.cold_start`: random z from the seed, g the full-batch
+#: gradient, free with the cached strategies).  Measured on digits MLP / CNN / Transformer after Adam
+#: training, H and P^-1/2 H P^-1/2, 30 seeds each at tol 1e-3: a random start with no minimum stopped
+#: at lambda_2 (1-3% low) in 1 of 30 seeds for three of the six cases, also with a minimum of 12 for one
+#: (MLP, P); the gradient-mixed start with a minimum of 12 never did (max error 4.6e-6), at a median of
+#: 9-14 products instead of ARPACK's 20 (ncv).  A warm start (previous eigenvector) already carries a
+#: large component along the top eigenvector and is tested from the first step.
+COLD_MIN_ITER = 12
 
 
 @dataclass(frozen=True)
 class SharpnessResult:
     """Top-k eigenpairs of H (``preconditioned=False``) or of P^-1/2 H P^-1/2 (``preconditioned=True``).
 
-    eigenvalues: k floats, descending (S or S_P first).
+    eigenvalues: k floats, descending (S or S_P first); ascending for ``which="smallest"``.
     eigenvectors: (n, k) unit vectors in the flat parameter layout (:class:`deep.hessian.ParamLayout`).
         For the preconditioned operator these are eigenvectors u of P^-1/2 H P^-1/2; the matching
         eigenvectors of P^-1 H are P^-1/2 u.
     residuals: ||A y_i - theta_i y_i|| for each pair (units of the eigenvalues).
     hvps: Hessian-vector products used (the cost, each about 2-3 gradients).
     converged: every residual <= tol * |eigenvalue| (False is also warned about).
+    strategy: how the products were computed (:mod:`deep.strategies`, or "ggn").
+    which: "largest" or "smallest" (the end of the spectrum).
     """
 
     eigenvalues: tuple[float, ...]
@@ -68,6 +81,8 @@ class SharpnessResult:
     hvps: int
     converged: bool
     preconditioned: bool
+    strategy: str = ""
+    which: str = "largest"
 
     @property
     def top(self) -> float:
@@ -75,96 +90,66 @@ class SharpnessResult:
         return self.eigenvalues[0]
 
 
-class PreconditionedOperator:
-    """v -> P^-1/2 (H + W) P^-1/2 v for diagonals P > 0 and W >= 0 (flat vectors), by composition.
-
-    W is the coupled weight decay (None: 0), which belongs to the curvature the optimizer descends.
-    """
-
-    def __init__(self, hessian: HessianOperator, p_diag: Tensor, shift: Tensor | None = None) -> None:
-        if p_diag.shape != (hessian.n,):
-            raise ValueError(f"p_diag must have shape ({hessian.n},); got {tuple(p_diag.shape)}")
-        if not bool(torch.all(p_diag > 0)):
-            raise ValueError("p_diag must be > 0 everywhere (P = sqrt(v_hat) + eps with eps > 0)")
-        if shift is not None and shift.shape != (hessian.n,):
-            raise ValueError(f"shift must have shape ({hessian.n},); got {tuple(shift.shape)}")
-        self.hessian = hessian
-        self.inv_sqrt_p = p_diag.to(device=hessian.device, dtype=hessian.dtype).rsqrt()
-        self.shift = None if shift is None else shift.to(device=hessian.device, dtype=hessian.dtype)
-        self.n, self.device, self.dtype = hessian.n, hessian.device, hessian.dtype
-
-    def __call__(self, v: Tensor) -> Tensor:
-        u = self.inv_sqrt_p * v
-        hu = self.hessian(u) if self.shift is None else self.hessian(u) + self.shift * u
-        return self.inv_sqrt_p * hu
-
-
-def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str):
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable (outputs, targets) -> mean loss; got {type(loss_fn).__name__}")
-    hessian = HessianOperator(model, loss_fn, data, method=method)
-    if optimizer is None:
-        return hessian
-    p_diag = preconditioner_diagonal(optimizer, model)  # validates the optimizer even when P = I
-    decay = coupled_decay_diagonal(optimizer, model)
-    shift = decay if bool(torch.any(decay != 0)) else None
-    if is_identity(optimizer) and shift is None:
-        return hessian
-    return PreconditionedOperator(hessian, p_diag, shift)
+def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str,
+              params: ParamSelection = None, curvature: str = "hessian"):
+    return operator_for(model, loss_fn, data, optimizer, curvature=curvature, strategy=method, params=params)
 
 
 def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer | None = None,
                    *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None,
-                   seed: int = 0, min_iter: int | None = None, method: str = "forward_over_reverse",
-                   warn: bool = True) -> SharpnessResult:
+                   seed: int = 0, min_iter: int | None = None, method: str = "auto", warn: bool = True,
+                   which: str = "largest", params: ParamSelection = None,
+                   curvature: str = "hessian") -> SharpnessResult:
     """Top-k eigenpairs of H (optimizer None) or of P^-1/2 (H + W) P^-1/2 (P and the coupled weight
-    decay W read from ``optimizer``; W = 0 for AdamW's decoupled decay).
+    decay W read from ``optimizer``; W = 0 for AdamW's decoupled decay or no decay).
 
     Args:
         model, loss_fn, data: the full-batch loss L = sum_i (n_i/N) loss_fn(model(x_i), y_i) over the
-            (x_i, y_i) chunks of ``data`` (a re-iterable; ``loss_fn`` returns its chunk's mean).
+            (x_i, y_i) chunks of ``data`` (chunks, a deep.Dataset, an (X, y) pair or a DataLoader;
+            ``loss_fn`` returns its chunk's mean; :mod:`deep.inputs`).
         optimizer: a torch.optim Adam, AdamW, NAdam, RMSprop, Adagrad or SGD that has stepped; P = I for SGD.
         k: number of eigenpairs, 1 <= k <= n. tol: Lanczos relative residual tolerance (> 0).
         max_iter: maximum number of Hessian-vector products (>= k).
         init: warm start, a flat vector or an (n, m) matrix of previous eigenvectors. seed: random start.
-        min_iter: products before the first convergence test; None: :data:`COLD_MIN_ITER` (20) for a
+        min_iter: products before the first convergence test; None: :data:`COLD_MIN_ITER` for a
             cold start, 1 for a warm start (both capped at max_iter and n).
-        method: "forward_over_reverse" (jvp of grad, default) or "reverse_over_reverse".
+        method: the HVP strategy, "auto" (default), "cached_double_backward", "reverse_over_reverse" or
+            "forward_over_reverse" (:mod:`deep.strategies`); the one used is the result's ``strategy``.
         warn: warn when Lanczos does not converge (``converged`` is False either way).
+        which: "largest" (S, S_P) or "smallest" (lambda_min: the most negative curvature).
+        params: the parameter block (a sub-module, or parameter names or tensors; :mod:`deep.params`)
+            for per-layer / block curvature; None: every trainable parameter.
+        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.ggn`).
     """
-    op = _operator(model, loss_fn, data, optimizer, method)
+    op = _operator(model, loss_fn, data, optimizer, method, params, curvature)
+    return eigenpairs_of(op, k=k, tol=tol, max_iter=max_iter, init=init, seed=seed, min_iter=min_iter,
+                         warn=warn, which=which, preconditioned=optimizer is not None)
+
+
+def eigenpairs_of(op: CurvatureOperator, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
+                  init: Tensor | None = None, seed: int = 0, min_iter: int | None = None, warn: bool = True,
+                  which: str = "largest", preconditioned: bool = False) -> SharpnessResult:
+    """Top-k eigenpairs of an operator ``op`` (arguments as :func:`top_eigenpairs`): a cold start
+    (``init`` None) begins from :func:`deep.operators.cold_start` and is tested after
+    :data:`COLD_MIN_ITER` products, a warm one from the first."""
+    cold = init is None
     if min_iter is None:
-        min_iter = 1 if init is not None else COLD_MIN_ITER
+        min_iter = COLD_MIN_ITER if cold else 1
         min_iter = max(1, min(min_iter, max_iter if isinstance(max_iter, int) else 1, op.n))
-    res = lanczos(op, op.n, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed,
-                  device=op.device, dtype=op.dtype, warn=warn)
+    if cold:
+        init = cold_start(op, seed)
+    res = lanczos(op, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed, warn=warn,
+                  which=which)
     return SharpnessResult(
         eigenvalues=tuple(float(x) for x in res.eigenvalues),
         eigenvectors=res.eigenvectors,
         residuals=tuple(float(x) for x in res.residuals),
         hvps=res.matvecs,
         converged=res.converged,
-        preconditioned=optimizer is not None,
+        preconditioned=preconditioned,
+        strategy=op.strategy,
+        which=which,
     )
-
-
-def _solve_operator(op, *, k: int, tol: float, max_iter: int, init: Tensor | None, seed: int) -> SharpnessResult:
-    """Top-k eigenpairs of an operator built here (warm start tested from the first step, cold after 20)."""
-    min_iter = max(1, min(1 if init is not None else COLD_MIN_ITER, max_iter, op.n))
-    res = lanczos(op, op.n, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed,
-                  device=op.device, dtype=op.dtype)
-    return SharpnessResult(tuple(float(x) for x in res.eigenvalues), res.eigenvectors,
-                           tuple(float(x) for x in res.residuals), res.matvecs, res.converged, True)
-
-
-def _in_registry(optimizer: torch.optim.Optimizer) -> bool:
-    """True when the optimizer's class is one the registry describes (Adagrad, say, is readable but not)."""
-    from aeos_theory import OPTIMIZERS
-
-    cls = type(optimizer).__name__
-    return any(cls == s.torch_class or cls in s.torch_aliases for s in OPTIMIZERS.values())
 
 
 def _value(result: SharpnessResult, k: int) -> float | list[float]:
@@ -173,38 +158,47 @@ def _value(result: SharpnessResult, k: int) -> float | list[float]:
 
 def sharpness(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, tol: float = 1e-3,
               max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None, seed: int = 0,
-              min_iter: int | None = None, method: str = "forward_over_reverse") -> float | list[float]:
+              min_iter: int | None = None, method: str = "auto", *, which: str = "largest",
+              params: ParamSelection = None, curvature: str = "hessian") -> float | list[float]:
     """S = lambda_max(H) of the full-batch loss (a float), or its top k eigenvalues (descending list).
 
-    Lanczos on v -> H v at relative residual tolerance ``tol``; see :func:`top_eigenpairs` for the
-    arguments and for the eigenvectors, HVP count and convergence flag.
+    ``which="smallest"``: lambda_min(H) (or the k smallest, ascending).  Lanczos on v -> H v at relative
+    residual tolerance ``tol``; see :func:`top_eigenpairs` for the arguments (``params`` for block
+    curvature, ``curvature="ggn"`` for the Gauss-Newton matrix) and for the eigenvectors, HVP count,
+    strategy and convergence flag.  Units: loss units per squared parameter unit.
     """
-    return _value(top_eigenpairs(model, loss_fn, data, None, k=k, tol=tol, max_iter=max_iter,
-                                 init=init, seed=seed, min_iter=min_iter, method=method), k)
+    return _value(top_eigenpairs(model, loss_fn, data, None, k=k, tol=tol, max_iter=max_iter, init=init,
+                                 seed=seed, min_iter=min_iter, method=method, which=which, params=params,
+                                 curvature=curvature), k)
 
 
 def preconditioned_sharpness(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: torch.optim.Optimizer,
                              k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
                              init: Tensor | None = None, seed: int = 0, min_iter: int | None = None,
-                             method: str = "forward_over_reverse") -> float | list[float]:
+                             method: str = "auto", *, which: str = "largest", params: ParamSelection = None,
+                             curvature: str = "hessian") -> float | list[float]:
     """S_P = lambda_max(P^-1/2 (H + W) P^-1/2) = lambda_max(P^-1 (H + W)) (a float), or its top k.
 
     P is the diagonal the optimizer divided its last step by (e.g. Adam: sqrt(v_hat) + eps) and W its
     coupled weight decay (each group's ``weight_decay``; 0 for AdamW's decoupled decay): the curvature of
     the objective L + wd/2 |theta|^2 the optimizer descends, in P's metric, which is what its stability
     threshold bounds.  Without weight decay W = 0.  ValueError if the optimizer is not a supported
-    torch.optim class or has taken no step.
+    torch.optim class or has taken no step.  ``which="smallest"
+    gives the bottom of the spectrum of P^-1/2 H P^-1/2; ``params`` restricts H and P to a block.
+    Units: 1/step length (eta * S_P is dimensionless).
     """
     if optimizer is None:
         raise ValueError("optimizer must be a torch.optim optimizer that has taken a step; got None")
-    return _value(top_eigenpairs(model, loss_fn, data, optimizer, k=k, tol=tol, max_iter=max_iter,
-                                 init=init, seed=seed, min_iter=min_iter, method=method), k)
+    return _value(top_eigenpairs(model, loss_fn, data, optimizer, k=k, tol=tol, max_iter=max_iter, init=init,
+                                 seed=seed, min_iter=min_iter, method=method, which=which, params=params,
+                                 curvature=curvature), k)
 
 
-def gradient_overlap(model: nn.Module, loss_fn: LossFn, data: Data, vector: Tensor) -> float:
-    """|<g, u>| / (||g|| ||u||): cosine between the full-batch gradient g and a direction u (e.g. the top
-    eigenvector of H); in [0, 1], nan when g = 0.  Costs one full-batch gradient."""
-    g = full_batch_gradient(model, loss_fn, data)
+def gradient_overlap(model: nn.Module, loss_fn: LossFn, data: Data, vector: Tensor,
+                     params: ParamSelection = None) -> float:
+    """|<g, u>| / (||g|| ||u||): cosine between the full-batch gradient g (over the block ``params``) and a
+    direction u (e.g. the top eigenvector of H); in [0, 1], nan when g = 0.  Costs one full-batch gradient."""
+    g = full_batch_gradient(model, loss_fn, data, params)
     u = vector.to(device=g.device, dtype=g.dtype).reshape(-1)
     denom = float(torch.linalg.vector_norm(g) * torch.linalg.vector_norm(u))
     return abs(float(torch.dot(g, u))) / denom if denom > 0 else math.nan
@@ -227,21 +221,23 @@ class SharpnessTracker:
     nan when optimizer is None, or when the groups have different learning rates; S + wd for SGD, at no
     extra cost), the edge of :mod:`deep.edge` (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``,
     ``step``, ``lr`` of the first group; nan / None for an optimizer the registry does not describe, such
-    as Adagrad), ``hvps`` (total Hessian-vector products this call), ``hvps_sharpness``,
+    as Adagrad, or with ``params``), ``hvps`` (total Hessian-vector products this call), ``hvps_sharpness``,
     ``hvps_preconditioned``, ``converged`` (both solves); with k >= 2 also ``eigenvalue_ratio`` and
     ``preconditioned_eigenvalue_ratio`` (lambda_2 / lambda_1); with ``diagnostics=True`` also
     ``gradient_overlap`` (cosine of the gradient with H's top eigenvector, one extra gradient).
     The full :class:`SharpnessResult` objects are kept in ``last_sharpness`` / ``last_preconditioned``.
     ``state_dict()`` / ``load_state_dict()`` carry the warm-start vectors through a checkpoint.
     The first measurement (and any after a non-finite one) starts cold.  Warm starts save most when
-    measurements are frequent (``benchmarks/README.md``).
+    measurements are frequent (``benchmarks/README.md``).  ``curvature="ggn"`` tracks the Gauss-Newton
+    matrix instead of H (a second tracker gives S of G beside S of H); ``params`` a parameter block.
     """
 
     def __init__(self, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0,
-                 diagnostics: bool = False, method: str = "forward_over_reverse") -> None:
+                 diagnostics: bool = False, method: str = "auto", curvature: str = "hessian",
+                 params: ParamSelection = None) -> None:
         checks.integer("k", k, low=1)
         self.k, self.tol, self.max_iter, self.seed = k, tol, max_iter, seed
-        self.diagnostics, self.method = diagnostics, method
+        self.diagnostics, self.method, self.curvature, self.params = diagnostics, method, curvature, params
         self._init: dict[str, Tensor | None] = {"sharpness": None, "preconditioned": None}
         self.last_sharpness: SharpnessResult | None = None
         self.last_preconditioned: SharpnessResult | None = None
@@ -254,14 +250,16 @@ class SharpnessTracker:
         """Warm-started top eigenpairs of H (optimizer None), of the optimizer's preconditioned operator, or
         of an operator given directly."""
         init = self._init[key]
-        n = ParamLayout.of(model).n
+        n = ParamLayout.of(model, self.params).n
         if init is not None and init.shape[0] != n:
             init = None  # the model changed size: start cold
-        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
-            res = _solve_operator(optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter, init=init, seed=self.seed)
+        if isinstance(optimizer, CurvatureOperator):
+            res = eigenpairs_of(optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter, init=init,
+                                seed=self.seed, preconditioned=True)
         else:
             res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                                 init=init, seed=self.seed, method=self.method)
+                                 init=init, seed=self.seed, method=self.method, curvature=self.curvature,
+                                 params=self.params)
         finite = bool(torch.isfinite(res.eigenvectors).all())
         self._init[key] = res.eigenvectors.detach().clone() if finite else None  # nan: next one starts cold
         return res
@@ -278,7 +276,8 @@ class SharpnessTracker:
                                "converged": raw.converged}
         pre = None
         if optimizer is not None:
-            setting = edge_setting(optimizer, model, step) if _in_registry(optimizer) else None
+            edge = self.params is None and self.curvature == "hessian" and _in_registry(optimizer)
+            setting = edge_setting(optimizer, model, step) if edge else None
             pre, s_p, eta_s_p = self._preconditioned(raw, model, loss_fn, data, optimizer, setting)
             self.last_preconditioned = pre
             out.update(preconditioned_sharpness=s_p, hvps=raw.hvps + pre.hvps, hvps_preconditioned=pre.hvps,
@@ -291,7 +290,7 @@ class SharpnessTracker:
             out["preconditioned_eigenvalue_ratio"] = (pre.eigenvalues[1] / pre.eigenvalues[0]
                                                       if pre is not None else math.nan)
         if self.diagnostics:
-            out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0])
+            out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0], self.params)
         return out
 
     def _preconditioned(self, raw: SharpnessResult, model, loss_fn, data, optimizer,
@@ -300,15 +299,15 @@ class SharpnessTracker:
         operator when every group has the same lr (eta_S_P = lr S_P), on the edge operator
         D^1/2 (H + W) D^1/2 otherwise (its eigenvalues are eta_S_P's; S_P is then nan)."""
         decay = coupled_decay_diagonal(optimizer, model)
-        if is_identity(optimizer) and bool(torch.all(decay == decay[0])):
+        if is_identity(optimizer) and self.params is None and bool(torch.all(decay == decay[0])):
             w = float(decay[0])
             pre = SharpnessResult(tuple(e + w for e in raw.eigenvalues), raw.eigenvectors, raw.residuals, 0,
-                                  raw.converged, True)
+                                  raw.converged, True, raw.strategy, raw.which)
         elif setting is None or len(set(setting.lr)) == 1:
             pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
         else:
-            pre = self._solve("preconditioned", model, loss_fn, data, EdgeOperator(
-                HessianOperator(model, loss_fn, data, method=self.method), setting.step_size, setting.decay))
+            pre = self._solve("preconditioned", model, loss_fn, data,
+                              edge_operator(model, loss_fn, data, setting, method=self.method))
             return pre, math.nan, pre.top
         return pre, pre.top, (setting.lr[0] * pre.top if setting is not None else math.nan)
 
@@ -324,3 +323,11 @@ class SharpnessTracker:
         for key in self._init:
             v = state.get(key)
             self._init[key] = v.detach().clone() if isinstance(v, Tensor) else None
+
+
+def _in_registry(optimizer: torch.optim.Optimizer) -> bool:
+    """True when the optimizer's class is one the registry describes (Adagrad, say, is readable but not)."""
+    from aeos_theory import OPTIMIZERS
+
+    cls = type(optimizer).__name__
+    return any(cls == s.torch_class or cls in s.torch_aliases for s in OPTIMIZERS.values())

@@ -131,11 +131,13 @@ def _trainable(model: torch.nn.Module) -> list[tuple[str, Tensor]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _group_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[tuple[Tensor, dict]]:
-    """(parameter, its param group) for every trainable parameter, in the flat layout's order."""
+def _group_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+              names=None) -> list[tuple[Tensor, dict]]:
+    """(parameter, its param group) for every trainable parameter (or those ``names``), in layout order."""
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    chosen = _trainable(model) if names is None else [(n, dict(model.named_parameters())[n]) for n in names]
     pairs = []
-    for name, p in _trainable(model):
+    for name, p in chosen:
         if id(p) not in group_of:
             raise ValueError(f"parameter {name!r} is not in the optimizer's param_groups; the optimizer "
                              "must hold every trainable parameter of the model")
@@ -143,11 +145,11 @@ def _group_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[
     return pairs
 
 
-def group_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module, value) -> Tensor:
+def group_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module, value, names=None) -> Tensor:
     """``value(group)`` of each parameter's param group, spread over its entries: one flat float64 vector
-    in the layout of :class:`deep.hessian.ParamLayout` (e.g. ``lambda g: g["lr"]``)."""
+    in the layout of :class:`deep.params.ParamLayout` (e.g. ``lambda g: g["lr"]``; ``names``: a block)."""
     return torch.cat([torch.full((p.numel(),), float(value(g)), dtype=torch.float64)
-                      for p, g in _group_of(optimizer, model)])
+                      for p, g in _group_of(optimizer, model, names)])
 
 
 def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
@@ -155,11 +157,13 @@ def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
     return bool(group.get("decoupled_weight_decay", type(optimizer).__name__ == "AdamW"))
 
 
-def coupled_decay_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Tensor:
-    """The coupled weight decay wd of each parameter's group (0 where decay is decoupled), flat: the
-    diagonal W that turns the loss Hessian H into the curvature H + W the optimizer descends."""
+def coupled_decay_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module, names=None) -> Tensor:
+    """The coupled weight decay wd of each parameter's group (0 where decay is decoupled), flat over the
+    model's trainable parameters (or the block ``names``): the diagonal W that turns the loss Hessian H
+    into the curvature H + W the optimizer descends."""
     _kind(optimizer)
-    return group_diagonal(optimizer, model, lambda g: 0.0 if is_decoupled(optimizer, g) else g["weight_decay"])
+    return group_diagonal(optimizer, model, lambda g: 0.0 if is_decoupled(optimizer, g) else g["weight_decay"],
+                          names)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> int | None:

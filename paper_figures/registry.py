@@ -30,6 +30,7 @@ FIGURES: tuple[str, ...] = (
     "transformer",
     "nadam_schedule",
     "lr_schedule",
+    "spectral_density",
 )
 
 #: Sizes: "tiny" (tests only, seconds), "quick" (all of them in minutes on 2 CPU cores), "full" (paper

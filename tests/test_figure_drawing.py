@@ -87,7 +87,21 @@ def fake_sharpening(optimizer: str, eta: float, steps: int, record_every: int = 
     return {**_series(steps, record_every, eta, RATIO * closed_form(optimizer, {}), adaptive), "diverged_at": None}
 
 
-FAKES = {"train": fake_train, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
+def fake_density_run(train: dict, lanczos_steps: int, probes: int) -> dict:
+    """SLQ output whose top Ritz value of P^-1/2 H P^-1/2 is planted at RATIO * 38 / eta (of H at 70), with
+    a planted 2% of the mass in the top node and the rest in a bulk near zero."""
+    eta = train["hyper"]["eta"]
+    out = {"step": train["steps"], "eta": eta, "trainer_eta_S_P": RATIO * closed_form("adam", {})}
+    for key, top in (("H", 70.0), ("P", RATIO * closed_form("adam", {}) / eta)):
+        nodes = np.tile(np.append(np.linspace(-0.01 * top, 0.05 * top, lanczos_steps - 1), top), (probes, 1))
+        weights = np.tile(np.append(np.full(lanczos_steps - 1, 0.98 / (lanczos_steps - 1)), 0.02), (probes, 1))
+        grid = np.linspace(-0.1 * top, 1.1 * top, 200)
+        density = np.exp(-0.5 * (grid / (0.02 * top)) ** 2) + 0.02 * np.exp(-0.5 * ((grid - top) / (0.02 * top)) ** 2)
+        out[key] = {"grid": grid, "density": density, "nodes": nodes, "weights": weights, "sigma": 0.02 * top}
+    return out
+
+
+FAKES = {"train": fake_train, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
          "dense_quadratic_run": fake_quadratic, "sharpening_run": fake_sharpening}
 
 
@@ -108,6 +122,9 @@ def check_numbers(name: str, numbers: dict) -> None:
         assert _close(numbers["gd"]["late_median_eta_S"], gd) and _close(numbers["adam"]["late_median_eta_S_P"], adam)
     elif name == "beta1_sweep":
         assert all(_close(v["ratio_to_theory"], RATIO) for v in numbers.values())
+    elif name == "spectral_density":
+        assert _close(numbers["eta_S_P"], adam) and _close(numbers["S"], 70.0)
+        assert _close(numbers["mass_above_half_top_P"], 0.02) and _close(numbers["threshold"], adam / RATIO)
     elif name == "rmsprop_and_momentum":
         assert all(_close(v["ratio_to_threshold"], RATIO) for v in numbers.values())
     elif name == "nadam_schedule":

@@ -1,0 +1,277 @@
+"""Hessian-vector products of a full-batch loss: one small class per strategy, one automatic choice.
+
+The full batch is a re-iterable of ``(inputs, targets)`` chunks (:mod:`deep.inputs`); ``loss_fn``
+returns the mean over its chunk, so the full-batch loss and its Hessian H are size-weighted sums
+
+    L(theta) = sum_i (n_i / N) L_i(theta),    H v = sum_i (n_i / N) H_i v,    N = sum_i n_i.
+
+Every strategy is a :class:`deep.operators.CurvatureOperator` over the parameter block ``params``
+(:mod:`deep.params`; all trainable parameters by default).  It works on a detached snapshot of theta
+taken at construction through ``torch.func.functional_call``: the model's parameters, ``.grad`` and
+buffers are never changed, and later changes to the model are not seen.  Mode-dependent modules
+(Dropout, BatchNorm) run in eval mode during each product (:func:`deep.inputs.evaluation`).
+
+=======================  ==========================================================================
+strategy                 one product H v
+=======================  ==========================================================================
+forward_over_reverse     per chunk ``jvp(grad(L_i))`` (torch.func): a forward pass and a reverse pass
+                         carrying tangents.  Losses without forward-mode support (``F.mse_loss``:
+                         "ZeroTensors are immutable", ``huber_loss``) fall back to reverse_over_reverse.
+reverse_over_reverse     per chunk: forward, ``grad`` with ``create_graph``, and a backward of <g_i, v>
+                         (double backward); nothing kept between products.
+cached_double_backward   the graph of g = sum_i (n_i/N) grad L_i built once (``create_graph=True``) and
+                         kept: each product is one backward pass through it (no forward, no first
+                         backward).  Chunks whose graphs would exceed ``memory_budget`` bytes are not
+                         kept and are recomputed per product as in reverse_over_reverse.
+=======================  ==========================================================================
+
+:func:`hessian_operator` with ``strategy="auto"`` (the default) returns cached_double_backward with the
+default budget (a quarter of the free memory): the full graph when it fits, per-chunk products for the
+rest.  Measured on one CPU thread (``benchmarks/README.md``: digits MLP, CNN, Transformer), a cached
+product costs 1.5-2.4x a gradient and 0.4-0.55x a forward-over-reverse one; per-chunk double backward
+beat forward-over-reverse on every network measured (0.77-0.88x), so forward-over-reverse is never
+chosen automatically.  The operator's ``strategy``
+attribute names what was used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp
+
+from aeos_theory import checks
+
+from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation
+from .operators import CurvatureOperator
+from .params import ParamLayout, ParamSelection
+
+#: The strategies :func:`hessian_operator` knows ("auto" picks one).
+STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes the cached gradient graph may take: a quarter of the free memory of ``device``."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GiB free
+        free = 8 << 30
+    return int(free // 4)
+
+
+class ModelOperator(CurvatureOperator):
+    """Base of the operators built from (model, loss_fn, data, params): snapshot, layout, chunk loop."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None) -> None:
+        self.model, self.loss_fn = check_model(model), check_loss(loss_fn)
+        self.data: Data = as_data(data)
+        self.layout = ParamLayout.of(model, params)
+        super().__init__(self.layout.n, self.layout.dtype, self.layout.device)
+        trainable = set(self.layout.names)
+        self._params = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
+        # Frozen parameters and (cloned) buffers: a module writing its buffers cannot change the model.
+        self._fixed = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self._fixed.update({n: p.detach() for n, p in model.named_parameters() if n not in trainable})
+
+    def chunks(self):
+        """(inputs, targets, n_i) of every chunk, on the operator's device and dtype."""
+        return chunks(self.data, self.device, self.dtype)
+
+    def chunk_loss(self, inputs, targets):
+        """theta_B -> L_i(theta_B) of one chunk (a function of the {name: tensor} dict of the block)."""
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            with evaluation(self.model):
+                return self.loss_fn(functional_call(self.model, (params, self._fixed), inputs), targets)
+        return loss
+
+    def loss(self) -> float:
+        """L(theta) = sum_i (n_i/N) L_i(theta) at the snapshot (units of ``loss_fn``)."""
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for inputs, targets, n in self.chunks():
+                total += n * float(self.chunk_loss(inputs, targets)(self._params))
+                count += n
+        return total / count
+
+    def gradient(self) -> Tensor:
+        """g = dL/dtheta over the block, flat (one gradient per chunk, by ``torch.func.grad``)."""
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        count = 0
+        for inputs, targets, n in self.chunks():
+            acc.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
+            count += n
+        return acc.div_(count)
+
+    def _per_chunk(self, product, v: Tensor) -> Tensor:
+        tangents = self.layout.split(v)
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        count = 0
+        for inputs, targets, n in self.chunks():
+            acc.add_(self.layout.flatten(product(self.chunk_loss(inputs, targets), tangents)), alpha=n)
+            count += n
+        return acc.div_(count)
+
+
+def _double_backward(loss, params: dict[str, Tensor], tangents: dict[str, Tensor]) -> list[Tensor]:
+    leaves = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+    order = list(leaves.values())
+    with torch.enable_grad():
+        g = torch.autograd.grad(loss(leaves), order, create_graph=True, materialize_grads=True)
+        live = [i for i, gi in enumerate(g) if gi.requires_grad]  # a gradient constant in theta: H rows 0
+        if not live:
+            return [torch.zeros_like(t) for t in order]
+        keys = list(leaves)
+        return list(torch.autograd.grad([g[i] for i in live], order, [tangents[keys[i]] for i in live],
+                                        materialize_grads=True))
+
+
+class ReverseOverReverse(ModelOperator):
+    """H v per chunk by double backward (forward, grad with create_graph, backward of <g_i, v>)."""
+
+    strategy = "reverse_over_reverse"
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self._per_chunk(lambda loss, t: _double_backward(loss, self._params, t), v)
+
+
+class ForwardOverReverse(ModelOperator):
+    """H v per chunk as ``jvp(grad(L_i))`` (torch.func); reverse-over-reverse for losses without forward AD."""
+
+    strategy = "forward_over_reverse"
+
+    def _product(self, loss, tangents):
+        if self.strategy == "forward_over_reverse":
+            try:
+                return jvp(grad(loss), (self._params,), (tangents,))[1]
+            except (RuntimeError, NotImplementedError) as err:
+                text = str(err)
+                if "ZeroTensor" not in text and "forward AD" not in text:
+                    raise
+                self.strategy = "reverse_over_reverse (forward AD unsupported by the loss)"
+        return _double_backward(loss, self._params, tangents)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self._per_chunk(self._product, v)
+
+
+class GraphMeter:
+    """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, int]] = set()
+        self.bytes = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) if t.layout == torch.strided else None
+        if key is not None and key not in self.seen:
+            self.seen.add(key)
+            self.bytes += key[1]
+        return t
+
+
+class CachedDoubleBackward(ModelOperator):
+    """H v as one backward pass through the kept graph of the full-batch gradient g.
+
+    The graph of g = sum_i (n_i/N) grad L_i is built at the first product, chunk by chunk, while its
+    saved tensors are counted; chunks beyond ``memory_budget`` bytes are not kept and cost a full double
+    backward per product.  ``cached_chunks`` / ``total_chunks`` and ``graph_bytes`` report what was kept.
+    """
+
+    strategy = "cached_double_backward"
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None,
+                 memory_budget: int | None = None) -> None:
+        super().__init__(model, loss_fn, data, params)
+        self.memory_budget = (default_memory_budget(self.device) if memory_budget is None
+                              else checks.integer("memory_budget", memory_budget, low=0))
+        self._graph: tuple[list[Tensor], list[Tensor]] | None = None
+        self._rest: list[tuple[tuple, Any, int]] = []
+        self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
+
+    def _build(self) -> None:
+        leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
+        order = [leaves[name] for name in self.layout.names]
+        total: list[Tensor] | None = None
+        for inputs, targets, n in self.chunks():
+            self.total_chunks += 1
+            self._count += n
+            if self._rest:  # over budget already: every later chunk is recomputed per product
+                self._rest.append((inputs, targets, n))
+                continue
+            counter = GraphMeter()
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+                loss = self.chunk_loss(inputs, targets)(leaves)
+                g = torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True)
+            if self.graph_bytes + counter.bytes > self.memory_budget:
+                self._rest.append((inputs, targets, n))  # this chunk's graph is dropped here
+                continue
+            self.graph_bytes += counter.bytes
+            self.cached_chunks += 1
+            total = [n * gi for gi in g] if total is None else [t + n * gi for t, gi in zip(total, g)]
+        self._graph = (order, total or [])
+        if self._rest:
+            self.strategy = (f"cached_double_backward ({self.cached_chunks} of {self.total_chunks} chunks cached, "
+                             "the rest reverse_over_reverse)")
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        if self._graph is None:
+            self._build()
+        order, total = self._graph
+        tangents = self.layout.split(v)
+        parts = [tangents[name] for name in self.layout.names]
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        live = [i for i, t in enumerate(total) if t.requires_grad]
+        if live:
+            hv = torch.autograd.grad([total[i] for i in live], order, grad_outputs=[parts[i] for i in live],
+                                     retain_graph=True, materialize_grads=True)
+            acc.add_(self.layout.flatten(list(hv)).detach())
+        for inputs, targets, n in self._rest:
+            acc.add_(self.layout.flatten(_double_backward(self.chunk_loss(inputs, targets), self._params,
+                                                          tangents)), alpha=n)
+        return acc.div_(self._count)
+
+    def start_direction(self) -> Tensor:
+        """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
+        if self._graph is None:
+            self._build()
+        order, total = self._graph
+        g = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        if total:
+            g.add_(self.layout.flatten([t.detach() for t in total]))
+        for inputs, targets, n in self._rest:
+            g.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
+        return g.div_(self._count)
+
+    def release(self) -> None:
+        """Free the kept graph (it is rebuilt at the next product)."""
+        self._graph, self._rest = None, []
+        self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
+
+
+_CLASSES = {"forward_over_reverse": ForwardOverReverse, "reverse_over_reverse": ReverseOverReverse,
+            "cached_double_backward": CachedDoubleBackward}
+
+
+def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: str = "auto",
+                     params: ParamSelection = None, memory_budget: int | None = None) -> ModelOperator:
+    """The Hessian H of the full-batch loss w.r.t. the block ``params``, as an operator v -> H v.
+
+    Args:
+        model, loss_fn, data: L(theta) = sum_i (n_i/N) loss_fn(model(x_i), y_i) (:mod:`deep.inputs`).
+        strategy: one of :data:`STRATEGIES`; "auto" is cached_double_backward within ``memory_budget``.
+        params: the parameter block (:mod:`deep.params`); None: all trainable parameters.
+        memory_budget: bytes the kept gradient graph may take (cached strategy); None: a quarter of the
+            free memory of the model's device.
+
+    Units of H v: loss units per squared parameter unit, times the units of v.
+    """
+    checks.choice("method", strategy, STRATEGIES)
+    if strategy in ("auto", "cached_double_backward"):
+        return CachedDoubleBackward(model, loss_fn, data, params, memory_budget)
+    return _CLASSES[strategy](model, loss_fn, data, params)
