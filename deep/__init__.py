@@ -44,6 +44,7 @@ _LAZY = {
     "hvp": "deep.hessian",
     "LanczosConvergenceWarning": "deep.lanczos", "LanczosResult": "deep.lanczos",
     "preconditioner_diagonal": "deep.preconditioners",
+    "Shard": "deep.distributed",
     "Edge": "deep.edge", "EdgeSetting": "deep.edge", "edge_setting": "deep.edge", "measure_edge": "deep.edge",
     "SharpnessResult": "deep.measure", "SharpnessTracker": "deep.measure", "gradient_overlap": "deep.measure",
     "layer_mass": "deep.measure", "preconditioned_sharpness": "deep.measure", "sharpness": "deep.measure",

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
+import sys
 from typing import Sequence
 
 from aeos_theory import command
@@ -27,7 +29,7 @@ from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 _FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "schedule", "warmup_steps",
            "final_lr_ratio", "seed", "n", "batch_size",
            "chunk_size", "width", "depth", "activation", "context", "data_dir", "tol", "max_hvps",
-           "target_loss", "device", "dtype", "threads")
+           "target_loss", "device", "dtype", "threads", "nproc")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="float32 or float64 (default float32)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads, fixed per run so its numbers do not depend on the machine (default 1)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="processes sharing the full batch (torch.distributed; gloo on CPU, one GPU each on CUDA), "
+                        "launched here through torch's elastic launcher (default: 1, or under torchrun its "
+                        "WORLD_SIZE)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(handler=run)
 
@@ -79,15 +85,36 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train (or resume) and print the final status and the last measured row."""
+    """Train (or resume) and print the final status and the last measured row.
+
+    With ``--nproc N`` outside a distributed launch, start N ranks of this same command through torch's
+    elastic launcher and return their status; inside one (``WORLD_SIZE`` > 1), this process is one rank:
+    rank 0 speaks and writes for all, and the process ends through :func:`deep.distributed.run_as_rank`."""
+    from .config import TrainConfig
+    from .distributed import launch, run_as_rank
+
+    if args.nproc is None:  # torchrun's own --nproc-per-node takes every prefix of --nproc: infer it
+        args.nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    config = TrainConfig(hyper=command.hyperparameters(args), **{f: getattr(args, f) for f in _FIELDS})
+    config.validate()
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(["-m", "deep.cli", *shlex.split(_command_line(args))[1:]], args.nproc)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if int(os.environ.get("RANK", "0")) > 0:
+            sys.stdout = open(os.devnull, "w")  # rank 0 reports for all; errors: see run_as_rank
+        run_as_rank(lambda: _train(config, args))
+    return _train(config, args)
+
+
+def _train(config, args: argparse.Namespace) -> int:
     from aeos_theory import files
 
-    from .config import TrainConfig
     from .runlog import SUMMARY, read_metrics
     from .train import run as train
 
-    config = TrainConfig(hyper=command.hyperparameters(args), **{f: getattr(args, f) for f in _FIELDS})
     path = train(config, args.out, progress=not args.no_progress, command=_command_line(args))
+    if int(os.environ.get("RANK", "0")) > 0:
+        return command.EXIT_OK
     summary = files.read_json(path.parent / SUMMARY)
     rows = read_metrics(path)
     last = next((r for r in reversed(rows) if not math.isnan(r["sharpness"])), rows[-1] if rows else None)

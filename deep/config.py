@@ -35,6 +35,8 @@ class TrainConfig:
     device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...; dtype: float32 or float64.
     threads: torch's CPU thread count during the run (part of the config: a different count changes
         float round-off, so the same config gives the same numbers on any machine and under any --jobs).
+    nproc: the number of processes the full batch is sharded over (:mod:`deep.distributed`; part of the
+        config, since the reductions' order changes float round-off).
     """
 
     dataset: str = "digits"
@@ -62,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float32"
     threads: int = 1
+    nproc: int = 1
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and its allowed values; return self."""
@@ -82,6 +85,7 @@ class TrainConfig:
         checks.integer("context", self.context, low=1)
         checks.integer("max_hvps", self.max_hvps, low=1)
         checks.integer("threads", self.threads, low=1, high=1024)
+        checks.integer("nproc", self.nproc, low=1)
         checks.integer("warmup_steps", self.warmup_steps, low=0, high=max(self.steps, 0))
         checks.real("final_lr_ratio", self.final_lr_ratio, low=0.0, high=1.0)
         for name in ("n", "batch_size", "chunk_size", "width", "depth"):

@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from aeos_theory import checks
 
+from .distributed import reduce_mean
 from .inputs import LossFn, evaluation
 from .params import ParamSelection
 from .strategies import GraphMeter, ModelOperator, default_memory_budget
@@ -112,11 +113,11 @@ class GGNOperator(ModelOperator):
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         for graphs, n in self._each_chunk():
             acc.add_(self.layout.flatten(graphs.product(parts)).detach(), alpha=n)
-        return acc.div_(self._count)
+        return reduce_mean(acc, self._count, self.group)
 
     def start_direction(self) -> Tensor:
         """The full-batch gradient g = sum_i (n_i/N) J_i^T dL_i/df (from the kept graphs)."""
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         for graphs, n in self._each_chunk():
             acc.add_(self.layout.flatten(graphs.gradient()).detach(), alpha=n)
-        return acc.div_(self._count)
+        return reduce_mean(acc, self._count, self.group)

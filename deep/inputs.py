@@ -60,7 +60,10 @@ def _is_pair_of_tensors(data: Any) -> bool:
 def as_data(data: Any) -> Data:
     """The full batch as a re-iterable of ``(inputs, targets)`` chunks (see the module docstring)."""
     from .data import Dataset
+    from .distributed import Shard
 
+    if isinstance(data, Shard):
+        return data
     if isinstance(data, Dataset):
         return data.chunks(DATASET_CHUNK)
     if _is_pair_of_tensors(data):

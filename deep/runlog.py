@@ -105,6 +105,20 @@ class MetricsWriter:
         self._fh.close()
 
 
+class RowCounter:
+    """A :class:`MetricsWriter` that writes nothing: what ranks other than 0 keep (they compute the same
+    rows, rank 0 writes them)."""
+
+    def __init__(self, rows: int = 0) -> None:
+        self.rows = rows
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
+
+    def close(self) -> None:
+        pass
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """``torch.save`` of ``state`` onto ``path``, atomically."""
     files.atomic_write(path, lambda fh: torch.save(dict(state), fh))

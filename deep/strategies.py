@@ -5,6 +5,9 @@ returns the mean over its chunk, so the full-batch loss and its Hessian H are si
 
     L(theta) = sum_i (n_i / N) L_i(theta),    H v = sum_i (n_i / N) H_i v,    N = sum_i n_i.
 
+When ``data`` is a :class:`deep.distributed.Shard` (this rank's part of the full batch) every such sum
+is all-reduced over the shard's process group, so each rank gets the full-batch value.
+
 Every strategy is a :class:`deep.operators.CurvatureOperator` over the parameter block ``params``
 (:mod:`deep.params`; all trainable parameters by default).  It works on a detached snapshot of theta
 taken at construction through ``torch.func.functional_call``: the model's parameters, ``.grad`` and
@@ -45,6 +48,7 @@ from torch.func import functional_call, grad, jvp
 
 from aeos_theory import checks
 
+from .distributed import group_of, reduce_mean
 from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation
 from .operators import CurvatureOperator
 from .params import ParamLayout, ParamSelection
@@ -71,6 +75,7 @@ class ModelOperator(CurvatureOperator):
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None) -> None:
         self.model, self.loss_fn = check_model(model), check_loss(loss_fn)
         self.data: Data = as_data(data)
+        self.group = group_of(self.data)  # a deep.Shard: every chunk sum is all-reduced over its ranks
         self.layout = ParamLayout.of(model, params)
         super().__init__(self.layout.n, self.layout.dtype, self.layout.device)
         trainable = set(self.layout.names)
@@ -92,12 +97,12 @@ class ModelOperator(CurvatureOperator):
 
     def loss(self) -> float:
         """L(theta) = sum_i (n_i/N) L_i(theta) at the snapshot (units of ``loss_fn``)."""
-        total, count = 0.0, 0
+        total, count = torch.zeros(1, dtype=torch.float64, device=self.device), 0
         with torch.no_grad():
             for inputs, targets, n in self.chunks():
                 total += n * float(self.chunk_loss(inputs, targets)(self._params))
                 count += n
-        return total / count
+        return float(reduce_mean(total, count, self.group))
 
     def gradient(self) -> Tensor:
         """g = dL/dtheta over the block, flat (one gradient per chunk, by ``torch.func.grad``)."""
@@ -106,7 +111,7 @@ class ModelOperator(CurvatureOperator):
         for inputs, targets, n in self.chunks():
             acc.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
             count += n
-        return acc.div_(count)
+        return reduce_mean(acc, count, self.group)
 
     def _per_chunk(self, product, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
@@ -115,7 +120,7 @@ class ModelOperator(CurvatureOperator):
         for inputs, targets, n in self.chunks():
             acc.add_(self.layout.flatten(product(self.chunk_loss(inputs, targets), tangents)), alpha=n)
             count += n
-        return acc.div_(count)
+        return reduce_mean(acc, count, self.group)
 
 
 def _double_backward(loss, params: dict[str, Tensor], tangents: dict[str, Tensor]) -> list[Tensor]:
@@ -234,7 +239,7 @@ class CachedDoubleBackward(ModelOperator):
         for inputs, targets, n in self._rest:
             acc.add_(self.layout.flatten(_double_backward(self.chunk_loss(inputs, targets), self._params,
                                                           tangents)), alpha=n)
-        return acc.div_(self._count)
+        return reduce_mean(acc, self._count, self.group)
 
     def start_direction(self) -> Tensor:
         """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
@@ -246,7 +251,7 @@ class CachedDoubleBackward(ModelOperator):
             g.add_(self.layout.flatten([t.detach() for t in total]))
         for inputs, targets, n in self._rest:
             g.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
-        return g.div_(self._count)
+        return reduce_mean(g, self._count, self.group)
 
     def release(self) -> None:
         """Free the kept graph (it is rebuilt at the next product)."""

@@ -30,6 +30,7 @@ the edge of stability then amplify); on CUDA, kernels may add nondeterminism.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -38,15 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from aeos_theory import identify, threshold_constant
+from aeos_theory.command import RecordError
 from aeos_theory.optimizers import get_optimizer
 
 from . import runlog
 from .config import TrainConfig
+from .data import Dataset, chunks, load
+from .distributed import Ranks, Shard, broadcast, join, reduce_sum, session, shard_slice
 from .run_folder import RunFolder
-from .data import Dataset, load
 from .losses import correct, count, get_loss
 from .measure import SharpnessTracker
 from .models import build_model
@@ -67,15 +71,30 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
         raise ValueError(f"config must be a deep.TrainConfig; got {type(config).__name__}")
     config.validate()
     folder = RunFolder(out_dir)
-    trainer = Trainer(config, folder)  # builds data and model first: bad input raises before any file
-    with folder.locked():
-        opened = folder.check(config.to_dict())
-        if not opened.finished:
-            folder.write_config(opened.saved, {"config": config.to_dict(), "hyper": trainer.hyper,
-                                               "device": str(trainer.device)}, command)
-            status, step, rows, wall = trainer.train(progress, opened.checkpoint)
-            folder.write_summary({"status": status, "step": step, "wall_time": wall}, rows)
+    with session(config.nproc, config.device) as ranks:  # one process, or this rank of config.nproc
+        trainer = Trainer(config, folder, ranks)  # builds data and model first: bad input raises before any file
+        with folder.locked() if ranks.is_writer else contextlib.nullcontext():  # rank 0 alone touches the folder
+            opened = broadcast_outcome(lambda: folder.check(config.to_dict()) if ranks.is_writer else None, ranks)
+            if not opened.finished:
+                if ranks.is_writer:
+                    folder.write_config(opened.saved, {"config": config.to_dict(), "hyper": trainer.hyper,
+                                                       "device": str(trainer.device)}, command)
+                status, step, rows, wall = trainer.train(progress and ranks.is_writer, opened.checkpoint)
+                if ranks.is_writer:
+                    folder.write_summary({"status": status, "step": step, "wall_time": wall}, rows)
     return folder.metrics
+
+
+def broadcast_outcome(work, ranks: Ranks):
+    """Rank 0's result of ``work()`` on every rank, or the exception it raised, raised on every rank."""
+    try:
+        outcome = ("ok", work())
+    except (ValueError, RecordError) as err:
+        outcome = ("error", err)
+    outcome = broadcast(outcome, ranks)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
 
 
 class Trainer:
@@ -85,14 +104,17 @@ class Trainer:
     on the measurement grid, and descend.
     """
 
-    def __init__(self, config: TrainConfig, folder: RunFolder) -> None:
+    def __init__(self, config: TrainConfig, folder: RunFolder, ranks: Ranks | None = None) -> None:
         self.config, self.folder = config, folder
-        self.device, dtype = config.torch_device(), config.torch_dtype()
+        self.ranks = ranks if ranks is not None else join(config.nproc, config.device)
+        self.device, dtype = (config.torch_device() if config.nproc == 1 else self.ranks.device), config.torch_dtype()
         self.hyper = config.resolved_hyper()
         self.eta = self.hyper["eta"]
         self.data = load(config.dataset, config.n, data_dir=config.data_dir, context=config.context,
                          seed=config.seed).to(self.device, dtype)
-        self.chunks = self.data.chunks(config.chunk_size)
+        mine = shard_slice(len(self.data), self.ranks.rank, self.ranks.world)  # this rank's examples
+        self.chunks = chunks(self.data.X[mine], self.data.y[mine], config.chunk_size)
+        self.measured = Shard(self.chunks, self.ranks.group) if self.ranks.group is not None else self.chunks
         self.loss_fn = get_loss(config.loss)
         self.model = build_model(config.model, self.data.input_shape, self.data.num_classes, width=config.width,
                                  depth=config.depth, act=config.activation,
@@ -114,7 +136,9 @@ class Trainer:
         """Run to the end from ``checkpoint`` (a state :class:`RunFolder` verified; None: from step 0) on
         ``config.threads`` torch threads; returns (status, final step, rows in metrics.csv, wall time in s)."""
         step = self.restore(checkpoint)
-        self.writer = runlog.MetricsWriter(self.folder.metrics, keep_rows=checkpoint["rows"] if checkpoint else 0)
+        kept = checkpoint["rows"] if checkpoint else 0
+        self.writer = (runlog.MetricsWriter(self.folder.metrics, keep_rows=kept) if self.ranks.is_writer
+                       else runlog.RowCounter(kept))
         self.theory_constant(step)  # the first call derives the formula (sympy)
         self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
                         desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
@@ -187,10 +211,10 @@ class Trainer:
         pass_over = (self.model, self.loss_fn, self.chunks, self.data)
         if self.full_batch:
             self.optimizer.zero_grad(set_to_none=True)
-            return full_batch_pass(*pass_over, backward=step < self.config.steps)
+            return full_batch_pass(*pass_over, backward=step < self.config.steps, group=self.ranks.group)
         resumed_start = step == self.resumed_at and self.config.target_loss is not None
         if (self.on_grid(step) and step != self.resumed_at) or resumed_start:
-            return full_batch_pass(*pass_over, backward=False)
+            return full_batch_pass(*pass_over, backward=False, group=self.ranks.group)
         return None, math.nan
 
     def descend(self, step: int) -> bool:
@@ -198,12 +222,13 @@ class Trainer:
         if not self.full_batch:
             idx = torch.randperm(len(self.data), generator=self.batches)[: self.config.batch_size].to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            batch_loss = self.loss_fn(self.model(self.data.X[idx]), self.data.y[idx])
+            batch_loss = self.minibatch_loss(idx)
             if self.diverged(float(batch_loss.detach())):
                 if self.last_row != step:  # else this step's row is written already
                     self.record(step, float(batch_loss.detach()), math.nan, measure=False)
                 return False
             batch_loss.backward()
+            reduce_gradients(self.model, self.ranks.group)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -217,7 +242,7 @@ class Trainer:
                                "eta_threshold": self.theory_constant(step)}
         if measure:
             has_p = step > 0 or not self.adaptive  # an adaptive optimizer has no P before its first step
-            m = self.tracker.measure(self.model, self.loss_fn, self.chunks, self.optimizer if has_p else None,
+            m = self.tracker.measure(self.model, self.loss_fn, self.measured, self.optimizer if has_p else None,
                                      step=max(step, 1))
             row.update(sharpness=m["sharpness"], preconditioned_sharpness=m["preconditioned_sharpness"],
                        hvps=m["hvps"], converged=m["converged"], eta_S_P=m["eta_S_P"])
@@ -237,9 +262,21 @@ class Trainer:
         name, hyper = identify(type(self.optimizer).__name__, self.optimizer.param_groups[0])
         return threshold_constant(name, step=max(step, 1), **hyper)
 
+    def minibatch_loss(self, idx: Tensor) -> Tensor:
+        """The mean loss over the minibatch ``idx``; with several ranks each computes its share (weighted
+        by its size) and the returned value is the whole batch's, the gradient summed by the caller."""
+        if self.ranks.group is None:
+            return self.loss_fn(self.model(self.data.X[idx]), self.data.y[idx])
+        part = idx[shard_slice(len(idx), self.ranks.rank, self.ranks.world)]
+        local = self.loss_fn(self.model(self.data.X[part]), self.data.y[part]) * (len(part) / len(idx))
+        total = reduce_sum(local.detach().clone(), self.ranks.group)
+        return local + (total - local.detach())  # the batch's value, this rank's gradient
+
     def checkpoint(self, step: int) -> None:
         """Save everything a resume needs, atomically, after the row of ``step`` (fsynced before it), with
-        the proofs of :class:`RunFolder`."""
+        the proofs of :class:`RunFolder` (rank 0 only)."""
+        if not self.ranks.is_writer:
+            return
         self.folder.save_checkpoint({
             "step": step, "start_loss": self.start_loss, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -259,9 +296,13 @@ class Trainer:
 DIVERGENCE_FACTOR = 1e4
 
 
-def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset,
-                    backward: bool) -> tuple[float, float]:
-    """Full-batch loss L = sum_i (n_i/N) L_i and accuracy; with ``backward`` also accumulate grad L in ``.grad``."""
+def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
+                    group: Any = None) -> tuple[float, float]:
+    """Full-batch loss L = sum_i (n_i/N) L_i and accuracy; with ``backward`` also accumulate grad L in ``.grad``.
+
+    ``chunks`` cover the full batch ``data``, or, with a process ``group``, this rank's shard of it:
+    then the loss, the hits and the gradient are summed over the ranks (every rank gets the full batch's).
+    """
     n_total = len(data)
     loss_sum, hits = 0.0, 0
     with torch.set_grad_enabled(backward):
@@ -274,5 +315,22 @@ def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset
             loss_sum += float(loss.detach()) * weight
             if data.task != "regression":
                 hits += correct(out.detach(), y)
+    if group is not None:
+        device = next(model.parameters()).device  # NCCL reduces tensors on the GPU only
+        totals = reduce_sum(torch.tensor([loss_sum, float(hits)], dtype=torch.float64, device=device), group)
+        loss_sum, hits = float(totals[0]), int(totals[1])
+        if backward:
+            reduce_gradients(model, group)
     accuracy = hits / count(data.y) if data.task != "regression" else math.nan
     return loss_sum, accuracy
+
+
+def reduce_gradients(model: torch.nn.Module, group: Any) -> None:
+    """Sum every parameter's ``.grad`` over the ranks of ``group`` (one all-reduce of a flat buffer)."""
+    if group is None:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    reduce_sum(flat, group)
+    for p, part in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(part.view_as(p.grad))

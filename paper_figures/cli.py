@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes for independent runs, >= 1 (default: number of CPU cores, max 2)")
     parser.add_argument("--cifar-dir", default=None,
                         help="with --full: folder of the official CIFAR-10 python batches")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes (GPUs) each training run shards its full batch over, through "
+                             "torch.distributed (default 1; --jobs runs are then started one after another)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.set_defaults(handler=run)
 
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from paper_figures.pipeline import Production
 
     names = select(args.only)
-    jobs = args.jobs if args.jobs is not None else max(1, min(2, os.cpu_count() or 1))
+    default_jobs = 1 if args.nproc > 1 else max(1, min(2, os.cpu_count() or 1))  # ranks fill the cores already
+    jobs = args.jobs if args.jobs is not None else default_jobs
     jobs = checks.integer("--jobs", jobs, low=1, high=256)
     scale = args.scale or _default_scale()
     if args.cifar_dir is not None and not Path(args.cifar_dir).is_dir():
@@ -71,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must be a folder, got the file {args.out!r}")
     command_line = "aeos figures" + {"quick": "", "full": " --full", "tiny": " --scale tiny"}[scale]
     command_line += f" --only {','.join(names)}" if args.only else ""
-    production = Production(names, Context(scale=scale, cifar_dir=args.cifar_dir), out, command_line)
+    nproc = checks.integer("--nproc", args.nproc, low=1)
+    command_line += f" --nproc {nproc}" if nproc > 1 else ""
+    production = Production(names, Context(scale=scale, cifar_dir=args.cifar_dir, nproc=nproc), out, command_line)
     try:
         return production.run(jobs=jobs, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -32,7 +32,8 @@ class Production:
         self.names, self.ctx, self.out, self.command = list(names), ctx, Path(out), command
         self.cache = RunCache(self.out / "runs")
         self.modules: dict[str, ModuleType] = {name: load(name) for name in self.names}
-        self.plans: dict[str, list[Run]] = {name: list(m.plan(ctx)) for name, m in self.modules.items()}
+        self.plans: dict[str, list[Run]] = {name: [_sharded(r, ctx.nproc) for r in m.plan(ctx)]
+                                            for name, m in self.modules.items()}
         self.summary = report.load_summary(self.out)
         if self.summary.get("scale") not in (None, ctx.scale):
             self.summary = {"figures": {}}  # never mix scales in one gallery
@@ -124,6 +125,13 @@ class Production:
             if name not in drawn:
                 print(f"  {name}: {self.summary['figures'][name]['error']}", file=sys.stderr)
         return 0 if len(drawn) == len(self.names) else 1
+
+
+def _sharded(run: Run, nproc: int) -> Run:
+    """A training run over ``nproc`` processes (its own cache entry: the reductions change round-off)."""
+    if nproc == 1 or not run.fn.endswith("training:train"):
+        return run
+    return Run(run.fn, {**run.config, "nproc": nproc}, label=f"{run.label} x{nproc}", cost=run.cost / nproc)
 
 
 def _first_line(err: BaseException) -> str:

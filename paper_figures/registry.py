@@ -40,10 +40,12 @@ SCALES: tuple[str, ...] = ("tiny", "quick", "full")
 
 @dataclass(frozen=True)
 class Context:
-    """What a figure needs to know about the invocation."""
+    """What a figure needs to know about the invocation: its ``scale``, a CIFAR-10 folder, and the
+    processes ``nproc`` each training run shards its full batch over (:mod:`deep.distributed`)."""
 
     scale: str
     cifar_dir: str | None = None
+    nproc: int = 1
 
     def pick(self, tiny, quick, full):
         """The value for this scale."""

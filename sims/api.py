@@ -86,6 +86,8 @@ def _as_float_array(name: str, value: object) -> np.ndarray:
         arr = np.array(value, dtype=np.float64, order="C")
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an array of real numbers") from None
+    except OverflowError:  # an int too large for a float, such as 10**400
+        raise ValueError(f"{name} must be finite") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
     return arr

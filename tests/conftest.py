@@ -6,10 +6,18 @@ skips them while iterating.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The property-based tests draw the same examples on every run (a test suite gives the same verdict for
+# the same code); HYPOTHESIS_PROFILE=explore draws new ones, to hunt for bugs.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes ``support`` importable from any rootdir
 

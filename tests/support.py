@@ -179,3 +179,52 @@ def run_cli(main, argv: list[str]) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+# ----------------------------------------------------------------------------- two ranks (torch.distributed)
+def sharded_measurements(rank: int, world: int, rendezvous: str, out: str) -> None:
+    """One rank of the sharding test: the tiny problem's data split in contiguous shards, every full-batch
+    quantity of ``deep`` measured through :class:`deep.Shard`; results written to ``out/rank<r>.json``.
+    The process ends through :func:`deep.distributed.run_as_rank` (as the package's ranks do)."""
+    from deep.distributed import run_as_rank
+
+    run_as_rank(lambda: _measure_shard(rank, world, rendezvous, out))
+
+
+def _measure_shard(rank: int, world: int, rendezvous: str, out: str) -> int:
+    import json
+
+    import torch.distributed as dist
+
+    import deep
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        model, x, y = tiny_problem(seed=2, n=41)
+        opt = adam_trained(model, x, y)
+        mine = slice(*[(0, 20), (20, 41)][rank])
+        shard = deep.Shard([(x[mine][:13], y[mine][:13]), (x[mine][13:], y[mine][13:])])
+        v = torch.linspace(-1, 1, 203, dtype=torch.float64)
+        result = {"loss": deep.full_batch_loss(model, mse, shard),
+                  "gradient": deep.full_batch_gradient(model, mse, shard).tolist(),
+                  "hvp": deep.hvp(model, mse, shard, v).tolist(),
+                  "sharpness": deep.sharpness(model, mse, shard, tol=1e-10, max_iter=203),
+                  "preconditioned": deep.preconditioned_sharpness(model, mse, shard, opt, tol=1e-10, max_iter=203),
+                  "eta_S_P": deep.measure_edge(model, mse, shard, opt, tol=1e-10, max_iter=203).eta_S_P,
+                  "trace": deep.hessian_trace(model, mse, shard, hvps=30, seed=4).estimate}
+        with open(f"{out}/rank{rank}.json", "w") as fh:
+            json.dump(result, fh)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def adam_trained(model, x, y, steps: int = 3):
+    """Adam (lr 1e-2, coupled weight decay 0.1) after ``steps`` full-batch steps of the square loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        opt.step()
+    return opt

@@ -7,6 +7,7 @@ deep checkpointed.  The cached result is the metrics table as columns.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -42,21 +43,36 @@ def train(run_dir: Path, **config: Any) -> dict:
     """Run (or resume) ``deep.run`` for the :class:`deep.TrainConfig` fields ``config`` in ``run_dir/train``;
     return its status and its metrics as columns.  A train folder whose records cannot be trusted (it is
     a cache) is removed, said so on stderr, and the run computed again from step 0."""
-    from aeos_theory.command import RecordError
-    from deep import TrainConfig, read_metrics, run
+    from deep import read_metrics
     from deep.runlog import COLUMNS, SUMMARY
 
     folder = Path(run_dir) / "train"
-    try:
-        path = run(TrainConfig.from_dict(config), folder, progress=False)
-    except RecordError as err:
-        print(f"recomputing {folder} from step 0: {err}", file=sys.stderr)
-        shutil.rmtree(folder)
-        path = run(TrainConfig.from_dict(config), folder, progress=False)
+    if config.get("nproc", 1) > 1:  # ranks in their own processes, through torch's elastic launcher
+        from deep.distributed import launch
+
+        status = launch(["-m", "deep.distributed", json.dumps(config), str(folder)], config["nproc"])
+        if status not in (0, 3):
+            raise RuntimeError(f"the {config['nproc']}-process run in {folder} failed with exit status {status}")
+        path = folder / "metrics.csv"
+    else:
+        path = _run_here(config, folder)
     rows = read_metrics(path)
     status = files.read_json(path.parent / SUMMARY)
     return {"status": status.get("status"), "last_step": status.get("step"), "rows": len(rows),
             "metrics": {c: [row.get(c) for row in rows] for c in COLUMNS}}
+
+
+def _run_here(config: dict, folder: Path) -> Path:
+    """``deep.run`` in this process; a folder that cannot prove its records is removed and run again."""
+    from aeos_theory.command import RecordError
+    from deep import TrainConfig, run
+
+    try:
+        return run(TrainConfig.from_dict(config), folder, progress=False)
+    except RecordError as err:
+        print(f"recomputing {folder} from step 0: {err}", file=sys.stderr)
+        shutil.rmtree(folder)
+        return run(TrainConfig.from_dict(config), folder, progress=False)
 
 
 def series(result: Mapping[str, Any], name: str) -> np.ndarray:
