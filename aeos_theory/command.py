@@ -8,16 +8,20 @@ Each package owns its subcommands in its own ``cli`` module, which exposes ``reg
 Exit codes: 0 success, 1 a runtime failure: an operating-system error, a record that cannot be
 trusted (:class:`RecordError`: a run folder or cache entry that is corrupt, incomplete or locked by
 another writer) or an internal error, 2 bad input, 3 the run finished but diverged (recorded as such),
-130 interrupted.  Every failure is one line on stderr, never a traceback (``AEOS_TRACEBACK=1`` shows
-the traceback of an internal error, for a bug report).
+130 interrupted (Ctrl-C, or SIGTERM, which stops a command the same way: a run folder stays
+resumable).  Every failure is one line on stderr, never a traceback (``AEOS_TRACEBACK=1`` shows the
+traceback of an internal error, for a bug report).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from typing import Callable, NoReturn, Sequence
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from aeos_theory.hyperparams import HYPERS
 
@@ -64,21 +68,56 @@ def hyperparameters(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> di
             if name not in skip and getattr(args, name, None) is not None}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (as Ctrl-C raises KeyboardInterrupt), so that it stops through
+    the same cleanup (locks released, atomic writes abandoned, a run folder left resumable)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> NoReturn:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread; the
+    previous handler is restored after it.  Elsewhere than the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_by_signal(err: BaseException) -> bool:
+    """torch's elastic launcher turns SIGTERM / SIGINT into its own SignalException (with ``sigval``)."""
+    return getattr(err, "sigval", None) in (signal.SIGTERM, signal.SIGINT)
+
+
+def _interrupted(signum: int) -> int:
+    print("terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run ``args.handler(args)``: ValueError -> exit 2; RecordError, OSError and any other error -> exit 1;
-    Ctrl-C -> 130; one line on stderr each."""
+    Ctrl-C or SIGTERM -> 130; one line on stderr each."""
     try:
-        return int(args.handler(args))
+        with sigterm_as_interrupt():
+            return int(args.handler(args))
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
     except RecordError as err:
         fail(str(err), EXIT_FAILED)
     except OSError as err:
         fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", EXIT_FAILED)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        return _interrupted(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     except Exception as err:  # a bug: still one line, unless the user asks for the traceback
+        if _stopped_by_signal(err):
+            return _interrupted(err.sigval)
         if os.environ.get("AEOS_TRACEBACK"):
             raise
         fail(f"internal error: {type(err).__name__}: {err} (set AEOS_TRACEBACK=1 to see the traceback)",

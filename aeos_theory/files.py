@@ -45,7 +45,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(binary file)`` on a temporary file beside ``path``, fsync, then rename onto ``path``."""
+    """Call ``write(binary file)`` on a temporary file beside ``path``, fsync, then rename onto ``path``.
+
+    An OSError names ``path`` (the file the caller asked for), not the temporary file.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -54,6 +57,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err  # the same subclass (FileNotFoundError, ...)
     finally:
         if tmp.exists():
             tmp.unlink()

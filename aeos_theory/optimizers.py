@@ -34,6 +34,8 @@ commutes with P^-1 H, so its threshold on P^-1 H is exact for any P too.
 
 from __future__ import annotations
 
+import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -50,6 +52,9 @@ SYMBOLS: dict[str, sp.Symbol] = {
     name: sp.Symbol(name, positive=True) if not hyper.low_inclusive else sp.Symbol(name, nonnegative=True)
     for name, hyper in HYPERS.items()
 }
+
+#: The largest step t whose update the package describes (t must convert to a float64).
+MAX_STEP = 10**300
 
 #: Symbols of the step-dependent coefficients of the update matrices (their meaning: each spec's
 #: ``coefficients``).
@@ -119,9 +124,11 @@ class OptimizerSpec:
         return values
 
     def step_coefficients(self, step: int | None, hyper: Mapping[str, Any]) -> dict:
-        """The coefficients of M_t at ``step`` t >= 1 (None: settled, t -> infinity) for ``hyper``."""
+        """The coefficients of M_t at ``step`` t >= 1 (None: settled, t -> infinity) for ``hyper``.
+
+        t is at most ``MAX_STEP`` = 10^300, so that t converts to a float64."""
         if step is not None:
-            step = checks.integer("step", step, low=1)
+            step = checks.integer("step", step, low=1, high=MAX_STEP)
         return self.coefficients(step, hyper)
 
 
@@ -209,17 +216,56 @@ def _nadam_schedule(t, h):
     return {"c1": (1 - mu(t)) / (1 - product), "c2": mu(t + 1) / (1 - product * mu(t + 1))}
 
 
-_PRODUCTS: dict[tuple[float, float], list[float]] = {}
+#: Steps t whose products Pi_t are multiplied out in order, as torch does, and kept (per (beta1, psi),
+#: for at most ``_KEPT`` pairs); later steps use the closed form of :func:`_mu_product`.
+_IN_ORDER = 100_000
+_KEPT = 8
+_NEGLIGIBLE = 2.0**-60
+_PRODUCTS: dict[tuple[float, float], array] = {}
 
 
 def _mu_product(b1: float, psi: float, t: int) -> float:
-    """Pi_t = mu_1 ... mu_t in float64, multiplied in order as torch does; prefixes are kept per
-    (beta1, psi), so a run's thresholds at increasing t cost O(t) in all."""
-    products = _PRODUCTS.setdefault((b1, psi), [1.0])
-    while len(products) <= t:
+    """Pi_t = mu_1 ... mu_t in float64, for any t >= 1, in O(1) time once the prefix is built.
+
+    For t <= N = ``_IN_ORDER`` multiplied in order as torch does, the prefixes kept (a run's thresholds
+    at increasing t cost O(t) in all).  The prefix stops growing once Pi_t < 2^-60, and every later Pi_t
+    is returned as 0: in float64 it leaves 1 - Pi_t and 1 - Pi_t mu_{t+1} at exactly 1, so the step's
+    coefficients are the same (as Pi_t <= beta1^t, for beta1 <= 0.999 this happens by t = 41600 < N).
+    For t > N, with q = 0.96^psi and the q-Pochhammer symbol (x; q)_inf = prod_{j >= 0} (1 - x q^j),
+
+        Pi_t = Pi_N beta1^(t - N) prod_{s=N+1}^{t} (1 - q^s / 2)
+             = Pi_N beta1^(t - N) (q^(N+1) / 2; q)_inf / (q^(t+1) / 2; q)_inf,
+
+    evaluated in logarithms (:func:`_log_pochhammer`).
+    """
+    key = (b1, psi)
+    if key not in _PRODUCTS and len(_PRODUCTS) >= _KEPT:
+        del _PRODUCTS[next(iter(_PRODUCTS))]  # the oldest pair: memory stays bounded
+    products = _PRODUCTS.setdefault(key, array("d", [1.0]))
+    while len(products) <= min(t, _IN_ORDER) and products[-1] >= _NEGLIGIBLE:
         s = len(products)
         products.append(products[-1] * (b1 * (1 - 0.5 * 0.96 ** (s * psi))))
-    return products[t]
+    if t < len(products):
+        return products[t]
+    if products[-1] < _NEGLIGIBLE:
+        return 0.0
+    n, log_q = _IN_ORDER, psi * math.log(0.96)
+    log_tail = ((t - n) * math.log(b1) + _log_pochhammer(0.5 * math.exp((n + 1) * log_q), log_q)
+                - _log_pochhammer(0.5 * math.exp((t + 1) * log_q), log_q))
+    return products[n] * math.exp(log_tail)
+
+
+def _log_pochhammer(x: float, log_q: float) -> float:
+    """log (x; q)_inf = sum_{j >= 0} log(1 - x q^j) = -sum_{k >= 1} x^k / (k (1 - q^k)), for 0 <= x < 1
+    and q = exp(log_q) < 1; the series converges like x^k."""
+    total, k, power = 0.0, 1, x
+    while power > 0.0:
+        term = power / (k * -math.expm1(k * log_q))
+        total -= term
+        if term <= 1e-17 * abs(total):
+            break
+        k, power = k + 1, power * x
+    return total
 
 
 # ----------------------------------------------------------------------------- torch arguments

@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from aeos_theory.hyperparams import HYPERS
 from aeos_theory.optimizers import LAMBDA, STEP_SYMBOLS, SYMBOLS, get_optimizer
@@ -54,10 +55,11 @@ class Boundary:
 
 
 def characteristic_polynomial(matrix: sp.Matrix, z: sp.Symbol = Z) -> sp.Poly:
-    """chi(z) = det(z I - M) as a polynomial in ``z``."""
+    """chi(z) = det(z I - M) as a polynomial in ``z`` (the determinant written out: sympy's ``charpoly``
+    fails on block-triangular matrices with irrational entries such as sqrt(2))."""
     if not isinstance(matrix, sp.MatrixBase) or matrix.rows != matrix.cols or matrix.rows == 0:
         raise ValueError("matrix must be a non-empty square sympy Matrix")
-    return sp.Poly(matrix.charpoly(z).as_expr(), z)
+    return sp.Poly(sp.expand((z * sp.eye(matrix.rows) - matrix).det(method="berkowitz")), z)
 
 
 def boundary_candidates(chi: sp.Poly, lam: sp.Symbol = LAMBDA) -> list[tuple[str, sp.Expr]]:
@@ -161,8 +163,11 @@ def derive_boundary(
     the hyperparameter symbols), True the general t-th update in the coefficient symbols of
     :data:`aeos_theory.optimizers.STEP_SYMBOLS` (``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``).
     ``ranges`` maps symbols of a user matrix to (low, high) sample ranges used to decide which branch
-    binds; the package's hyperparameter names get their natural ranges.  Raises ValueError when no
-    branch binds (stable for all lambda > 0) or the binding branch changes inside the ranges.
+    binds; the package's hyperparameter names get their natural ranges.  Float entries are made exact
+    rationals (0.1 -> 1/10).  Raises ValueError when an entry is not a polynomial in ``lam`` (a rational
+    function such as 1/(1 + eta lambda)), when chi(z) has a factor free of lambda with a root |z| >= 1
+    (stable at no lambda), when no branch binds (stable for all lambda > 0, or not even as lambda -> 0)
+    or when the binding branch changes inside the ranges.
     """
     if not isinstance(optimizer, str):
         return _derive_matrix(optimizer, lam, dict(ranges or {}))
@@ -208,20 +213,24 @@ def _coefficient_name(symbol: sp.Symbol) -> str:
 
 def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[sp.Symbol] | None = None,
                    points: list[list[float]] | None = None) -> Boundary:
-    if not isinstance(matrix, sp.MatrixBase):
-        raise ValueError(f"optimizer must be an optimizer name or a sympy Matrix, got {type(matrix).__name__}")
-    if matrix.rows != matrix.cols or matrix.rows == 0:
-        raise ValueError(f"the update matrix must be square and non-empty, got shape {matrix.shape}")
-    if not matrix.has(lam):
-        raise ValueError(f"the update matrix does not depend on the curvature symbol {lam}")
+    matrix = _exact_polynomial_matrix(matrix, lam)
     parameters = tuple(order) if order else tuple(sorted(matrix.free_symbols - {lam}, key=lambda s: s.name))
-    chi = characteristic_polynomial(matrix)
-    candidates = boundary_candidates(chi, lam)
+    points = points if points is not None else _sample_points(parameters, ranges)
+    try:
+        chi = characteristic_polynomial(matrix)
+        _refuse_fixed_unstable_roots(chi, lam, parameters, points)
+        candidates = boundary_candidates(chi, lam)
+    except BasePolynomialError as err:
+        raise ValueError(f"sympy cannot factor the characteristic polynomial of this update matrix "
+                         f"({type(err).__name__}): write its entries as polynomials in {lam} with rational "
+                         f"coefficients (an irrational constant such as sqrt(2) as a symbol of its own)") from None
     matrix_fn = sp.lambdify((lam, *parameters), matrix, modules="numpy")
     branch_fns = [sp.lambdify(parameters, expr, modules="cmath") for _, expr in candidates]
-    points = points if points is not None else _sample_points(parameters, ranges)
     chosen = {_binding_index(matrix_fn, branch_fns, point) for point in points}
     if chosen == {None}:
+        if _spectral_radius(matrix_fn, 1e-6, points[0]) >= 1:
+            raise ValueError(f"no boundary binds: the recurrence is not stable even as {lam} -> 0 (spectral radius "
+                             f">= 1 at {lam} = 1e-6), so it has no first loss of stability")
         raise ValueError("the recurrence is stable for every lambda > 0 at the sampled hyperparameters")
     if len(chosen) != 1:
         branches = ", ".join(f"{candidates[i][1]} ({candidates[i][0]})" for i in sorted(chosen - {None}))
@@ -230,10 +239,53 @@ def _derive_matrix(matrix: sp.Matrix, lam: sp.Symbol, ranges: dict, order: list[
     return Boundary(_tidy(expr), kind, chi.as_expr(), tuple(candidates), parameters)
 
 
+def _exact_polynomial_matrix(matrix: sp.Matrix, lam: sp.Symbol) -> sp.Matrix:
+    """``matrix`` checked (square, non-empty, entries polynomial in ``lam``) with Float entries made exact
+    rationals (0.1 -> 1/10: sympy's resultants and factorisations need exact coefficients)."""
+    if not isinstance(matrix, sp.MatrixBase):
+        raise ValueError(f"optimizer must be an optimizer name or a sympy Matrix, got {type(matrix).__name__}")
+    if matrix.rows != matrix.cols or matrix.rows == 0:
+        raise ValueError(f"the update matrix must be square and non-empty, got shape {matrix.shape}")
+    if matrix.has(sp.Float):
+        matrix = matrix.applyfunc(lambda entry: sp.nsimplify(entry, rational=True))
+    if not matrix.has(lam):
+        raise ValueError(f"the update matrix does not depend on the curvature symbol {lam}")
+    for index, entry in enumerate(matrix):
+        if not entry.is_polynomial(lam):
+            row, col = divmod(index, matrix.cols)
+            raise ValueError(f"the update matrix's entries must be polynomials in {lam}; entry [{row}, {col}] is "
+                             f"{entry} (multiply the recurrence through by its denominators, or linearise it)")
+    return matrix
+
+
+def _refuse_fixed_unstable_roots(chi: sp.Poly, lam: sp.Symbol, parameters: Sequence[sp.Symbol],
+                                 points: Sequence[Sequence[float]]) -> None:
+    """ValueError when chi(z) has a factor free of lambda with a root |z| >= 1 at a sample point: such a
+    root never moves, so the recurrence is stable at no lambda (e.g. M = diag(1/2 - lambda/3, 1): z = 1)."""
+    z = chi.gen
+    _, factors = sp.factor_list(chi.as_expr())
+    for factor, _ in factors:
+        if not factor.has(z) or factor.has(lam):
+            continue
+        coefficients = sp.lambdify(parameters, sp.Poly(factor, z).all_coeffs(), modules="math")
+        for point in points:
+            roots = np.roots(np.array(coefficients(*point), dtype=complex))
+            if roots.size == 0 or np.max(np.abs(roots)) < 1 - 1e-12:
+                continue
+            root = complex(roots[np.argmax(np.abs(roots))])
+            shown = f"{root.real:.6g}" if abs(root.imag) <= 1e-12 else f"{root:.6g}"
+            where = ", ".join(f"{p.name} = {v:.4g}" for p, v in zip(parameters, point))
+            raise ValueError(f"chi(z) has the factor {factor}, independent of {lam}, with the root z = {shown} of "
+                             f"modulus >= 1{f' at {where}' if where else ''}: the recurrence is stable at no "
+                             f"{lam} > 0 (remove that mode to get the boundary of the others)")
+
+
 def _tidy(expr: sp.Expr) -> sp.Expr:
     """Simplify, write an expression affine in weight_decay as (factored part) + c * weight_decay, and
     each part with positive factors, as the paper writes them: 2*(beta1 + 1)/(eta*(1 - beta1))."""
     expr = sp.simplify(expr)
+    if expr.is_Number:  # a plain number compares equal to itself: 3/2, not 3 * 2^-1 unevaluated
+        return expr
     wd = SYMBOLS["weight_decay"]
     numerator, denominator = sp.fraction(sp.cancel(sp.together(expr)))
     if not expr.has(wd) or denominator.has(wd):
@@ -316,8 +368,8 @@ def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: flo
     (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).
     ``step=t`` (t >= 1, t = 1 the first ``.step()``): the t-th update exactly as torch applies it,
     e.g. Adam (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), NAdam with its momentum schedule
-    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the cached
-    sympy derivation (microseconds after the first call per optimizer).
+    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the sympy
+    derivation, which is made once per optimizer and cached.
     """
     eta = get_optimizer(optimizer).validate(hyper)["eta"]
     constant = threshold_constant(optimizer, step=step, **hyper)

@@ -5,9 +5,10 @@
 
 Every flag is a field of :class:`deep.TrainConfig` (hyperparameters named as in :mod:`aeos_theory`);
 the same command again resumes the run folder, after proving it holds that run (:mod:`deep.run_folder`).
-Exit status 0 when the run completed or reached its target, 3 when it diverged, 1 when the folder's
-records cannot be trusted or the folder is locked by another writer, 2 for bad flags.  Building the
-parser imports no torch.
+Exit status 0 when the run completed or reached its target (the final status and the last measured row
+on stdout), 3 when it diverged (one line on stderr: the step and its loss), 1 when the folder's records
+cannot be trusted or the folder is locked by another writer, 2 for bad flags.  Building the parser
+imports no torch.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train (or resume) and print the final status and the last measured row.
+    """Train (or resume) and print the final status and the last measured row (a diverged run: one line on
+    stderr naming the step it diverged at and its loss, exit status 3).
 
     With ``--nproc N`` outside a distributed launch, start N ranks of this same command through torch's
     elastic launcher and return their status; inside one (``WORLD_SIZE`` > 1), this process is one rank:
@@ -110,19 +112,25 @@ def _train(config, args: argparse.Namespace) -> int:
     from aeos_theory import files
 
     from .runlog import SUMMARY, read_metrics
-    from .train import run as train
+    from .train import DIVERGENCE_FACTOR, run as train
 
     path = train(config, args.out, progress=not args.no_progress, command=_command_line(args))
     if int(os.environ.get("RANK", "0")) > 0:
         return command.EXIT_OK
     summary = files.read_json(path.parent / SUMMARY)
     rows = read_metrics(path)
+    if summary["status"] == "diverged":  # its last row is the diverged step's, with the loss that stopped it
+        loss = next((r["train_loss"] for r in reversed(rows) if r["step"] == summary["step"]), math.nan)
+        print(f"diverged at step {summary['step']}: train_loss {loss:.6g} (a run stops at a loss that is not "
+              f"finite or above {DIVERGENCE_FACTOR:g} times its loss at step 0); {len(rows)} rows in {path}",
+              file=sys.stderr)
+        return command.EXIT_DIVERGED
     last = next((r for r in reversed(rows) if not math.isnan(r["sharpness"])), rows[-1] if rows else None)
     print(f"{summary['status']} at step {summary['step']}; {len(rows)} rows in {path}")
     if last is not None:
         print(f"step {last['step']}: train_loss {last['train_loss']:.6g}, sharpness {last['sharpness']:.6g}, "
               f"eta*S_P {last['eta_S_P']:.6g} (eta*threshold {last['eta_threshold']:.6g})")
-    return command.EXIT_DIVERGED if summary["status"] == "diverged" else command.EXIT_OK
+    return command.EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

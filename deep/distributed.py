@@ -20,7 +20,10 @@ In your own script (under ``torchrun`` or any initialised process group), wrap e
 
 ``aeos train --nproc N`` starts N local ranks through torch's own launcher (``torch.distributed``
 elastic: :func:`launch`), gloo on CPU and NCCL on CUDA (one GPU per rank); ``torchrun ... -m deep.cli
--- train ...`` across nodes runs the same code.  Rank 0 alone writes the run folder.
+-- train ...`` across nodes runs the same code, and the figures' runs start theirs as ``python -m
+deep.rank CONFIG_JSON OUT_DIR`` (:mod:`deep.rank`).  Rank 0 alone writes the run folder.  This module
+holds the reductions and the launching; the training loop (:mod:`deep.train`) imports it, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -40,22 +43,7 @@ from torch import Tensor
 
 from aeos_theory import checks
 
-
-class Shard:
-    """This rank's shard of the full batch: re-iterable ``(X, y)`` chunks (anything :mod:`deep.inputs`
-    takes) and the process ``group`` whose ranks hold the other shards (default: the whole world)."""
-
-    def __init__(self, data: Any, group: Any = None) -> None:
-        from .inputs import as_data
-
-        if not dist.is_available() or not dist.is_initialized():
-            raise ValueError("a Shard needs an initialised torch.distributed process group (run under torchrun "
-                             "or call torch.distributed.init_process_group first)")
-        self.data = as_data(data)
-        self.group = group if group is not None else dist.group.WORLD
-
-    def __iter__(self) -> Iterator:
-        return iter(self.data)
+from .inputs import Shard  # defined beside the other kinds of data; deep.Shard is read from here
 
 
 def group_of(data: Any) -> Any:
@@ -249,29 +237,3 @@ def run_as_rank(work: Callable[[], int]) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(code)
-
-
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """``python -m deep.distributed CONFIG_JSON OUT_DIR``: one rank of a training run (what
-    :func:`launch` starts for the figures' ``--nproc``); exit status 3 when the run diverged."""
-    run_as_rank(lambda: _train(*(sys.argv[1:] if argv is None else argv)))
-
-
-def _train(config_json: str, out: str) -> int:
-    import json
-
-    from aeos_theory import files
-    from aeos_theory.command import EXIT_DIVERGED, EXIT_OK
-
-    from .config import TrainConfig
-    from .runlog import SUMMARY
-    from .train import run
-
-    path = run(TrainConfig.from_dict(json.loads(config_json)), out, progress=False)
-    if int(os.environ.get("RANK", "0")) > 0:
-        return EXIT_OK
-    return EXIT_DIVERGED if files.read_json(path.parent / SUMMARY)["status"] == "diverged" else EXIT_OK
-
-
-if __name__ == "__main__":
-    main()

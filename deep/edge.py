@@ -18,6 +18,13 @@ Everything is read from the optimizer at the moment of the call: each group's cu
 weight_decay, and ``state["step"]``.  The package optimizer a group runs is named by
 :func:`aeos_theory.identify`; an optimizer or setting the registry does not describe is refused with a
 ValueError saying so.
+
+Every param group must run the same optimizer, and the groups' constants must agree to the relative
+tolerance :data:`CONSTANT_RTOL` = 1e-3; c_t is then the smallest of them, the conservative choice (the
+ratio is the largest of the groups' own ratios).  AdamW's c_t holds the factor (2 - lr_g wd_g), so its
+usual groups (a no-decay group for biases and norms, or groups at different lr) differ by half the
+spread of lr_g wd_g, relative: 5e-4 for a no-decay group beside lr = 1e-2, wd = 0.1, accepted.  Groups
+with different betas, or whose lr_g wd_g are more than about 2e-3 apart, are refused.
 """
 
 from __future__ import annotations
@@ -35,12 +42,17 @@ from .operators import CurvatureOperator, DiagonalOperator, PreconditionedOperat
 from .preconditioners import coupled_decay_diagonal, group_diagonal, optimizer_step, preconditioner_diagonal
 from .strategies import hessian_operator
 
+#: Param groups whose threshold constants c_t agree to this relative tolerance share one edge, compared
+#: with the smallest c_t (module docstring).
+CONSTANT_RTOL = 1e-3
+
 
 @dataclass(frozen=True)
 class EdgeSetting:
     """What the optimizer applies at its current step: the package ``optimizer`` name, ``step`` t (None
-    for SGD, which keeps no count; its momentum thresholds are those of t >= 2), ``constant`` c_t,
-    each group's ``lr``, and the flat diagonals ``step_size`` D = lr_g / P and ``decay`` W."""
+    for SGD, which keeps no count; its momentum thresholds are those of t >= 2), ``constant`` c_t (the
+    smallest of the groups' constants, which agree to :data:`CONSTANT_RTOL`), each group's ``lr``, and the
+    flat diagonals ``step_size`` D = lr_g / P and ``decay`` W."""
 
     optimizer: str
     step: int | None
@@ -85,11 +97,12 @@ def edge_setting(optimizer: torch.optim.Optimizer, model: nn.Module, step: int |
         raise ValueError(f"step must be the optimizer's own count {counted}; got {step}")
     step = counted if counted is not None else (None if step is None else checks.integer("step", step, low=1))
     constants = [threshold_constant(name, step=step, **hyper) for name, hyper in named]
-    if max(constants) - min(constants) > 1e-9 * max(constants):
-        raise ValueError(f"optimizer param groups have different threshold constants {constants} (different "
-                         "betas, or lr * weight_decay under decoupled decay): no single edge to compare with")
+    if max(constants) - min(constants) > CONSTANT_RTOL * max(constants):
+        raise ValueError(f"optimizer param groups have different threshold constants {constants}, further apart "
+                         f"than the relative tolerance {CONSTANT_RTOL:g} (different betas, or lr * weight_decay "
+                         "far apart under decoupled decay): no single edge to compare with")
     lr = group_diagonal(optimizer, model, lambda g: g["lr"]).to(p_diag)
-    return EdgeSetting(named[0][0], step, constants[0], tuple(hyper["eta"] for _, hyper in named),
+    return EdgeSetting(named[0][0], step, min(constants), tuple(hyper["eta"] for _, hyper in named),
                        lr / p_diag, coupled_decay_diagonal(optimizer, model).to(p_diag))
 
 

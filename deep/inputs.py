@@ -6,7 +6,9 @@ Data (the full batch over which L(theta) is taken) may be
   convention); chunk i of n_i examples enters the full-batch loss with weight n_i / N, so a DataLoader's
   short last batch is weighted correctly;
 * a :class:`deep.Dataset` (split into chunks of at most :data:`DATASET_CHUNK` examples);
-* a single ``(X, y)`` pair of tensors with the same first dimension.
+* a single ``(X, y)`` pair of tensors with the same first dimension;
+* a :class:`Shard` (``deep.Shard``): this rank's chunks of a full batch split over the ranks of a
+  ``torch.distributed`` process group, whose sums :mod:`deep.distributed` all-reduces.
 
 Floating-point inputs and targets are cast to the model's dtype and every tensor is moved to its
 device; integer targets (class indices, token ids) keep their dtype.
@@ -26,6 +28,7 @@ import contextlib
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 LossFn = Callable[[Any, Any], Tensor]
@@ -57,10 +60,24 @@ def _is_pair_of_tensors(data: Any) -> bool:
             and data[0].ndim > 0 and data[1].ndim > 0 and data[0].shape[0] == data[1].shape[0])
 
 
+class Shard:
+    """This rank's shard of the full batch: re-iterable ``(X, y)`` chunks (anything :func:`as_data`
+    takes) and the process ``group`` whose ranks hold the other shards (default: the whole world)."""
+
+    def __init__(self, data: Any, group: Any = None) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise ValueError("a Shard needs an initialised torch.distributed process group (run under torchrun "
+                             "or call torch.distributed.init_process_group first)")
+        self.data = as_data(data)
+        self.group = group if group is not None else dist.group.WORLD
+
+    def __iter__(self) -> Iterator:
+        return iter(self.data)
+
+
 def as_data(data: Any) -> Data:
     """The full batch as a re-iterable of ``(inputs, targets)`` chunks (see the module docstring)."""
     from .data import Dataset
-    from .distributed import Shard
 
     if isinstance(data, Shard):
         return data

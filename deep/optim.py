@@ -1,4 +1,4 @@
-"""The package's optimizer names on top of ``torch.optim``, and the threshold each one must respect.
+"""The package's optimizer names on top of ``torch.optim``.
 
 Which ``torch.optim`` class and which keyword arguments a package name stands for is a fact of the
 registry (:data:`aeos_theory.OPTIMIZERS`: ``torch_class`` and ``torch_arguments``); this module only
@@ -21,13 +21,3 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], hyper: Mappi
     values = spec.validate(dict(hyper))
     return getattr(torch.optim, spec.torch_class)(params, **spec.torch_arguments(values))
 
-
-def threshold(name: str, hyper: Mapping[str, float], step: int) -> float:
-    """The stability threshold on the (preconditioned) sharpness of the ``step``-th update (units 1/eta).
-
-    :func:`aeos_theory.stability_threshold` at t = max(step, 1) (P_t is the denominator of update t;
-    before any update, the first one's value), e.g. (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta) for Adam.
-    """
-    from aeos_theory.stability import stability_threshold
-
-    return stability_threshold(name, step=max(int(step), 1), **get_optimizer(name).validate(dict(hyper)))

@@ -65,8 +65,35 @@ def rows_digest(path: Path, rows: int) -> str:
     return hashlib.sha256(b"\n".join(complete[: rows + 1]) + b"\n").hexdigest()
 
 
-def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if k not in _FREE and a.get(k) != b.get(k))
+def row_steps(steps: int, measure_every: int, last_step: int) -> list[int]:
+    """The steps of the rows of a run of ``steps`` updates that stopped at ``last_step`` <= ``steps``:
+    every ``measure_every``-th step from 0 below ``last_step`` (the trainer's measurement grid), then
+    ``last_step`` itself (the final step of a completed run, the step of a divergence or of reaching the
+    target loss).  A completed run has ceil(steps / measure_every) + 1 rows."""
+    return list(range(0, last_step, measure_every)) + [last_step]
+
+
+_ABSENT = object()
+
+
+def _differences(saved: Mapping[str, Any], wanted: Mapping[str, Any], where: str) -> list[str]:
+    """Each field (nested ones dotted: ``hyper.eta``) where the config ``saved`` in ``where`` differs from
+    ``wanted`` (the command's), with both values: ``hyper.eta: 0.001 in the folder, 0.005 in the command``.
+    Fields of :data:`_FREE` may differ."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        old, new = saved.get(key, _ABSENT), wanted.get(key, _ABSENT)
+        if key in _FREE or old == new:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out += [f"{key}.{line}" for line in _differences(old, new, where)]
+        else:
+            out.append(f"{key}: {_value(old)} in {where}, {_value(new)} in the command")
+    return out
+
+
+def _value(value: Any) -> str:
+    return "absent" if value is _ABSENT else repr(value)
 
 
 @dataclass(frozen=True)
@@ -102,10 +129,10 @@ class RunFolder:
                                   "prove which run they belong to; use a new folder")
             return Opened(None, False, None)
         saved = self._read_json(self.config)
-        diff = _differences(saved.get("config", {}), config)
+        diff = _differences(saved.get("config", {}), config, "the folder")
         if diff:
             raise ValueError(f"out_dir {str(self.path)!r} holds a run with a different config (differs in: "
-                             f"{', '.join(diff)}); use a new folder or the same config to resume")
+                             f"{'; '.join(diff)}); use a new folder or the same config to resume")
         if self.summary.exists():
             self._check_finished()
             return Opened(saved, True, None)
@@ -129,9 +156,9 @@ class RunFolder:
         if missing:
             raise RecordError(f"{self.checkpoint} lacks {', '.join(missing)}: it cannot prove which run it "
                               "continues; use a new folder")
-        diff = _differences(state["config"], config)
+        diff = _differences(state["config"], config, "the checkpoint")
         if diff:
-            raise RecordError(f"{self.checkpoint} was written by another config (differs in: {', '.join(diff)}) "
+            raise RecordError(f"{self.checkpoint} was written by another config (differs in: {'; '.join(diff)}) "
                               "than config.json and the command")
         now = versions()
         changed = [f"{k} {state['versions'].get(k)} -> {now[k]}" for k in now if state["versions"].get(k) != now[k]]

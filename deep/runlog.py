@@ -32,13 +32,28 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
-#: Columns of ``metrics.csv``: step t (updates taken), train loss and accuracy at theta_t, the learning
-#: rate ``lr`` of the next update (the schedule's), raw sharpness S = lambda_max(H), preconditioned
-#: S_P = lambda_max(P^-1/2 (H + W) P^-1/2) (W the coupled weight decay; S + wd when P = I), the
-#: threshold on S_P of the t-th update from aeos_theory (``eta_threshold`` / lr), ``eta_S_P`` = lr S_P and
-#: ``eta_threshold`` c_t (38 for Adam at beta1 = 0.9 once the bias correction has faded, 2 for gd),
-#: ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge), the HVPs the measurement used, whether Lanczos
-#: met its tolerance (1/0) and the cumulative training wall time in seconds.
+#: Columns of ``metrics.csv``.  The row of step t is written after t updates, before update t + 1, so
+#: it pairs quantities of three moments:
+#:
+#: * ``step`` t; ``train_loss`` and ``train_accuracy`` at theta_t, full batch; ``sharpness``
+#:   S = lambda_max(H(theta_t));
+#: * ``lr``: the rate the optimizer holds for the next update, t + 1 (the schedule's value after t
+#:   scheduler steps; the first param group's);
+#: * ``preconditioned_sharpness`` S_P = lambda_max(P_t^-1/2 (H + W) P_t^-1/2) with P_t the preconditioner
+#:   of the update just taken, t (Adam: sqrt(v_t / (1 - beta2^t)) + eps), and W the coupled weight decay
+#:   (S_P = S + wd when P = I); NaN at t = 0 for an adaptive optimizer, which has no P yet;
+#: * ``eta_S_P`` = lambda_max(D^1/2 (H + W) D^1/2), D = lr / P_t, i.e. lr S_P: the next update's rate with
+#:   the last update's P (the next update frozen at P_t); NaN where S_P is;
+#: * ``eta_threshold`` c_t, the dimensionless threshold of update t, t = max(step, 1), read from the live
+#:   optimizer (:func:`deep.measure_edge`: Adam's (2 + 2 beta1)(1 - beta1^t)/(1 - beta1), 38 at beta1 = 0.9
+#:   once the bias correction has faded; NAdam's schedule at t; 2 for gd), from the first group's
+#:   hyperparameters in a row without a measurement; ``threshold`` = eta_threshold / lr, the threshold on
+#:   S_P in units of 1/lr; ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge);
+#: * ``hvps`` used by the measurement, ``converged`` (1/0: Lanczos met its tolerance) and ``wall_time``,
+#:   the cumulative training time in seconds.
+#:
+#: A row written because the run diverged at step t holds the loss that stopped it (in a minibatch run,
+#: that batch's loss at theta_t), lr and the threshold, and NaN for the accuracy and every measurement.
 COLUMNS = ("step", "train_loss", "train_accuracy", "lr", "sharpness", "preconditioned_sharpness", "threshold",
            "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time")
 

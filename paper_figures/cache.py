@@ -15,7 +15,9 @@ Layout: ``<out>/runs/<key>/config.json`` (what was asked), ``<out>/runs/<key>/re
 atomically, last: its presence means "done"), plus whatever the run itself writes into that folder.
 A run holds an exclusive lock on its folder while it computes (a second writer stops at once), and a
 result is checked when read (:meth:`RunCache.problem`: valid JSON, the run's own key, columns of equal
-length): an entry that fails is computed again, and the command says so.
+length; for a deep training run also every column of :data:`deep.runlog.COLUMNS`, numbers or null, its
+status, and the rows its own config and ``train/summary.json`` say it has): an entry that fails is
+computed again, and the command says so.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class RunCache:
             return str(err)
         if not isinstance(result, dict) or result.get("_key") != run.key:
             return f"{path} is not the result of this run (no matching _key)"
+        if run.fn.endswith(TRAINING):
+            return _training_problem(path, run.config, result)
         metrics = result.get("metrics")
         if metrics is not None:
             lengths = {len(v) for v in metrics.values()} if isinstance(metrics, dict) else {-1}
@@ -94,7 +98,7 @@ class RunCache:
         """The stored result of ``run`` (KeyError if it has none that passes :meth:`problem`)."""
         problem = self.problem(run)
         if problem is not None:
-            raise KeyError(f"run {run.key} ({run.label or run.fn}) has no usable result: {problem}")
+            raise KeyError(f"run {run.label or run.fn} ({run.key}) has no usable result: {problem}")
         return files.read_json(self.run_dir(run) / "result.json")
 
     def prepare(self, run: Run) -> Path:
@@ -108,6 +112,69 @@ class RunCache:
     def store(self, run: Run, result: Mapping[str, Any]) -> None:
         """Write result.json atomically (a crash never leaves a half-written result)."""
         files.write_json(self.run_dir(run) / "result.json", result, indent=None)
+
+
+#: How the function of a deep training run ends (``paper_figures.figures.training:train``).
+TRAINING = "training:train"
+_STATUSES = ("completed", "diverged", "target_reached")
+
+
+def _training_problem(path: Path, config: Mapping[str, Any], result: dict) -> str | None:
+    """Why the result of a deep training run with TrainConfig fields ``config`` cannot be used (None: it can).
+
+    It must hold ``status``, ``last_step`` (<= steps; = steps when completed), ``rows`` and ``metrics``: every
+    column of :data:`deep.runlog.COLUMNS`, ``rows`` numbers or nulls long, its ``step`` column the run's
+    grid (:func:`deep.run_folder.row_steps`), and agree with ``train/summary.json`` beside it when present.
+    """
+    from deep import TrainConfig
+    from deep.run_folder import row_steps
+    from deep.runlog import COLUMNS, SUMMARY
+
+    status, last, rows, metrics = (result.get(k) for k in ("status", "last_step", "rows", "metrics"))
+    if not isinstance(metrics, dict):
+        return f"{path} holds no metrics table"
+    missing = [c for c in COLUMNS if c not in metrics]
+    if missing:
+        return f"{path} lacks the metrics columns {', '.join(missing)}"
+    if status not in _STATUSES or not _is_int(last) or not _is_int(rows):
+        return f"{path} lacks the run's status, last_step or rows (got {status!r}, {last!r}, {rows!r})"
+    for name in COLUMNS:
+        values = metrics[name]
+        if not isinstance(values, list) or len(values) != rows:
+            return f"{path} holds a metrics column {name} that is not a list of {rows} values"
+        bad = next((v for v in values if v is not None and not _is_number(v)), None)
+        if bad is not None:
+            return f"{path} holds {bad!r} in metrics column {name}, where numbers (or null) belong"
+    steps = config.get("steps", TrainConfig.steps)
+    every = config.get("measure_every", TrainConfig.measure_every)
+    if not 0 <= last <= steps or (status == "completed" and last != steps):
+        return f"{path} says {status} at step {last} for a run of {steps} steps"
+    expected = row_steps(steps, every, last)
+    if metrics["step"] != expected:
+        return (f"{path} holds {rows} rows (steps {_span(metrics['step'])}) where a run {status} at step {last} "
+                f"measured every {every} steps has {len(expected)} (steps {_span(expected)})")
+    summary_path = path.parent / "train" / SUMMARY
+    if summary_path.is_file():
+        try:
+            summary = files.read_json(summary_path)
+        except (ValueError, OSError) as err:
+            return str(err)
+        recorded = tuple(summary.get(k) for k in ("status", "step", "rows")) if isinstance(summary, dict) else None
+        if recorded != (status, last, rows):
+            return f"{path} (status, last step, rows) = {(status, last, rows)} but {summary_path} says {recorded}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _span(steps: list) -> str:
+    return f"{steps[0]}..{steps[-1]}" if steps else "none"
 
 
 def execute(run: Run, root: str) -> tuple[str, dict]:

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 from paper_figures import report
-from paper_figures.cache import Run, RunCache, execute
+from paper_figures.cache import TRAINING, Run, RunCache, execute
 from paper_figures.registry import FIGURES, Context, load
 
 OnDone = Callable[[Run, "str | None"], None]
@@ -88,19 +88,28 @@ class Production:
                 self.write_outputs()
 
     def finish(self, name: str) -> dict:
-        """The summary entry of figure ``name``: its numbers and caption, or the error that stopped it."""
+        """The summary entry of figure ``name``: its numbers and caption, or the error that stopped it (one
+        line naming the figure, and the run whose result could not be used)."""
         module = self.modules[name]
         entry: dict = {"title": getattr(module, "TITLE", name)}
         if name in self.failed:
-            return {**entry, "error": self.failed[name]}
+            return {**entry, "error": f"figure {name}: {self.failed[name]}"}
         start = time.perf_counter()
+        reading: Run | None = None
         try:
-            results = [self.cache.load(r) for r in self.plans[name]]
+            results = []
+            for reading in self.plans[name]:
+                results.append(self.cache.load(reading))
+            reading = None
             made = module.finish(self.ctx, self.plans[name], results, self.out)
         except Exception as err:  # drawing bugs are reported per figure, with the traceback in a log
             with open(self.out / "errors.log", "a") as log:
                 log.write(f"--- {name}\n{traceback.format_exc()}\n")
-            return {**entry, "error": f"drawing failed: {_first_line(err)} (traceback in errors.log)"}
+            if reading is not None:  # load's KeyError names the run and what is wrong with its result
+                cause = (err.args[0] if isinstance(err, KeyError) and err.args
+                         else f"run {reading.label or reading.fn}: {_first_line(err)}")
+                return {**entry, "error": f"figure {name}: {cause}"}
+            return {**entry, "error": f"figure {name}: drawing failed: {_first_line(err)} (traceback in errors.log)"}
         compute = sum(float(res.get("_seconds") or 0.0) for res in results)
         return {**entry, "numbers": made["numbers"], "caption": made["caption"], "runs": len(results),
                 "seconds": round(compute + time.perf_counter() - start, 1),
@@ -123,13 +132,13 @@ class Production:
               f"reused {reused} from the cache) -> {self.out / report.GALLERY}", file=sys.stderr)
         for name in self.names:
             if name not in drawn:
-                print(f"  {name}: {self.summary['figures'][name]['error']}", file=sys.stderr)
+                print(f"  {self.summary['figures'][name]['error']}", file=sys.stderr)  # it names the figure
         return 0 if len(drawn) == len(self.names) else 1
 
 
 def _sharded(run: Run, nproc: int) -> Run:
     """A training run over ``nproc`` processes (its own cache entry: the reductions change round-off)."""
-    if nproc == 1 or not run.fn.endswith("training:train"):
+    if nproc == 1 or not run.fn.endswith(TRAINING):
         return run
     return Run(run.fn, {**run.config, "nproc": nproc}, label=f"{run.label} x{nproc}", cost=run.cost / nproc)
 

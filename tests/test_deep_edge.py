@@ -31,13 +31,15 @@ def _train(model, opt, x, y, steps: int, scheduler=None) -> None:
 
 
 def _reference(model, x, y, opt, p_of, decoupled: bool = False) -> float:
-    """lambda_max(D^1/2 (H + W) D^1/2) with D = lr_g / P and W the coupled decay, in numpy."""
+    """lambda_max(D^1/2 (H + W) D^1/2) with D = lr_g / P and W the coupled decay, in numpy (coordinates in
+    the order of model.parameters(), as the dense Hessian's, whatever the order of the groups)."""
     H = dense_hessian(model, x, y)
+    group_of = {id(param): group for group in opt.param_groups for param in group["params"]}
     d, w = [], []
-    for group in opt.param_groups:
-        for param in group["params"]:
-            d.append(np.full(param.numel(), group["lr"]) / p_of(opt.state[param], group).reshape(-1))
-            w.append(np.full(param.numel(), 0.0 if decoupled else group["weight_decay"]))
+    for param in model.parameters():
+        group = group_of[id(param)]
+        d.append(np.full(param.numel(), group["lr"]) / p_of(opt.state[param], group).reshape(-1))
+        w.append(np.full(param.numel(), 0.0 if decoupled else group["weight_decay"]))
     d, w = np.sqrt(np.concatenate(d)), np.concatenate(w)
     return float(np.linalg.eigvalsh(d[:, None] * (H + np.diag(w)) * d[None, :])[-1])
 
@@ -96,6 +98,53 @@ def test_adamw_decay_is_decoupled_and_in_the_constant():
     assert edge.optimizer == "adamw"
     assert edge.constant == pytest.approx(1.9 * (2 - 1e-2 * 5.0) * (1 - 0.9**7) / 0.1, rel=1e-12)
     assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p, decoupled=True), rel=1e-7)
+
+
+def _adamw_c(lr_wd: float, t: int, b1: float = 0.9) -> float:
+    """AdamW's c_t = (1 + b1)(2 - lr wd)(1 - b1^t)/(1 - b1), typed here."""
+    return (1 + b1) * (2 - lr_wd) * (1 - b1**t) / (1 - b1)
+
+
+def test_adamw_with_a_no_decay_group_uses_the_smaller_constant():
+    """AdamW's usual groups: weights decayed (wd = 0.1), biases not (wd = 0).  The groups' c_t differ by
+    lr wd / 2 = 5e-4 relative; the edge takes the smaller, that of the decayed group; eta_S_P is the dense
+    reference with D = lr / P and no W (the decay is decoupled)."""
+    model, x, y = tiny_problem(seed=7)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.AdamW([{"params": weights, "weight_decay": 0.1}, {"params": biases, "weight_decay": 0.0}],
+                            lr=1e-2)
+    _train(model, opt, x, y, 6)
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.optimizer == "adamw" and edge.step == 6 and edge.lr == (1e-2, 1e-2)
+    assert edge.constant == pytest.approx(_adamw_c(1e-2 * 0.1, 6), rel=1e-12)
+    assert edge.constant < _adamw_c(0.0, 6)
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p, decoupled=True), rel=1e-7)
+    assert edge.ratio == pytest.approx(edge.eta_S_P / edge.constant, rel=1e-12)
+
+
+def test_adamw_with_two_learning_rates():
+    """Two AdamW groups at lr 1e-2 and 3e-3 (wd = 0.05 both): c_t differ through lr wd by 1.75e-4 relative; the
+    edge takes the smaller (lr wd = 5e-4), and eta_S_P is the dense reference with each group's own lr in D."""
+    model, x, y = tiny_problem(seed=8)
+    opt = torch.optim.AdamW(_groups(model, (1e-2, 3e-3), (0.05, 0.05)))
+    _train(model, opt, x, y, 9)
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.optimizer == "adamw" and edge.lr == (1e-2, 3e-3)
+    assert edge.constant == pytest.approx(_adamw_c(1e-2 * 0.05, 9), rel=1e-12)
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p, decoupled=True), rel=1e-7)
+    tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt)
+    assert tracked["eta_S_P"] == pytest.approx(edge.eta_S_P, rel=1e-7) and tracked["edge_constant"] == edge.constant
+
+
+def test_adamw_groups_whose_constants_differ_beyond_the_tolerance_are_refused():
+    """lr wd = 1e-2 against 0: c_t differ by 5e-3 relative, more than deep.edge.CONSTANT_RTOL = 1e-3."""
+    model, x, y = tiny_problem(seed=7)
+    opt = torch.optim.AdamW(_groups(model, (1e-2, 1e-2), (1.0, 0.0)))
+    _train(model, opt, x, y, 2)
+    assert deep.edge.CONSTANT_RTOL == 1e-3
+    with pytest.raises(ValueError, match=r"different threshold constants .* relative tolerance 0.001"):
+        deep.measure_edge(model, mse, [(x, y)], opt)
 
 
 def test_sgd_momentum_zero_ignores_dampening_and_decay_shifts_the_curvature():

@@ -2,7 +2,8 @@
 
 References: an uninterrupted run of the same config (rows must be identical, wall time aside), the
 Adam bias-corrected threshold written out here, (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), and
-the CLI contract (exit 2, one stderr line).
+the CLI contract (bad input: exit 2, one stderr line; a diverged run: exit 3, one stderr line
+naming the step and the loss its row holds).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from deep import TrainConfig, read_metrics, run
 from deep.cli import main
-from support import same_rows
+from support import run_cli, same_rows, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimizer="adam", hyper={"eta": 0.01},
@@ -91,6 +92,19 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     before = (out / "metrics.csv").read_text()
     run(cfg, out, progress=False)  # a finished folder is left alone
     assert (out / "metrics.csv").read_text() == before
+
+
+def test_cli_on_a_diverged_run_names_the_step_and_its_loss_on_stderr(tmp_path):
+    """`aeos train` of RMSProp at lr 10: exit status 3, one stderr line naming the diverged step (the last
+    row's, summary.json's) and the loss recorded there, nothing on stdout."""
+    out = tmp_path / "div"
+    cfg = dict(SMALL, optimizer="rmsprop", hyper={"eta": 10.0}, steps=50, measure_every=10)
+    code, stdout, stderr = run_cli(main, train_args(cfg, out))
+    summary, rows = json.loads((out / "summary.json").read_text()), read_metrics(out)
+    assert code == 3 and summary["status"] == "diverged" and stdout == ""
+    step, loss = summary["step"], rows[-1]["train_loss"]
+    assert 0 < step == rows[-1]["step"] < 50 and not (math.isfinite(loss) and loss <= 1e4 * rows[0]["train_loss"])
+    assert stderr.count("\n") == 1 and stderr.startswith(f"diverged at step {step}: train_loss {loss:.6g} (")
 
 
 def test_target_loss_stops_the_run(tmp_path):

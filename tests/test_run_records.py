@@ -83,8 +83,17 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, monkeypatch):
     a = _partial(tmp_path, monkeypatch, "a")
     b = _partial(tmp_path, monkeypatch, "b", dict(SMALL, hyper={"eta": 0.02}))
     shutil.copy(a / "checkpoint.pt", b / "checkpoint.pt")
-    with pytest.raises(RecordError, match=r"another config \(differs in: hyper\)"):
+    with pytest.raises(RecordError, match=r"another config \(differs in: hyper.eta: 0.01 in the checkpoint, "
+                                          r"0.02 in the command\)"):
         run(TrainConfig(**dict(SMALL, hyper={"eta": 0.02})), b, progress=False)
+
+
+def test_a_folder_of_another_config_names_the_differing_values(tmp_path, monkeypatch):
+    out = _partial(tmp_path, monkeypatch, "r")
+    code, _, err = _cli(train_args(dict(SMALL, hyper={"eta": 0.005}, seed=4), out))
+    assert code == 2
+    assert "differs in: hyper.eta: 0.01 in the folder, 0.005 in the command; seed: 3 in the folder, 4 in the " \
+           "command" in _one_line(err)
 
 
 def test_a_checkpoint_without_its_proofs_or_unreadable_is_refused(tmp_path, monkeypatch):
@@ -163,6 +172,31 @@ def test_a_second_writer_stops_at_once(tmp_path):
         pass
 
 
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_the_same_rows(tmp_path):
+    """SIGTERM (what a job scheduler sends) once a checkpoint exists: exit 130 with one line on stderr (it
+    used to be 143 and silent), and the same command resumes to the rows of an uninterrupted run."""
+    cfg = dict(SMALL, steps=400, measure_every=20)
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "deep.cli", *train_args(cfg, out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert _one_line(err) == "terminated (SIGTERM)"
+    assert not (out / "summary.json").exists()  # stopped before the end: the resume below has work to do
+    reference = read_metrics(run(TrainConfig(**cfg), tmp_path / "ref", progress=False))
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert same_rows(read_metrics(out), reference)
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_loses_and_duplicates_nothing(tmp_path):
     cfg = dict(SMALL, steps=200, measure_every=20)
@@ -207,8 +241,8 @@ def test_killed_mid_checkpoint_resumes_to_the_same_rows(tmp_path, monkeypatch):
 def test_divergence_by_growth_is_recorded_with_exit_code_3(tmp_path):
     """RMSprop at lr 10 blows the loss up by orders of magnitude without overflowing: diverged, exit 3."""
     cfg = dict(SMALL, optimizer="rmsprop", hyper={"eta": 10.0}, steps=50)
-    code, out, _ = _cli(train_args(cfg, tmp_path / "r"))
-    assert code == 3 and out.startswith("diverged at step")
+    code, out, err = _cli(train_args(cfg, tmp_path / "r"))
+    assert code == 3 and out == "" and _one_line(err).startswith("diverged at step")
     rows = read_metrics(tmp_path / "r")
     assert rows[-1]["train_loss"] > 1e4 * rows[0]["train_loss"] or not math.isfinite(rows[-1]["train_loss"])
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "diverged"
@@ -226,6 +260,13 @@ def test_os_errors_are_one_line_and_exit_1(tmp_path, where):
             "simulate": ["simulate", "--eta", "0.01", "--steps", "10", "--out", str(blocker / "s.csv")]}[where]
     code, _, err = _cli(argv, main)
     assert code == 1 and "Not a directory" in _one_line(err)
+
+
+def test_a_failed_atomic_write_names_the_target_not_its_temporary_file(tmp_path):
+    target = tmp_path / "missing" / "summary.json"
+    with pytest.raises(FileNotFoundError) as caught:
+        files.write_json(target, {"a": 1})
+    assert caught.value.filename == str(target) and ".tmp" not in str(caught.value)
 
 
 def test_empty_out_is_bad_input(tmp_path):
@@ -303,6 +344,90 @@ def test_bad_cache_entries_are_recomputed_and_say_so(tmp_path, monkeypatch, caps
     assert "recomputing" in capsys.readouterr().err
     now = [files.read_json(tmp_path / "runs" / r.key / "result.json")["metrics"]["eta_S_P"] for r in runs]
     assert json.dumps(now) == json.dumps(good)
+
+
+def _cut(result: dict, rows: int) -> dict:
+    return {**result, "rows": rows, "metrics": {k: v[:rows] for k, v in result["metrics"].items()}}
+
+
+TRAINING_DAMAGE = {
+    "no metrics": (lambda r: {"_key": r["_key"]}, "holds no metrics table"),
+    "cut to 3 rows": (lambda r: _cut(r, 3), "holds 3 rows (steps 0..20) where a run completed at step 40 "
+                                            "measured every 10 steps has 5 (steps 0..40)"),
+    "a column lost": (lambda r: {**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "edge_ratio"}},
+                      "lacks the metrics columns edge_ratio"),
+    "a string cell": (lambda r: {**r, "metrics": {**r["metrics"], "sharpness": ["abc", *r["metrics"]["step"][1:]]}},
+                      "holds 'abc' in metrics column sharpness"),
+    "no status": (lambda r: {k: v for k, v in r.items() if k != "status"}, "lacks the run's status"),
+    "says diverged": (lambda r: {**_cut(r, 3), "status": "diverged", "last_step": 20},
+                      "(status, last step, rows) = ('diverged', 20, 3) but"),
+}
+
+
+@pytest.mark.parametrize("damage", list(TRAINING_DAMAGE))
+def test_training_results_that_do_not_match_their_run_are_recomputed(tmp_path, monkeypatch, capsys, damage):
+    """A training result.json must hold every column of deep.runlog.COLUMNS, numbers, its status, and as many
+    rows as its own config (every measure_every steps from 0, and the last step) and train/summary.json say:
+    one cut consistently to 3 rows used to give a GD median of 0.83 instead of 2.01."""
+    from paper_figures import pipeline, registry
+
+    runs = _tiny_runs()
+    monkeypatch.setattr(pipeline, "load", lambda name: _fake_figure(runs))
+    ctx = registry.Context(scale="tiny")
+    assert pipeline.Production(["thresholds"], ctx, tmp_path, "t").run(progress=False) == 0
+    path = tmp_path / "runs" / runs[1].key / "result.json"
+    good = files.read_json(path)
+    change, reason = TRAINING_DAMAGE[damage]
+    files.write_json(path, change(good))
+    capsys.readouterr()
+    assert pipeline.Production(["thresholds"], ctx, tmp_path, "t").run(progress=False) == 0
+    err = capsys.readouterr().err
+    assert "recomputing run tiny gd: " in err and reason in err, err
+    now = files.read_json(path)
+    assert {k: v for k, v in now["metrics"].items() if k != "wall_time"} == \
+        {k: v for k, v in good["metrics"].items() if k != "wall_time"}
+
+
+@pytest.mark.parametrize("optimizer, eta, fields, status", [("gd", 0.5, {"target_loss": 0.29}, "target_reached"),
+                                                             ("rmsprop", 10.0, {}, "diverged")])
+def test_training_results_that_stop_off_the_grid_pass_the_check(tmp_path, optimizer, eta, fields, status):
+    """A run that reaches its target or diverges between two measurements ends with that step's row (the
+    grid below it, then the step itself); the check accepts it, so it is not recomputed at every invocation."""
+    from paper_figures.cache import RunCache, execute
+    from paper_figures.figures import training
+
+    base = dict(dataset="digits", n=100, model="mlp", width=16, loss="mse")
+    run_ = training.train_run("stops early", optimizer=optimizer, hyper={"eta": eta}, steps=400, measure_every=7,
+                              base=base, **fields)
+    _, result = execute(run_, str(tmp_path))
+    last = result["last_step"]
+    assert result["status"] == status and last % 7 != 0
+    assert result["metrics"]["step"] == list(range(0, last, 7)) + [last]
+    assert RunCache(tmp_path).problem(run_) is None
+
+
+def test_figure_errors_name_the_figure_and_the_run(tmp_path, monkeypatch):
+    """A result that turns bad after the command checked it, and a drawing bug: each is one line naming the
+    figure (and the run), in summary.json and on stderr."""
+    from paper_figures import pipeline, registry
+
+    runs = _tiny_runs()
+    monkeypatch.setattr(pipeline, "load", lambda name: _fake_figure(runs))
+    ctx = registry.Context(scale="tiny")
+    assert pipeline.Production(["thresholds"], ctx, tmp_path, "t").run(progress=False) == 0
+    production = pipeline.Production(["thresholds"], ctx, tmp_path, "t")
+    (tmp_path / "runs" / runs[1].key / "result.json").write_text(json.dumps({"_key": runs[1].key}))
+    error = production.finish("thresholds")["error"]
+    assert error.startswith(f"figure thresholds: run tiny gd ({runs[1].key}) has no usable result: ")
+    assert "holds no metrics table" in error
+
+    broken = _fake_figure(runs)
+    broken.finish = lambda ctx, planned, results, out: results[0]["nothing"]
+    monkeypatch.setattr(pipeline, "load", lambda name: broken)
+    production = pipeline.Production(["thresholds"], ctx, tmp_path, "t")
+    assert production.run(progress=False) == 1
+    entry = files.read_json(tmp_path / "summary.json")["figures"]["thresholds"]
+    assert entry["error"] == "figure thresholds: drawing failed: KeyError: 'nothing' (traceback in errors.log)"
 
 
 def test_a_locked_cache_entry_is_not_computed_twice(tmp_path):

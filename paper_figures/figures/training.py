@@ -50,7 +50,7 @@ def train(run_dir: Path, **config: Any) -> dict:
     if config.get("nproc", 1) > 1:  # ranks in their own processes, through torch's elastic launcher
         from deep.distributed import launch
 
-        status = launch(["-m", "deep.distributed", json.dumps(config), str(folder)], config["nproc"])
+        status = launch(["-m", "deep.rank", json.dumps(config), str(folder)], config["nproc"])
         if status not in (0, 3):
             raise RuntimeError(f"the {config['nproc']}-process run in {folder} failed with exit status {status}")
         path = folder / "metrics.csv"
