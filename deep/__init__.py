@@ -19,6 +19,8 @@ Main entry points:
   (:mod:`deep.ggn`), the eigensolver :func:`deep.lanczos.lanczos` and :func:`preconditioner_diagonal`
   (:mod:`deep.preconditioners`); what a user passes as data, loss and model is made uniform by
   :mod:`deep.inputs`;
+* prediction (:mod:`deep.flows`): :func:`central_flow`, the stable and central flows of full-batch GD,
+  RMSProp and Adam on a network: the time-averaged trajectory at the edge of stability;
 * training (:mod:`deep.train`): :func:`run` with a :class:`TrainConfig`, writing a resumable run folder
   read back by :func:`read_metrics`; data sets that work offline (:mod:`deep.data`), models
   (:mod:`deep.models`), losses (:mod:`deep.losses`) and :func:`make_optimizer` (package optimizer names
@@ -57,6 +59,7 @@ _LAZY = {
     "make_optimizer": "deep.optim",
     "read_metrics": "deep.runlog",
     "run": "deep.train",
+    "central_flow": "deep.flows", "NetworkFlow": "deep.flows",
 }
 
 __all__ = sorted(_LAZY)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from aeos_theory import checks, identify, threshold_constant
 
+from .eigen import DEFAULT_MAX_ITER, eigenpairs_of
 from .inputs import LossFn
 from .operators import CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .preconditioners import coupled_decay_diagonal, group_diagonal, optimizer_step, preconditioner_diagonal
@@ -117,8 +118,8 @@ def edge_operator(model: nn.Module, loss_fn: LossFn, data, setting: EdgeSetting,
 
 
 def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim.Optimizer, *,
-                 step: int | None = None, tol: float = 1e-3, max_iter: int = 100, init: Tensor | None = None,
-                 seed: int = 0, method: str = "auto") -> Edge:
+                 step: int | None = None, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
+                 init: Tensor | None = None, seed: int = 0, method: str = "auto") -> Edge:
     """eta_S_P, the threshold c_t of the optimizer's current step and their ratio (module docstring).
 
     ``data`` is the full batch as (inputs, targets) chunks, as for :func:`deep.sharpness`; ``step`` the
@@ -127,8 +128,6 @@ def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim
     :attr:`Edge.eigenvector`); Lanczos stops at relative residual ``tol``.  The model, its gradients and
     the optimizer's state are left untouched.
     """
-    from .measure import eigenpairs_of
-
     setting = edge_setting(optimizer, model, step)
     res = eigenpairs_of(edge_operator(model, loss_fn, data, setting, method), tol=tol, max_iter=max_iter,
                         init=init, seed=seed, preconditioned=True)

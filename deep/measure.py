@@ -18,10 +18,13 @@ previous eigenvectors to warm-start the next measurement during training.
 
 None of these change the model's parameters, gradients or buffers, nor the optimizer's state.
 
-Cost: a cold measurement is at least ``COLD_MIN_ITER`` = 12 Hessian-vector products; a warm one
-(previous eigenvector) stops as soon as the residual test passes.  The default ``method="auto"`` keeps
-the gradient graph of the whole batch for the measurement (within a memory budget) so each product
-is one backward pass (:mod:`deep.strategies`).  Measured costs are in ``benchmarks/README.md``.
+Cost: a cold measurement takes at least :data:`COLD_MIN_ITER` Hessian-vector products before its first
+convergence test, a guard against stopping at lambda_2 when the top two eigenvalues nearly coincide;
+a warm one (previous eigenvector) stops as soon as the residual test passes.  The default
+``method="auto"`` keeps the gradient graph of the whole batch for the measurement (within a memory
+budget) so each product is one backward pass (:mod:`deep.strategies`).  The eigensolve itself,
+shared with :mod:`deep.edge`, is :func:`eigenpairs_of` (:mod:`deep.eigen`).  Measured costs are in
+``benchmarks/README.md``.
 
 Beyond S and S_P: ``which="smallest"`` gives the bottom of the spectrum, ``params=`` the curvature
 of a parameter block (a layer), ``curvature="ggn"`` the Gauss-Newton matrix; :func:`deep.hessian_trace`
@@ -31,7 +34,6 @@ and :func:`deep.spectral_density` take the same arguments.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,55 +41,19 @@ from torch import Tensor, nn
 
 from aeos_theory import checks
 
-from .hessian import Data, LossFn, ParamLayout, full_batch_gradient
-from .lanczos import lanczos
 from .curvature import operator_for
-from .operators import PreconditionedOperator, cold_start  # noqa: F401  (PreconditionedOperator: importable from here too)
-from .params import ParamSelection
 from .edge import EdgeSetting, edge_operator, edge_setting
-from .operators import CurvatureOperator
+from .eigen import COLD_MIN_ITER, DEFAULT_MAX_ITER, SharpnessResult, eigenpairs_of
+from .hessian import Data, LossFn, ParamLayout, full_batch_gradient
+from .operators import CurvatureOperator, PreconditionedOperator
+from .params import ParamSelection
 from .preconditioners import coupled_decay_diagonal, is_identity
 
-DEFAULT_MAX_ITER = 100
-#: Lanczos steps taken before the first convergence test when starting cold.  A cold start begins
-#: from z/||z|| + g/||g|| (:func:`deep.operators.cold_start`: random z from the seed, g the full-batch
-#: gradient, free with the cached strategies).  Measured on digits MLP / CNN / Transformer after Adam
-#: training, H and P^-1/2 H P^-1/2, 30 seeds each at tol 1e-3: a random start with no minimum stopped
-#: at lambda_2 (1-3% low) in 1 of 30 seeds for three of the six cases, also with a minimum of 12 for one
-#: (MLP, P); the gradient-mixed start with a minimum of 12 never did (max error 4.6e-6), at a median of
-#: 9-14 products instead of ARPACK's 20 (ncv).  A warm start (previous eigenvector) already carries a
-#: large component along the top eigenvector and is tested from the first step.
-COLD_MIN_ITER = 12
-
-
-@dataclass(frozen=True)
-class SharpnessResult:
-    """Top-k eigenpairs of H (``preconditioned=False``) or of P^-1/2 H P^-1/2 (``preconditioned=True``).
-
-    eigenvalues: k floats, descending (S or S_P first); ascending for ``which="smallest"``.
-    eigenvectors: (n, k) unit vectors in the flat parameter layout (:class:`deep.hessian.ParamLayout`).
-        For the preconditioned operator these are eigenvectors u of P^-1/2 H P^-1/2; the matching
-        eigenvectors of P^-1 H are P^-1/2 u.
-    residuals: ||A y_i - theta_i y_i|| for each pair (units of the eigenvalues).
-    hvps: Hessian-vector products used (the cost, each about 2-3 gradients).
-    converged: every residual <= tol * |eigenvalue| (False is also warned about).
-    strategy: how the products were computed (:mod:`deep.strategies`, or "ggn").
-    which: "largest" or "smallest" (the end of the spectrum).
-    """
-
-    eigenvalues: tuple[float, ...]
-    eigenvectors: Tensor
-    residuals: tuple[float, ...]
-    hvps: int
-    converged: bool
-    preconditioned: bool
-    strategy: str = ""
-    which: str = "largest"
-
-    @property
-    def top(self) -> float:
-        """The top eigenvalue: S, or S_P when preconditioned."""
-        return self.eigenvalues[0]
+#: The measurement API, with the eigensolve's names re-exported from :mod:`deep.eigen` (COLD_MIN_ITER,
+#: DEFAULT_MAX_ITER, SharpnessResult, eigenpairs_of) and PreconditionedOperator from :mod:`deep.operators`.
+__all__ = ["COLD_MIN_ITER", "DEFAULT_MAX_ITER", "PreconditionedOperator", "SharpnessResult", "SharpnessTracker",
+           "eigenpairs_of", "gradient_overlap", "layer_mass", "preconditioned_sharpness", "sharpness",
+           "top_eigenpairs"]
 
 
 def _operator(model: nn.Module, loss_fn: LossFn, data: Data, optimizer, method: str,
@@ -124,32 +90,6 @@ def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: tor
     op = _operator(model, loss_fn, data, optimizer, method, params, curvature)
     return eigenpairs_of(op, k=k, tol=tol, max_iter=max_iter, init=init, seed=seed, min_iter=min_iter,
                          warn=warn, which=which, preconditioned=optimizer is not None)
-
-
-def eigenpairs_of(op: CurvatureOperator, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
-                  init: Tensor | None = None, seed: int = 0, min_iter: int | None = None, warn: bool = True,
-                  which: str = "largest", preconditioned: bool = False) -> SharpnessResult:
-    """Top-k eigenpairs of an operator ``op`` (arguments as :func:`top_eigenpairs`): a cold start
-    (``init`` None) begins from :func:`deep.operators.cold_start` and is tested after
-    :data:`COLD_MIN_ITER` products, a warm one from the first."""
-    cold = init is None
-    if min_iter is None:
-        min_iter = COLD_MIN_ITER if cold else 1
-        min_iter = max(1, min(min_iter, max_iter if isinstance(max_iter, int) else 1, op.n))
-    if cold:
-        init = cold_start(op, seed)
-    res = lanczos(op, k=k, tol=tol, max_iter=max_iter, min_iter=min_iter, init=init, seed=seed, warn=warn,
-                  which=which)
-    return SharpnessResult(
-        eigenvalues=tuple(float(x) for x in res.eigenvalues),
-        eigenvectors=res.eigenvectors,
-        residuals=tuple(float(x) for x in res.residuals),
-        hvps=res.matvecs,
-        converged=res.converged,
-        preconditioned=preconditioned,
-        strategy=op.strategy,
-        which=which,
-    )
 
 
 def _value(result: SharpnessResult, k: int) -> float | list[float]:
@@ -218,13 +158,14 @@ class SharpnessTracker:
 
     ``tracker.measure(model, loss_fn, data, optimizer)`` returns a dict with
     ``sharpness`` (S), ``preconditioned_sharpness`` (S_P of H + W, the coupled weight decay included;
-    nan when optimizer is None, or when the groups have different learning rates; S + wd for SGD, at no
-    extra cost), the edge of :mod:`deep.edge` (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``,
-    ``step``, ``lr`` of the first group; nan / None for an optimizer the registry does not describe, such
-    as Adagrad, or with ``params``), ``hvps`` (total Hessian-vector products this call), ``hvps_sharpness``,
-    ``hvps_preconditioned``, ``converged`` (both solves); with k >= 2 also ``eigenvalue_ratio`` and
-    ``preconditioned_eigenvalue_ratio`` (lambda_2 / lambda_1); with ``diagnostics=True`` also
-    ``gradient_overlap`` (cosine of the gradient with H's top eigenvector, one extra gradient).
+    nan when optimizer is None, or when the groups have different learning rates; S + wd, at no extra
+    cost, for SGD whose groups share one lr and one weight decay), the edge of :mod:`deep.edge`
+    (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``, ``step``, ``lr`` of the first group; nan / None
+    for an optimizer the registry does not describe, such as Adagrad, or with ``params``), ``hvps`` (total
+    Hessian-vector products this call), ``hvps_sharpness``, ``hvps_preconditioned``, ``converged`` (both
+    solves); with k >= 2 also ``eigenvalue_ratio`` and ``preconditioned_eigenvalue_ratio``
+    (lambda_2 / lambda_1); with ``diagnostics=True`` also ``gradient_overlap`` (cosine of the gradient
+    with H's top eigenvector, one extra gradient).
     The full :class:`SharpnessResult` objects are kept in ``last_sharpness`` / ``last_preconditioned``.
     ``state_dict()`` / ``load_state_dict()`` carry the warm-start vectors through a checkpoint.
     The first measurement (and any after a non-finite one) starts cold.  Warm starts save most when
@@ -295,20 +236,24 @@ class SharpnessTracker:
 
     def _preconditioned(self, raw: SharpnessResult, model, loss_fn, data, optimizer,
                         setting: EdgeSetting | None) -> tuple[SharpnessResult, float, float]:
-        """The preconditioned solve, S_P and eta_S_P: free for SGD with one weight decay (S + wd), on P's
-        operator when every group has the same lr (eta_S_P = lr S_P), on the edge operator
-        D^1/2 (H + W) D^1/2 otherwise (its eigenvalues are eta_S_P's; S_P is then nan)."""
+        """The preconditioned solve, S_P and eta_S_P.
+
+        * Groups with different lr (when the edge is measured): on the edge operator D^1/2 (H + W) D^1/2,
+          D = diag(lr_g / P), whose top eigenvalue is eta_S_P; no single lr turns S_P into it, so S_P is nan.
+        * Otherwise eta_S_P = lr S_P, with S_P free for SGD with one weight decay wd (P = I, W = wd I:
+          S_P = S + wd from the raw solve) and solved on P's operator P^-1/2 (H + W) P^-1/2 else.
+        """
+        if setting is not None and len(set(setting.lr)) > 1:
+            pre = self._solve("preconditioned", model, loss_fn, data,
+                              edge_operator(model, loss_fn, data, setting, method=self.method))
+            return pre, math.nan, pre.top
         decay = coupled_decay_diagonal(optimizer, model)
         if is_identity(optimizer) and self.params is None and bool(torch.all(decay == decay[0])):
             w = float(decay[0])
             pre = SharpnessResult(tuple(e + w for e in raw.eigenvalues), raw.eigenvectors, raw.residuals, 0,
                                   raw.converged, True, raw.strategy, raw.which)
-        elif setting is None or len(set(setting.lr)) == 1:
-            pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
         else:
-            pre = self._solve("preconditioned", model, loss_fn, data,
-                              edge_operator(model, loss_fn, data, setting, method=self.method))
-            return pre, math.nan, pre.top
+            pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
         return pre, pre.top, (setting.lr[0] * pre.top if setting is not None else math.nan)
 
     def state_dict(self) -> dict[str, Any]:

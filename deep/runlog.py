@@ -50,12 +50,17 @@ SUMMARY = "summary.json"
 #:   hyperparameters in a row without a measurement; ``threshold`` = eta_threshold / lr, the threshold on
 #:   S_P in units of 1/lr; ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge);
 #: * ``hvps`` used by the measurement, ``converged`` (1/0: Lanczos met its tolerance) and ``wall_time``,
-#:   the cumulative training time in seconds.
+#:   the cumulative training time in seconds;
+#: * ``oscillation``: |<theta_t - 2 theta_(t-1) + theta_(t-2), u/|u|>| / 4 with u the top eigenvector of
+#:   P_t^-1 (H + W) (:mod:`deep.oscillation`): the amplitude, in parameter units, of the period-2
+#:   oscillation along it (NaN before step 2), which a central flow predicts; ``oscillation_total``:
+#:   |theta_t - 2 theta_(t-1) + theta_(t-2)| / 4, the whole length of that oscillation, whatever its direction.
 #:
 #: A row written because the run diverged at step t holds the loss that stopped it (in a minibatch run,
 #: that batch's loss at theta_t), lr and the threshold, and NaN for the accuracy and every measurement.
 COLUMNS = ("step", "train_loss", "train_accuracy", "lr", "sharpness", "preconditioned_sharpness", "threshold",
-           "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time")
+           "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time", "oscillation",
+           "oscillation_total")
 
 _INTS = ("step", "hvps", "converged")
 

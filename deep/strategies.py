@@ -30,11 +30,13 @@ cached_double_backward   the graph of g = sum_i (n_i/N) grad L_i built once (``c
 
 :func:`hessian_operator` with ``strategy="auto"`` (the default) returns cached_double_backward with the
 default budget (a quarter of the free memory): the full graph when it fits, per-chunk products for the
-rest.  Measured on one CPU thread (``benchmarks/README.md``: digits MLP, CNN, Transformer), a cached
-product costs 1.5-2.4x a gradient and 0.4-0.55x a forward-over-reverse one; per-chunk double backward
-beat forward-over-reverse on every network measured (0.77-0.88x), so forward-over-reverse is never
-chosen automatically.  The operator's ``strategy``
-attribute names what was used.
+rest.  Per-chunk double backward beat forward-over-reverse on every network of the benchmarks, so
+forward-over-reverse is never chosen automatically (the measured costs: ``benchmarks/README.md``).
+The operator's ``strategy`` attribute names what was used.
+
+Every operator also gives the gradient g (:meth:`ModelOperator.gradient`), the loss, and the gradient of
+a curvature, grad_theta (u^T H(theta) v) (:meth:`ModelOperator.curvature_gradient`, a third-derivative
+product, which the central flows of :mod:`deep.flows` need).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp
+from torch.func import functional_call, grad, jvp, vmap
 
 from aeos_theory import checks
 
@@ -113,6 +115,34 @@ class ModelOperator(CurvatureOperator):
             count += n
         return reduce_mean(acc, count, self.group)
 
+    def curvature_gradient(self, u: Tensor, v: Tensor) -> Tensor:
+        """grad_theta (u^T H(theta) v) over the block, flat, for fixed flat u, v: the third derivative of L
+        contracted twice, D^3 L[u, v, .] (symmetric in u, v).  Units: loss units per cubed parameter
+        unit, times those of u and v.  See :meth:`curvature_gradients`."""
+        return self.curvature_gradients(torch.as_tensor(u).reshape(1, -1), torch.as_tensor(v).reshape(1, -1))[0]
+
+    def curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
+        """Row j: grad_theta (U_j^T H(theta) V_j) for (m, n) matrices U, V of flat directions.  Per chunk by
+        ``torch.func``: ``vmap`` over the m pairs of the gradient of theta -> <u, H_i(theta) v>, itself
+        three reverse passes (no forward mode, so every loss works, ``F.mse_loss`` included); chunks are
+        weighted by size (and all-reduced over a :class:`deep.distributed.Shard`'s ranks)."""
+        U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
+        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
+        if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
+            raise ValueError(f"U and V must both have shape (m, {self.n}); got {tuple(U.shape)} and {tuple(V.shape)}")
+        batched = [{name: t.reshape(U.shape[0], *shape) for name, t, shape in
+                    zip(self.layout.names, torch.split(M, list(self.layout.numels), dim=1), self.layout.shapes)}
+                   for M in (U, V)]
+        acc = torch.zeros(U.shape, dtype=self.dtype, device=self.device)
+        count = 0
+        for inputs, targets, n in self.chunks():
+            per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
+            parts = per_pair(self._params, *batched)
+            acc.add_(torch.cat([parts[name].reshape(U.shape[0], -1) for name in self.layout.names], dim=1),
+                     alpha=n)
+            count += n
+        return reduce_mean(acc, count, self.group)
+
     def _per_chunk(self, product, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
@@ -121,6 +151,18 @@ class ModelOperator(CurvatureOperator):
             acc.add_(self.layout.flatten(product(self.chunk_loss(inputs, targets), tangents)), alpha=n)
             count += n
         return reduce_mean(acc, count, self.group)
+
+
+def _curvature_gradient(loss):
+    """(theta, u, v) -> grad_theta (u^T H_i(theta) v) for one chunk's loss (three reverse passes)."""
+    def along(params: dict[str, Tensor], v: dict[str, Tensor]) -> Tensor:
+        g = grad(loss)(params)
+        return sum((g[name] * v[name]).sum() for name in g)
+
+    def curvature(params: dict[str, Tensor], u: dict[str, Tensor], v: dict[str, Tensor]) -> Tensor:
+        hv = grad(along)(params, v)
+        return sum((hv[name] * u[name]).sum() for name in hv)
+    return grad(curvature)
 
 
 def _double_backward(loss, params: dict[str, Tensor], tangents: dict[str, Tensor]) -> list[Tensor]:

@@ -13,7 +13,9 @@ row to ``metrics.csv`` (columns in :data:`deep.runlog.COLUMNS`):
         decay; S_P = S + wd for SGD; NaN for an adaptive optimizer at step 0, which has no P yet)
     threshold on S_P of that step's update, eta_S_P = lr S_P and eta_threshold, the threshold constant
     of the step read from the live optimizer (:mod:`deep.edge`: Adam's bias correction, NAdam's
-    momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s)
+    momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s),
+    oscillation (the period-2 amplitude along the top eigenvector of P^-1 H, :mod:`deep.oscillation`,
+    from the two iterates before the row's, which the run keeps, checkpoints included)
 
 then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
 A loss that is not finite, or above ``DIVERGENCE_FACTOR`` = 10^4 times the loss at step 0, stops the
@@ -54,6 +56,7 @@ from .run_folder import RunFolder
 from .losses import correct, count, get_loss
 from .measure import SharpnessTracker
 from .models import build_model
+from .oscillation import flat_parameters, period_two_amplitude, top_direction
 from .optim import make_optimizer
 from .schedules import build_scheduler
 
@@ -97,6 +100,16 @@ def broadcast_outcome(work, ranks: Ranks):
     return outcome[1]
 
 
+def materials(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> tuple[Dataset, torch.nn.Module, Any]:
+    """The data set, the initial model (from ``config.seed``) and the loss of a run, on ``device`` in ``dtype``:
+    what a training run starts from, and what a flow of the same run starts from (:mod:`deep.flows`)."""
+    data = load(config.dataset, config.n, data_dir=config.data_dir, context=config.context,
+                seed=config.seed).to(device, dtype)
+    model = build_model(config.model, data.input_shape, data.num_classes, width=config.width, depth=config.depth,
+                        act=config.activation, seed=config.seed).to(device=device, dtype=dtype)
+    return data, model, get_loss(config.loss)
+
+
 class Trainer:
     """One run: data, model, optimizer, warm-started sharpness tracker, batch generator, run folder.
 
@@ -110,15 +123,10 @@ class Trainer:
         self.device, dtype = (config.torch_device() if config.nproc == 1 else self.ranks.device), config.torch_dtype()
         self.hyper = config.resolved_hyper()
         self.eta = self.hyper["eta"]
-        self.data = load(config.dataset, config.n, data_dir=config.data_dir, context=config.context,
-                         seed=config.seed).to(self.device, dtype)
+        self.data, self.model, self.loss_fn = materials(config, self.device, dtype)
         mine = shard_slice(len(self.data), self.ranks.rank, self.ranks.world)  # this rank's examples
         self.chunks = chunks(self.data.X[mine], self.data.y[mine], config.chunk_size)
         self.measured = Shard(self.chunks, self.ranks.group) if self.ranks.group is not None else self.chunks
-        self.loss_fn = get_loss(config.loss)
-        self.model = build_model(config.model, self.data.input_shape, self.data.num_classes, width=config.width,
-                                 depth=config.depth, act=config.activation,
-                                 seed=config.seed).to(device=self.device, dtype=dtype)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), self.hyper)
         self.scheduler = build_scheduler(config.schedule, self.optimizer, total=config.steps,
                                          warmup=config.warmup_steps, final_ratio=config.final_lr_ratio)
@@ -130,6 +138,7 @@ class Trainer:
         self.resumed_at: int | None = None  # the checkpoint step, whose row is already on disk
         self.last_row = -1
         self.start_loss: float | None = None  # the full-batch loss at step 0, the scale of divergence
+        self.recent: dict[int, Tensor] = {}  # theta_s for the two steps s before a row (its oscillation)
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress: bool, checkpoint: dict[str, Any] | None = None) -> tuple[str, int, int, float]:
@@ -199,6 +208,7 @@ class Trainer:
         self.batches.set_state(state["batch_rng"])
         self.elapsed, self.resumed_at = float(state["elapsed"]), int(state["step"])
         self.last_row, self.start_loss = self.resumed_at, state["start_loss"]
+        self.recent = {int(s): w.to(self.device) for s, w in state.get("recent", {}).items()}
         return self.resumed_at
 
     def observe(self, step: int) -> tuple[float | None, float]:
@@ -229,6 +239,9 @@ class Trainer:
                 return False
             batch_loss.backward()
             reduce_gradients(self.model, self.ranks.group)
+        if self.on_grid(step + 1) or self.on_grid(step + 2):  # theta_step is needed by the row of step + 1 or + 2
+            self.recent = {s: w for s, w in self.recent.items() if s >= step - 1}
+            self.recent[step] = flat_parameters(self.model)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -248,6 +261,7 @@ class Trainer:
                        hvps=m["hvps"], converged=m["converged"], eta_S_P=m["eta_S_P"])
             if has_p:
                 row["eta_threshold"] = m["edge_constant"]
+            row["oscillation"], row["oscillation_total"] = self.oscillation(step) if has_p else (math.nan, math.nan)
             if not (math.isfinite(m["sharpness"]) and (step == 0 or math.isfinite(row["eta_S_P"]))):
                 self.tracker.reset()  # an overflowing HVP leaves no usable warm start
             self.bar.set_postfix_str(f"eta*S_P={row['eta_S_P']:.4g} (thr {row['eta_threshold']:.4g}) loss={loss:.3g}")
@@ -255,6 +269,15 @@ class Trainer:
         row["edge_ratio"] = row.get("eta_S_P", math.nan) / row["eta_threshold"]
         row["wall_time"] = self.wall_time()
         self.writer.write(row)
+
+    def oscillation(self, step: int) -> tuple[float, float]:
+        """The period-2 amplitude at ``step`` along the top eigenvector of P^-1 (H + W) just measured, and
+        its whole length (:mod:`deep.oscillation`); NaN before step 2."""
+        if step - 1 not in self.recent or step - 2 not in self.recent or self.tracker.last_preconditioned is None:
+            return math.nan, math.nan
+        u = top_direction(self.optimizer, self.model, self.tracker.last_preconditioned.eigenvectors[:, 0])
+        iterates = (flat_parameters(self.model), self.recent[step - 1], self.recent[step - 2])
+        return period_two_amplitude(*iterates, u), period_two_amplitude(*iterates)
 
     def theory_constant(self, step: int) -> float:
         """c_t of the t-th update (t = max(step, 1)) from the live optimizer's first param group, without
@@ -284,6 +307,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "batch_rng": self.batches.get_state(), "elapsed": self.wall_time(),
+            "recent": {s: w.cpu() for s, w in self.recent.items()},
         }, self.config.to_dict(), self.writer.rows)
 
     def wall_time(self) -> float:

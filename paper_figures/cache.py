@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from aeos_theory import files
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def _canonical(config: Mapping[str, Any]) -> str:

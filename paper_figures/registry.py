@@ -31,6 +31,7 @@ FIGURES: tuple[str, ...] = (
     "nadam_schedule",
     "lr_schedule",
     "spectral_density",
+    "central_flows",
 )
 
 #: Sizes: "tiny" (tests only, seconds), "quick" (all of them in minutes on 2 CPU cores), "full" (paper

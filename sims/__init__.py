@@ -11,6 +11,8 @@ Main entry points:
 * :func:`empirical_threshold`: bisection on lambda with frozen P, the experimental check of the theory;
 * :mod:`sims.problems` (quadratics) and :mod:`sims.sharpening` (:class:`SharpeningModel`, a model whose
   descent direction raises the curvature, and :func:`simulate_sharpening`);
+* :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp and Adam on the
+  same models (:mod:`aeos_theory.central_flow`), the time-averaged trajectory the runs oscillate around;
 * :mod:`sims.experiments`: the paper's simulation experiments as functions returning data (the figures
   call them); :mod:`sims.summary`: late-time medians of recorded series;
 * ``aeos simulate`` and ``aeos bisect`` on the command line (:mod:`sims.cli`).
@@ -26,7 +28,8 @@ import importlib
 from typing import Any
 
 __all__ = ["simulate", "simulate_batch", "empirical_threshold", "SimulationResult", "BatchResult",
-           "SharpeningModel", "simulate_sharpening", "problems", "experiments", "sharpening", "summary"]
+           "SharpeningModel", "simulate_sharpening", "central_flow", "problems", "experiments", "sharpening",
+           "summary", "flows"]
 
 _LAZY = {
     "simulate": "sims.api",
@@ -36,8 +39,9 @@ _LAZY = {
     "empirical_threshold": "sims.threshold",
     "SharpeningModel": "sims.sharpening",
     "simulate_sharpening": "sims.sharpening",
+    "central_flow": "sims.flows",
 }
-_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli")
+_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows")
 
 
 def __getattr__(name: str) -> Any:

@@ -165,6 +165,26 @@ def test_sgd_momentum_zero_ignores_dampening_and_decay_shifts_the_curvature():
     assert deep.measure_edge(model, mse, [(x, y)], heavy, step=5).constant == pytest.approx(3.8)
 
 
+def test_sgd_with_two_learning_rates_is_measured_on_the_edge_operator():
+    """SGD groups at lr 1.0 (first layer) and 0.01 (the rest), one coupled wd = 0.1: eta_S_P is
+    lambda_max(D^1/2 (H + wd I) D^1/2) with D = diag(lr_g) typed here, not lr_0 (S + wd); the tracker agrees
+    with measure_edge and reports no single S_P."""
+    model, x, y = tiny_problem(seed=9)
+    opt = torch.optim.SGD(_groups(model, (1.0, 0.01), (0.1, 0.1)), momentum=0.9)
+    _train(model, opt, x, y, 3)
+    H = dense_hessian(model, x, y)
+    first = model[0].weight.numel() + model[0].bias.numel()
+    d = np.sqrt(np.concatenate([np.full(first, 1.0), np.full(H.shape[0] - first, 0.01)]))
+    reference = float(np.linalg.eigvalsh(d[:, None] * (H + 0.1 * np.eye(len(d))) * d[None, :])[-1])
+    assert reference < 0.5 * 1.0 * (np.linalg.eigvalsh(H)[-1] + 0.1)  # far from the lr_0 (S + wd) shortcut
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, step=3, tol=1e-10, max_iter=203)
+    assert edge.eta_S_P == pytest.approx(reference, rel=1e-7) and edge.lr == (1.0, 0.01)
+    tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt, step=3)
+    assert tracked["eta_S_P"] == pytest.approx(reference, rel=1e-7)
+    assert tracked["edge_constant"] == pytest.approx(3.8, rel=1e-12)  # heavy ball, beta = 0.9: 2 + 2 beta
+    assert tracked["edge_ratio"] == pytest.approx(reference / 3.8, rel=1e-7)
+    assert math.isnan(tracked["preconditioned_sharpness"]) and tracked["hvps_preconditioned"] > 0
+
 def test_errors_name_what_cannot_be_read():
     model, x, y = tiny_problem()
     data = [(x, y)]

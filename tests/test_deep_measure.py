@@ -209,6 +209,18 @@ def test_min_iter_guards_against_stopping_at_lambda_2():
     assert warm.hvps < cold.hvps and warm.top == pytest.approx(cold.top, rel=1e-3)
 
 
+def test_eigensolve_names_stay_importable_from_deep_measure():
+    """The solve lives in deep.eigen (below deep.measure and deep.edge); deep.measure and the lazy
+    ``deep`` namespace still hand out the very same objects."""
+    import deep.eigen
+    import deep.measure
+
+    for name in ("COLD_MIN_ITER", "DEFAULT_MAX_ITER", "SharpnessResult", "eigenpairs_of"):
+        assert getattr(deep.measure, name) is getattr(deep.eigen, name), name
+    assert deep.SharpnessResult is deep.eigen.SharpnessResult
+    assert deep.measure.PreconditionedOperator is deep.PreconditionedOperator
+    assert set(deep.measure.__all__) <= set(vars(deep.measure))
+
 def test_non_finite_products_give_nan_not_a_crash():
     model, x, y = tiny_problem()
     with torch.no_grad():

@@ -53,8 +53,31 @@ def fake_train(**config) -> dict:
                "sharpness": s["sharpness"].tolist(), "preconditioned_sharpness": s["preconditioned_sharpness"].tolist(),
                "threshold": [constant / eta] * n, "eta_S_P": eta_s_p.tolist(), "eta_threshold": [constant] * n,
                "edge_ratio": (eta_s_p / constant).tolist(), "hvps": [20] * n, "converged": [1] * n,
-               "wall_time": list(range(n))}
+               "wall_time": list(range(n)), "oscillation": [OSCILLATION] * n,
+               "oscillation_total": [2 * OSCILLATION] * n}
     return {"status": "completed", "last_step": config["steps"], "metrics": metrics}
+
+
+OSCILLATION = 1e-3  # planted oscillation of a discrete run (parameter units)
+FLOW_LOSS = {True: 1.02, False: 1.2}  # planted flow loss / the run's 3-record moving average
+FLOW_EDGE = 1.01  # planted central-flow edge ratio
+FLOW_OSCILLATION = 1.5  # planted predicted / measured oscillation
+
+
+def fake_flow_experiment(run: dict, central: bool) -> dict:
+    """A flow over the run's grid whose loss is a planted multiple of the run's 3-record moving average."""
+    from aeos_theory.flow_rules import moving_average
+
+    discrete = fake_train(**run)["metrics"]
+    n = len(discrete["step"])
+    constant = discrete["eta_threshold"][0]
+    ratio = FLOW_EDGE if central else 1.5
+    records = {"step": discrete["step"], "train_loss": list(FLOW_LOSS[central] * moving_average(discrete["train_loss"])),
+               "eta_S_P": [ratio * constant] * n, "edge_ratio": [ratio] * n,
+               "oscillation": [FLOW_OSCILLATION * OSCILLATION if central else 0.0] * n,
+               "oscillation_total": [2 * FLOW_OSCILLATION * OSCILLATION if central else 0.0] * n,
+               "wall_time": list(range(n))}
+    return {"status": "completed", "reason": "", "step": float(run["steps"]), "records": records}
 
 
 def fake_threshold_sweep(optimizer: str, eta: float, betas: list) -> dict:
@@ -101,7 +124,7 @@ def fake_density_run(train: dict, lanczos_steps: int, probes: int) -> dict:
     return out
 
 
-FAKES = {"train": fake_train, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
+FAKES = {"train": fake_train, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
          "dense_quadratic_run": fake_quadratic, "sharpening_run": fake_sharpening}
 
 
@@ -134,6 +157,13 @@ def check_numbers(name: str, numbers: dict) -> None:
         for run in (v for k, v in numbers.items() if k.startswith("beta2=")):
             assert all(_close(run[phase]["median_edge_ratio"], RATIO)
                        for phase in ("warmup", "first_half_of_decay", "second_half_of_decay"))
+    elif name == "central_flows":
+        for numbers_of in numbers.values():
+            assert _close(numbers_of["central_median_relative_error"], FLOW_LOSS[True] - 1)
+            assert _close(numbers_of["stable_median_relative_error"], FLOW_LOSS[False] - 1)
+            assert _close(numbers_of["central_max_edge_deviation"], FLOW_EDGE - 1)
+            assert _close(numbers_of["oscillation_predicted_over_measured"], FLOW_OSCILLATION)
+            assert _close(numbers_of["oscillation_total_predicted_over_measured"], FLOW_OSCILLATION)
     else:  # quadratic_aeos, deep_adam, minibatch, transformer: Adam at beta1 = 0.9
         assert all(_close(v["late_median_eta_S_P"], adam) for v in numbers.values()), numbers
 

@@ -3,7 +3,7 @@
 * Layers: ``aeos_theory`` (no torch, no numba) <- ``sims`` (numba) and ``deep`` (torch) <-
   ``paper_figures``; nothing imports ``paper_figures``; ``sims`` and ``deep`` never import each other.
 * No cycle among the modules' imports, top level or inside a function (a function-level import only
-  postpones a cycle to the first call), but one known pair, :data:`KNOWN_CYCLE`, to be removed.
+  postpones a cycle to the first call).
 * Optimizer facts live in the registry: no other module holds a table keyed by optimizer names, and no
   figure writes the Adam constant 38 as a number.
 * Code and docs cite the paper and the repository, never an outside spec or an issue number; the
@@ -77,27 +77,10 @@ def test_module_respects_the_layers(name: str) -> None:
     assert not bad, f"{name} imports {sorted(bad)}, above or beside its layer"
 
 
-#: The one import cycle tolerated for now, to be removed: deep.edge imports deep.measure inside
-#: measure_edge (for its eigensolver), while deep.measure imports deep.edge at its top.
-KNOWN_CYCLE = ("deep.edge", "deep.measure")
-
-
-def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in graph[todo.pop()] - seen:
-            seen.add(nxt)
-            todo.append(nxt)
-    return seen
-
-
 def test_no_import_cycles() -> None:
-    """Every import counts, at the top of a module or inside a function; only KNOWN_CYCLE's two direct
-    imports may close a loop, and no longer path between its two modules may."""
+    """Every import counts, at the top of a module or inside a function; none may close a loop."""
     graph = {name: {m for m in _imports(name, path, top_level_only=False) if m in MODULES and m != name}
              for name, path in MODULES.items()}
-    first, second = KNOWN_CYCLE
-    graph[first].discard(second)  # the function-level import of the known pair
     done: set[str] = set()
 
     def visit(node: str, stack: list[str]) -> None:
@@ -111,8 +94,6 @@ def test_no_import_cycles() -> None:
 
     for name in sorted(graph):
         visit(name, [])
-    without_pair = dict(graph, **{second: graph[second] - {first}})
-    assert first not in _reachable(without_pair, second), f"a second import path {second} -> ... -> {first}"
 
 
 def test_optimizer_tables_live_only_in_the_registry() -> None:

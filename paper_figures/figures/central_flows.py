@@ -1,0 +1,193 @@
+"""Figure 14: central flows predict full-batch GD, RMSProp and Adam at the edge of stability.
+
+For each optimizer on the same digits MLP, three trajectories from the same start: the discrete run
+(``deep.run``), its stable flow (the optimizer's ODE without oscillation) and its central flow (the
+ODE of the time-averaged trajectory, with the oscillation's covariance solved so that eta S_P stays at
+the threshold; :mod:`aeos_theory.central_flow`, on the network through :func:`deep.flows.flow_of_run`).
+Left: the train loss (the discrete run's, its 3-record moving average, and each flow's prediction of
+the time-averaged loss).  Middle: eta * S_P (eta * S for GD) against the threshold.  Right: the
+length of the period-2 oscillation, |w_t - 2 w_(t-1) + w_(t-2)| / 4 measured from the discrete iterates
+(:mod:`deep.oscillation`) against the central flow's sqrt(tr Sigma).  Adam's flow carries its first
+moment but not the period-2 oscillation's own passage through it (an approximation, documented in
+:mod:`aeos_theory.central_flow`): the numbers say how far it is from the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from aeos_theory import files, get_optimizer
+from aeos_theory.flow_rules import edge_onset, moving_average, rms, tracking_error
+from paper_figures import report, style
+from paper_figures.cache import Run
+from paper_figures.figures import training
+from paper_figures.figures.common import column, fmt, rounded, threshold_constant
+from paper_figures.registry import Context
+
+#: (optimizer, hyperparameters): GD reaches 2/eta by progressive sharpening, RMSProp and Adam by the
+#: decay of nu (Adam's beta2 = 0.999 and RMSProp's 0.99, torch's defaults).
+OPTIMIZERS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("gd", {"eta": 0.2}), ("rmsprop", {"eta": 1e-3, "beta2": 0.99}), ("adam", {"eta": 3e-3}))
+EDGE = 0.95  # the discrete run is at the edge from its first record with eta S_P >= 0.95 c_t
+
+TITLE = "Central flows of GD, RMSProp and Adam on the digits MLP: the time-averaged trajectory at the edge"
+
+
+def network(ctx: Context) -> dict[str, Any]:
+    """A small digits MLP (64-32-32-10 tanh, square loss): a flow costs a few dozen products per step."""
+    return {"dataset": "digits", "n": ctx.pick(100, 300, 1000), "model": "mlp", "width": ctx.pick(16, 32, 200),
+            "depth": 2, "activation": "tanh", "loss": "mse"}
+
+
+def steps(ctx: Context, optimizer: str) -> tuple[int, int]:
+    """(steps, record every) per optimizer at this scale."""
+    if optimizer == "adam":
+        return ctx.pick((200, 20), (1000, 25), (3000, 50))
+    return ctx.pick((160, 20), (600, 20), (3000, 50))
+
+
+def plan(ctx: Context) -> list[Run]:
+    runs = []
+    for name, hyper in OPTIMIZERS:
+        n_steps, every = steps(ctx, name)
+        discrete = training.train_run(f"{name} discrete", optimizer=name, hyper=hyper, steps=n_steps,
+                                      measure_every=every, base=network(ctx))
+        runs.append(discrete)
+        for central in (False, True):
+            runs.append(Run("deep.flows:flow_experiment", {"run": dict(discrete.config), "central": central},
+                            label=f"{name} {'central' if central else 'stable'} flow",
+                            cost=discrete.cost * (12 if central else 4)))
+    return runs
+
+
+def flow_series(flow: dict, name: str) -> np.ndarray:
+    """A flow's record column as floats (NaN where the cache holds null)."""
+    return column(flow["records"], name)
+
+
+def compare(result: dict, stable: dict, central: dict, optimizer: str) -> dict[str, Any]:
+    """The numbers of one optimizer: where the run reaches the edge, each flow's median relative error
+    against the run's 3-record moving average from there on, the central flow's largest distance of
+    eta S_P from c_t there, and the rms oscillation measured and predicted."""
+    step = training.series(result, "step")
+    loss = training.series(result, "train_loss")
+    onset = edge_onset(step, training.series(result, "edge_ratio"), EDGE)
+    errors = {kind: tracking_error(step, loss, flow_series(flow, "step"), flow_series(flow, "train_loss"), onset)
+              for kind, flow in (("central", central), ("stable", stable))}
+    after = lambda steps: np.asarray(steps, dtype=float) >= (onset if onset is not None else np.inf)  # noqa: E731
+    cf_step = flow_series(central, "step")
+    cf_ratio = flow_series(central, "edge_ratio")[after(cf_step)]
+    measured = {kind: training.series(result, kind)[after(step)] for kind in ("oscillation", "oscillation_total")}
+    predicted = {kind: flow_series(central, kind)[after(cf_step)] for kind in measured}
+    ratio = {kind: rms(predicted[kind]) / rms(measured[kind]) if rms(measured[kind]) else None for kind in measured}
+    return {
+        "edge_step": onset,
+        "central_median_relative_error": rounded(errors["central"]),
+        "stable_median_relative_error": rounded(errors["stable"]) if np.isfinite(errors["stable"]) else "inf",
+        "stable_over_central_error": (rounded(errors["stable"] / errors["central"]) if np.isfinite(errors["stable"])
+                                      and errors["central"] else "inf"),
+        "central_max_edge_deviation": rounded(float(np.max(np.abs(cf_ratio - 1)))) if cf_ratio.size else None,
+        "discrete_late_median_edge_ratio": rounded(float(np.nanmedian(training.series(result, "edge_ratio")[after(step)]))),
+        "oscillation_total_measured_rms": rounded(rms(measured["oscillation_total"])),
+        "oscillation_total_predicted_rms": rounded(rms(predicted["oscillation_total"])),
+        "oscillation_total_predicted_over_measured": rounded(ratio["oscillation_total"]),
+        "oscillation_measured_rms": rounded(rms(measured["oscillation"])),
+        "oscillation_predicted_rms": rounded(rms(predicted["oscillation"])),
+        "oscillation_predicted_over_measured": rounded(ratio["oscillation"]),
+        "stable_flow_status": stable["status"], "stable_flow_end": rounded(stable["step"]),
+        "central_flow_status": central["status"],
+        "wall_time_discrete_s": rounded(float(training.series(result, "wall_time")[-1]), 3),
+        "wall_time_stable_s": rounded(float(flow_series(stable, "wall_time")[-1]), 3),
+        "wall_time_central_s": rounded(float(flow_series(central, "wall_time")[-1]), 3),
+    }
+
+
+def rows_for_csv(optimizer: str, result: dict, stable: dict, central: dict) -> list[dict[str, Any]]:
+    """data/central_flows.csv: one row per record step of the run, the flows' values at the same step."""
+    sf = {s: i for i, s in enumerate(stable["records"]["step"])}
+    cf = {s: i for i, s in enumerate(central["records"]["step"])}
+    rows = []
+    for i, s in enumerate(training.series(result, "step")):
+        j, k = sf.get(s), cf.get(s)
+        rows.append({"optimizer": optimizer, "step": int(s),
+                     "discrete_loss": result["metrics"]["train_loss"][i],
+                     "stable_flow_loss": stable["records"]["train_loss"][j] if j is not None else None,
+                     "central_flow_loss": central["records"]["train_loss"][k] if k is not None else None,
+                     "discrete_eta_S_P": result["metrics"]["eta_S_P"][i],
+                     "stable_flow_eta_S_P": stable["records"]["eta_S_P"][j] if j is not None else None,
+                     "central_flow_eta_S_P": central["records"]["eta_S_P"][k] if k is not None else None,
+                     "eta_threshold": result["metrics"]["eta_threshold"][i],
+                     "discrete_oscillation": result["metrics"]["oscillation_total"][i],
+                     "central_flow_oscillation": central["records"]["oscillation_total"][k] if k is not None else None})
+    return rows
+
+
+def _draw(axes, optimizer: str, result: dict, stable: dict, central: dict, numbers: dict) -> None:
+    ax_loss, ax_edge, ax_osc = axes
+    c_run, c_stable, c_central = style.PALETTE[7], style.PALETTE[1], style.PALETTE[0]
+    step, loss = training.series(result, "step"), training.series(result, "train_loss")
+    s_step, c_step = flow_series(stable, "step"), flow_series(central, "step")
+    ax_loss.plot(step, loss, color=c_run, lw=0.6, alpha=0.35, label="discrete run")
+    ax_loss.plot(step, moving_average(loss), color=c_run, lw=1.0, label="run, 3-record average")
+    ax_loss.plot(s_step, flow_series(stable, "train_loss"), color=c_stable, ls="--", label="stable flow")
+    ax_loss.plot(c_step, flow_series(central, "train_loss"), color=c_central, label="central flow")
+    style.logscale(ax_loss)
+    ax_loss.set_ylabel(f"{get_optimizer(optimizer).label}: train loss (MSE)")
+    level = threshold_constant(optimizer, **dict(OPTIMIZERS)[optimizer])
+    ax_edge.plot(step, training.series(result, "eta_S_P"), color=c_run, marker="o", ms=2, lw=0.6)
+    ax_edge.plot(s_step, flow_series(stable, "eta_S_P"), color=c_stable, ls="--")
+    ax_edge.plot(c_step, flow_series(central, "eta_S_P"), color=c_central)
+    style.threshold_line(ax_edge, level, f"threshold {level:.4g}", va="top", where=0.55, pad=3)
+    ax_edge.set_ylim(0, 1.6 * level)
+    ax_edge.set_ylabel(r"$\eta\,S_P$" + (r" ($=\eta S$)" if optimizer == "gd" else ""))
+    if numbers["edge_step"] is not None:
+        for ax in axes:
+            ax.axvline(numbers["edge_step"], color="0.6", lw=0.6, ls=":")
+    osc = training.series(result, "oscillation_total")
+    ax_osc.plot(step, osc, color=c_run, marker="o", ms=2, lw=0, label="measured (discrete iterates)")
+    predicted = flow_series(central, "oscillation_total")
+    ax_osc.plot(c_step, predicted, color=c_central, label="predicted (central flow)")
+    top = float(np.nanmax(np.append(osc, predicted)))
+    ax_osc.set_ylim(0, 1.3 * top if top > 0 else 1.0)
+    ax_osc.set_ylabel("oscillation length (param.)")
+    for ax in axes:
+        ax.set_xlabel("step")
+
+
+def _percent(value: Any) -> str:
+    return "infinitely far (it stopped)" if value == "inf" else f"{fmt(100 * value, 3)}%"
+
+
+def _caption_part(name: str, n: dict) -> str:
+    stable = (f"the stable flow's {_percent(n['stable_median_relative_error'])}"
+              + (f" ({fmt(n['stable_over_central_error'], 3)} times as far)" if n["stable_over_central_error"] != "inf"
+                 else f": it ran off the edge, eta * S_P above 10 times the threshold at step {fmt(n['stable_flow_end'])}"))
+    return (f"{get_optimizer(name).label}: at the edge from step {fmt(n['edge_step'])}; from there the central "
+            f"flow's loss is {_percent(n['central_median_relative_error'])} from the run's average (median), {stable}; "
+            f"its eta * S_P within {fmt(100 * n['central_max_edge_deviation'], 2)}% of the threshold (the run's median "
+            f"edge ratio {fmt(n['discrete_late_median_edge_ratio'], 3)}); predicted oscillation length "
+            f"{fmt(n['oscillation_total_predicted_rms'], 3)} (rms) against {fmt(n['oscillation_total_measured_rms'], 3)} "
+            f"measured, ratio {fmt(n['oscillation_total_predicted_over_measured'], 3)}.")
+
+
+def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
+    numbers: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    fig, axes = style.figure(3, len(OPTIMIZERS), width="page", height=2.0 * len(OPTIMIZERS))
+    for row, (name, _) in enumerate(OPTIMIZERS):
+        result, stable, central = results[3 * row: 3 * row + 3]
+        numbers[name] = compare(result, stable, central, name)
+        rows += rows_for_csv(name, result, stable, central)
+        _draw(axes[row], name, result, stable, central, numbers[name])
+    style.legend(axes[0][0], loc="upper right")
+    style.legend(axes[0][2], loc="upper left")
+    data = files.write_csv(report.data_dir(out) / "central_flows.csv", rows)
+    style.save(fig, out, "central_flows")
+    caption = ("Digits MLP, full batch, one start for the discrete run (grey: every record, and its "
+               "3-record moving average), its stable flow (dashed) and its central flow (blue); the dotted "
+               "line marks the run's first record at 95% of its threshold. "
+               + " ".join(_caption_part(name, numbers[name]) for name, _ in OPTIMIZERS))
+    return {"numbers": numbers, "caption": caption, "data": [str(data.relative_to(out))]}
