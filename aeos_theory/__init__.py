@@ -16,11 +16,16 @@ Main entry points:
   ``sims``, ``deep`` and ``paper_figures`` read, and :func:`identify`, which names the package
   optimizer a ``torch.optim`` param group runs; :data:`HYPERS` and :func:`validate`: hyperparameter
   names, ranges and checks;
+* :mod:`aeos_theory.central_flow`: the stable and central flows of GD, RMSProp and Adam (the ODE of the
+  time-averaged trajectory at the edge), over any problem ``sims`` or ``deep`` supplies, with its two
+  numerical pieces, the complementarity solve (:mod:`aeos_theory.complementarity`) and a damped
+  Chebyshev step (:mod:`aeos_theory.chebyshev`);
 * ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
 
 As the bottom layer it also holds the conventions every layer shares: input checks
 (:mod:`aeos_theory.checks`), atomic JSON/CSV files (:mod:`aeos_theory.files`) and the command-line
-contract (:mod:`aeos_theory.command`).  It imports neither torch nor numba.
+contract (:mod:`aeos_theory.command`).  It imports neither torch nor numba (the flows take torch
+tensors from ``deep`` without importing torch: they only add and multiply them).
 
 >>> from aeos_theory import threshold
 >>> threshold(0.9, 1e-3)   # Adam, beta1 = 0.9: (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta

@@ -205,19 +205,27 @@ def _measure_shard(rank: int, world: int, rendezvous: str, out: str) -> int:
         opt = adam_trained(model, x, y)
         mine = slice(*[(0, 20), (20, 41)][rank])
         shard = deep.Shard([(x[mine][:13], y[mine][:13]), (x[mine][13:], y[mine][13:])])
-        v = torch.linspace(-1, 1, 203, dtype=torch.float64)
-        result = {"loss": deep.full_batch_loss(model, mse, shard),
-                  "gradient": deep.full_batch_gradient(model, mse, shard).tolist(),
-                  "hvp": deep.hvp(model, mse, shard, v).tolist(),
-                  "sharpness": deep.sharpness(model, mse, shard, tol=1e-10, max_iter=203),
-                  "preconditioned": deep.preconditioned_sharpness(model, mse, shard, opt, tol=1e-10, max_iter=203),
-                  "eta_S_P": deep.measure_edge(model, mse, shard, opt, tol=1e-10, max_iter=203).eta_S_P,
-                  "trace": deep.hessian_trace(model, mse, shard, hvps=30, seed=4).estimate}
+        result = full_batch_measurements(model, opt, shard)
         with open(f"{out}/rank{rank}.json", "w") as fh:
             json.dump(result, fh)
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def full_batch_measurements(model, opt, data) -> dict:
+    """Every full-batch quantity of ``deep`` on the tiny problem's ``data`` (chunks or a deep.Shard):
+    loss, gradient, one HVP, S, S_P, eta_S_P and a seeded trace estimate (JSON-ready)."""
+    import deep
+
+    v = torch.linspace(-1, 1, 203, dtype=torch.float64)
+    return {"loss": deep.full_batch_loss(model, mse, data),
+            "gradient": deep.full_batch_gradient(model, mse, data).tolist(),
+            "hvp": deep.hvp(model, mse, data, v).tolist(),
+            "sharpness": deep.sharpness(model, mse, data, tol=1e-10, max_iter=203),
+            "preconditioned": deep.preconditioned_sharpness(model, mse, data, opt, tol=1e-10, max_iter=203),
+            "eta_S_P": deep.measure_edge(model, mse, data, opt, tol=1e-10, max_iter=203).eta_S_P,
+            "trace": deep.hessian_trace(model, mse, data, hvps=30, seed=4).estimate}
 
 
 def adam_trained(model, x, y, steps: int = 3):

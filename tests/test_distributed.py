@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import deep
 from deep import TrainConfig, read_metrics, run
-from support import adam_trained, mse, same_rows, sharded_measurements, tiny_problem, train_args
+from support import adam_trained, full_batch_measurements, same_rows, sharded_measurements, tiny_problem, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimizer="adam", hyper={"eta": 0.01},
@@ -37,15 +35,7 @@ def test_sharded_measurements_equal_one_process(tmp_path):
                        start_method="spawn", join=True)
     model, x, y = tiny_problem(seed=2, n=41)
     opt = adam_trained(model, x, y)
-    whole = [(x, y)]
-    v = torch.linspace(-1, 1, 203, dtype=torch.float64)
-    expected = {"loss": deep.full_batch_loss(model, mse, whole),
-                "gradient": deep.full_batch_gradient(model, mse, whole).tolist(),
-                "hvp": deep.hvp(model, mse, whole, v).tolist(),
-                "sharpness": deep.sharpness(model, mse, whole, tol=1e-10, max_iter=203),
-                "preconditioned": deep.preconditioned_sharpness(model, mse, whole, opt, tol=1e-10, max_iter=203),
-                "eta_S_P": deep.measure_edge(model, mse, whole, opt, tol=1e-10, max_iter=203).eta_S_P,
-                "trace": deep.hessian_trace(model, mse, whole, hvps=30, seed=4).estimate}
+    expected = full_batch_measurements(model, opt, [(x, y)])  # the whole batch in this process
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # replicated and in step: every rank holds the same numbers
     for key, value in expected.items():

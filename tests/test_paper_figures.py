@@ -96,6 +96,22 @@ def test_quadratic_aeos_hovers_at_38(tmp_path: Path) -> None:
     _check_images(tmp_path, "quadratic_aeos")
 
 
+@pytest.mark.slow
+def test_figures_with_their_own_run_functions_run_end_to_end(tmp_path: Path) -> None:
+    """spectral_density restores its training run's last checkpoint and central_flows runs the flows of its
+    training runs: the real run functions, which the drawing test replaces by fakes, at tiny scale."""
+    assert _main("--scale", "tiny", "--only", "spectral_density,central_flows", "--out", str(tmp_path),
+                 "--jobs", "2") == 0
+    figures = json.loads((tmp_path / "summary.json").read_text())["figures"]
+    density = figures["spectral_density"]["numbers"]
+    assert density["step"] == 150 and 0 < density["eta_S_P"] < 2 * density["threshold"] and density["S"] > 0
+    gd = figures["central_flows"]["numbers"]["gd"]
+    assert gd["edge_step"] is not None and gd["central_max_edge_deviation"] < 0.05
+    assert gd["central_median_relative_error"] < 0.1
+    for name in ("spectral_density", "central_flows"):
+        _check_images(tmp_path, name)
+
+
 # ------------------------------------------------------------------ cache and resume (fake figure)
 CALLS: list[int] = []
 FAIL = {"on": False}

@@ -86,11 +86,12 @@ def compare(result: dict, stable: dict, central: dict, optimizer: str) -> dict[s
     return {
         "edge_step": onset,
         "central_median_relative_error": rounded(errors["central"]),
-        "stable_median_relative_error": rounded(errors["stable"]) if np.isfinite(errors["stable"]) else "inf",
-        "stable_over_central_error": (rounded(errors["stable"] / errors["central"]) if np.isfinite(errors["stable"])
-                                      and errors["central"] else "inf"),
+        "stable_median_relative_error": rounded(errors["stable"]) if not np.isinf(errors["stable"]) else "inf",
+        "stable_over_central_error": ("inf" if np.isinf(errors["stable"]) else
+                                      rounded(errors["stable"] / errors["central"]) if errors["central"] else None),
         "central_max_edge_deviation": rounded(float(np.max(np.abs(cf_ratio - 1)))) if cf_ratio.size else None,
-        "discrete_late_median_edge_ratio": rounded(float(np.nanmedian(training.series(result, "edge_ratio")[after(step)]))),
+        "discrete_late_median_edge_ratio": (rounded(float(np.nanmedian(training.series(result, "edge_ratio")[after(step)])))
+                                            if onset is not None else None),
         "oscillation_total_measured_rms": rounded(rms(measured["oscillation_total"])),
         "oscillation_total_predicted_rms": rounded(rms(predicted["oscillation_total"])),
         "oscillation_total_predicted_over_measured": rounded(ratio["oscillation_total"]),
@@ -158,17 +159,23 @@ def _draw(axes, optimizer: str, result: dict, stable: dict, central: dict, numbe
 
 
 def _percent(value: Any) -> str:
-    return "infinitely far (it stopped)" if value == "inf" else f"{fmt(100 * value, 3)}%"
+    if value == "inf":
+        return "infinitely far (it stopped)"
+    return f"{fmt(100 * value, 3)}%" if value is not None else "n/a"
 
 
 def _caption_part(name: str, n: dict) -> str:
+    label = get_optimizer(name).label
+    if n["edge_step"] is None:
+        return f"{label}: the run did not reach 95% of its threshold in these steps (no comparison at the edge)."
     stable = (f"the stable flow's {_percent(n['stable_median_relative_error'])}"
               + (f" ({fmt(n['stable_over_central_error'], 3)} times as far)" if n["stable_over_central_error"] != "inf"
                  else f": it ran off the edge, eta * S_P above 10 times the threshold at step {fmt(n['stable_flow_end'])}"))
-    return (f"{get_optimizer(name).label}: at the edge from step {fmt(n['edge_step'])}; from there the central "
-            f"flow's loss is {_percent(n['central_median_relative_error'])} from the run's average (median), {stable}; "
-            f"its eta * S_P within {fmt(100 * n['central_max_edge_deviation'], 2)}% of the threshold (the run's median "
-            f"edge ratio {fmt(n['discrete_late_median_edge_ratio'], 3)}); predicted oscillation length "
+    deviation = n["central_max_edge_deviation"]
+    return (f"{label}: at the edge from step {fmt(n['edge_step'])}; from there the central flow's loss is "
+            f"{_percent(n['central_median_relative_error'])} from the run's average (median), {stable}; its eta * "
+            f"S_P within {_percent(deviation)} of the threshold (the run's median edge ratio "
+            f"{fmt(n['discrete_late_median_edge_ratio'], 3)}); predicted oscillation length "
             f"{fmt(n['oscillation_total_predicted_rms'], 3)} (rms) against {fmt(n['oscillation_total_measured_rms'], 3)} "
             f"measured, ratio {fmt(n['oscillation_total_predicted_over_measured'], 3)}.")
 

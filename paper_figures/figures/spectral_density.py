@@ -42,14 +42,15 @@ def density_run(run_dir: Path, *, train: dict[str, Any], lanczos_steps: int, pro
     """Train (or resume) ``deep.run`` into ``run_dir/train``, restore its last checkpoint, and return the
     SLQ densities of H and of P^-1/2 H P^-1/2 there (grid, density, nodes, weights for each)."""
     from deep import TrainConfig, run, spectral_density
-    from deep.runlog import RunFolder, read_metrics
+    from deep.run_folder import RunFolder
+    from deep.runlog import CHECKPOINT, load_checkpoint, read_metrics
     from deep.train import Trainer
 
     config = TrainConfig.from_dict(train)
     folder = Path(run_dir) / "train"
-    metrics = read_metrics(run(config, folder, progress=False))
+    metrics = read_metrics(run(config, folder, progress=False))  # proves the folder, then the last checkpoint
     trainer = Trainer(config, RunFolder(folder))
-    step = trainer.restore()
+    step = trainer.restore(load_checkpoint(folder / CHECKPOINT))
     out: dict[str, Any] = {"step": step, "eta": config.resolved_hyper()["eta"],
                            "trainer_eta_S_P": metrics[-1].get("eta_S_P")}
     for key, optimizer in (("H", None), ("P", trainer.optimizer)):
