@@ -109,10 +109,11 @@ class _Step:
     """What one step computed at its start point: the top eigenvalues ``kappa`` of K, the oscillation X
     over the directions ``q`` (unit eigenvectors of K) / ``u`` = sqrt(eta/P) q, per unit X_ab the
     increment of the averaged gradient (``pull``, 1/2 grad_w(u_a^T H u_b)) and of the averaged squared
-    gradient (``square``, kappa_a kappa_b q_a q_b / s^2), the point and its gradient."""
+    gradient (``square``, kappa_a kappa_b q_a q_b / s^2), the point, its loss and its gradient."""
 
     kappa: np.ndarray
     point: Any
+    loss: float
     gradient: Any
     X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     q: list[Any] = field(default_factory=list)
@@ -164,7 +165,7 @@ class CentralFlow:
             except EdgeNotHeld as err:
                 status, reason = "diverged", f"the edge cannot be held: {err}"
                 break
-            if not (np.all(np.isfinite(step.kappa)) and math.isfinite(step.point.loss())):
+            if not (np.all(np.isfinite(step.kappa)) and math.isfinite(step.loss)):
                 status, reason = "diverged", "the loss or the curvature is not finite"
                 break
             if on_grid(state.t) or (final and round(state.t) == steps):
@@ -187,15 +188,8 @@ class CentralFlow:
         if not self.rule.adaptive:
             return FlowState(w0, None, None, 0.0)
         point = self.problem.at(w0)
-        loss = point.loss()
-        c = self.rule.constant(1)
-        row = {name: math.nan for name in FLOW_COLUMNS}
-        row.update(step=0, train_loss=loss, train_accuracy=_accuracy(point), lr=self.rule.eta,
-                   center_loss=loss, sharpness=point.sharpness(), eta_threshold=c, threshold=c / self.rule.eta,
-                   hvps=getattr(self.problem, "hvps", 0), converged=int(getattr(point, "converged", True)),
-                   directions=0, gradients=self.gradients, wall_time=time.perf_counter() - clock)
-        for name in FLOW_COLUMNS:
-            records[name].append(row[name])
+        unmeasured = _Step(kappa=np.array([math.nan]), point=point, loss=point.loss(), gradient=None)  # no P yet
+        self._record(records, 0, 0.0, math.nan, unmeasured, clock)
         g = point.gradient()
         self.gradients += 1
         nu = (1.0 - self.rule.hyper["beta2"]) * (g * g)
@@ -231,7 +225,7 @@ class CentralFlow:
         p = rule.preconditioner(state.nu, state.t)
         scale = (eta / p) ** 0.5
         point = self.problem.at(state.w)
-        g = point.gradient()
+        loss, g = point.loss(), point.gradient()
         self.gradients += 1
         kappa, vectors = point.eigenpairs(scale, self.k)
         kappa = np.asarray(kappa, dtype=np.float64)
@@ -240,7 +234,7 @@ class CentralFlow:
         # the next step tracks one eigenpair beyond the oscillating ones (to see the next one coming); a
         # stable flow needs only the top one (its stiffness)
         self.k = min(self.max_directions + 1, len(critical) + 1) if self.central else 1
-        step = _Step(kappa=kappa, point=point, gradient=g)
+        step = _Step(kappa=kappa, point=point, loss=loss, gradient=g)
         if self.central and critical:
             step.q = [vectors[i] for i in critical]
             step.u = [scale * v for v in step.q]
@@ -275,8 +269,10 @@ class CentralFlow:
             c2 = rule.ema_rate
             square = [[kappa[a] * kappa[b] * (q[a] * q[b]) / scale ** 2 for b in range(k)] for a in range(k)]
             p_rate = rule.preconditioner_rate(state.nu, c2 * (g * g - state.nu), state.t)
-            p_per_x = [[rule.preconditioner_rate(state.nu, c2 * square[a][b], state.t, with_time=False)
-                        for b in range(k)] for a in range(k)]
+            p_per_x = [[rule.preconditioner_rate(state.nu, c2 * square[a][b], state.t, with_time=False) / p
+                        for b in range(k)] for a in range(k)]  # dP/dt / P per unit X_ab
+        moved = [[(eta / p) * pull[a][b] for b in range(k)] for a in range(k)]  # dw/dt per unit X_ab, times -1/gain
+        overlap = [[q[i] * q[j] for j in range(k)] for i in range(k)]
         d_k0 = np.zeros((k, k))
         m = np.zeros((k, k, k, k))
         for i in range(k):
@@ -284,12 +280,12 @@ class CentralFlow:
                 mean_kappa = 0.5 * (kappa[i] + kappa[j])
                 d_k0[i, j] = 2 * _dot(pull[i][j], w_rate)
                 if rule.adaptive:
-                    d_k0[i, j] -= mean_kappa * _dot(q[i] * q[j], p_rate / p)
+                    d_k0[i, j] -= mean_kappa * _dot(overlap[i][j], p_rate / p)
                 for a in range(k):
                     for b in range(k):
-                        m[i, j, a, b] = -2 * gain * _dot(pull[i][j], (eta / p) * pull[a][b])
+                        m[i, j, a, b] = -2 * gain * _dot(pull[i][j], moved[a][b])
                         if rule.adaptive:
-                            m[i, j, a, b] -= mean_kappa * _dot(q[i] * q[j], p_per_x[a][b] / p)
+                            m[i, j, a, b] -= mean_kappa * _dot(overlap[i][j], p_per_x[a][b])
         alpha = c_next * np.eye(k) - np.diag(kappa) - dt * d_k0
         step.X, step.pull, step.square = solve_complementarity(alpha, -dt * m, self._carried(q)), pull, square
         self._last = (step.X, q)
@@ -335,12 +331,12 @@ class CentralFlow:
         return FlowState(w, None, nu, t_next)
 
     def _record(self, records: dict, step_no: int, t: float, dt: float, step: _Step, clock: float) -> None:
-        """One row at the step's start point (``dt``: the step about to be taken)."""
-        loss = step.point.loss()
-        X, kappa = step.X, step.kappa
+        """One row at the step's start point (``dt``: the step about to be taken; a step without eigenvalues,
+        an adaptive flow's start, has no P yet: its measurements are NaN)."""
+        loss, X, kappa = step.loss, step.X, step.kappa
         k = X.shape[0]
         averaged = loss + 0.5 * sum(X[i, i] * kappa[i] for i in range(k))
-        oscillation = total = 0.0
+        oscillation = total = 0.0 if np.isfinite(kappa[0]) else math.nan
         if k:
             top = step.u[0]
             norm = _dot(top, top) ** 0.5

@@ -25,6 +25,8 @@ for gradient descent on a quadratic beyond 2/eta) raises :class:`EdgeNotHeld`.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -116,8 +118,7 @@ def _projected_guess(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     k = a.shape[0]
     flat = _symmetric_basis(k).reshape(-1, k * k)
     x = (np.linalg.lstsq(flat @ b @ flat.T, -flat @ a.reshape(-1), rcond=None)[0] @ flat).reshape(k, k)
-    values, vectors = np.linalg.eigh(0.5 * (x + x.T))
-    return (vectors * np.maximum(values, 0.0)) @ vectors.T
+    return _psd_part(x)
 
 
 #: A solution supported on coordinate directions is accepted when A(X) is PSD to this fraction of |alpha|
@@ -130,7 +131,7 @@ def _held_directions(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     eigenvectors of K), held exactly at the edge there: A(X)_SS = 0, i.e. B_SS[X_SS] = -alpha_SS.  The
     first subset (largest first) whose X_SS is PSD and whose A(X) is PSD everywhere (to
     :data:`ALIGNED_TOL`) is the solution; None when no subset works (the solution is not aligned with the
-    directions: the barrier solves it)."""
+    directions: Newton or the barrier solves it)."""
     import itertools
 
     k = a.shape[0]
@@ -151,8 +152,7 @@ def _held_directions(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
                 continue
             residual = a + (b @ x.reshape(-1)).reshape(k, k)
             if np.linalg.eigvalsh(residual)[0] >= -ALIGNED_TOL * scale:
-                values, vectors = np.linalg.eigh(x)
-                return (vectors * np.maximum(values, 0.0)) @ vectors.T
+                return _psd_part(x)
     return None
 
 
@@ -174,7 +174,7 @@ def _newton(a: np.ndarray, b: np.ndarray, x: np.ndarray, iterations: int = 30) -
         plus = np.maximum(values, 0.0)
         residual = x - (vectors * plus) @ vectors.T
         if np.abs(residual).max() <= target:
-            return (lambda v, w: (w * np.maximum(v, 0.0)) @ w.T)(*np.linalg.eigh(0.5 * (x + x.T)))
+            return _psd_part(x)
         gap = values[:, None] - values[None, :]
         same = np.abs(gap) <= 1e-14 * max(1.0, np.abs(values).max())
         omega = np.where(same, (values[:, None] > 0).astype(float) * np.ones_like(gap),
@@ -191,6 +191,13 @@ def _newton(a: np.ndarray, b: np.ndarray, x: np.ndarray, iterations: int = 30) -
     return None
 
 
+def _psd_part(m: np.ndarray) -> np.ndarray:
+    """The projection of symmetric(m) onto the PSD cone: its eigenvalues clipped at zero."""
+    values, vectors = np.linalg.eigh(0.5 * (m + m.T))
+    return (vectors * np.maximum(values, 0.0)) @ vectors.T
+
+
+@functools.lru_cache(maxsize=None)
 def _symmetric_basis(k: int) -> np.ndarray:
     """An orthonormal basis of the symmetric k x k matrices, (m, k, k) with m = k (k + 1) / 2."""
     basis = []
@@ -199,7 +206,9 @@ def _symmetric_basis(k: int) -> np.ndarray:
             e = np.zeros((k, k))
             e[i, j] = e[j, i] = 1.0 if i == j else 2 ** -0.5
             basis.append(e)
-    return np.array(basis)
+    basis = np.array(basis)
+    basis.flags.writeable = False  # shared by every call (cached)
+    return basis
 
 
 def _barrier(a: np.ndarray, b: np.ndarray, tol: float = 1e-10) -> np.ndarray:
@@ -252,6 +261,4 @@ def _barrier(a: np.ndarray, b: np.ndarray, tol: float = 1e-10) -> np.ndarray:
             if np.abs(x).max() > bound:
                 raise EdgeNotHeld("the oscillation needed to hold the edge grows without bound")
         mu /= 16.0
-    X = (x @ flat).reshape(k, k)
-    values, vectors = np.linalg.eigh(0.5 * (X + X.T))
-    return (vectors * np.maximum(values, 0.0)) @ vectors.T
+    return _psd_part((x @ flat).reshape(k, k))

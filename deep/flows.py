@@ -38,6 +38,7 @@ from aeos_theory.central_flow import FlowResult, central_flow_of
 from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks
 from .losses import correct, count
 from .measure import eigenpairs_of
+from .oscillation import flat_parameters
 from .operators import PreconditionedOperator
 from .params import ParamLayout
 from .strategies import ModelOperator, hessian_operator
@@ -62,7 +63,7 @@ class NetworkFlow:
 
     def flat(self) -> Tensor:
         """The copy's current parameters as one flat vector (the flow's start)."""
-        return self.layout.flatten([p.detach() for p in self.layout.parameters(self.model)]).clone()
+        return flat_parameters(self.model)
 
     def load(self, w: Tensor) -> None:
         """Set the copy's parameters to the flat vector w."""
