@@ -22,9 +22,8 @@ Main entry points:
   Chebyshev step (:mod:`aeos_theory.chebyshev`);
 * ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
 
-As the bottom layer it also holds the conventions every layer shares: input checks
-(:mod:`aeos_theory.checks`), atomic JSON/CSV files (:mod:`aeos_theory.files`) and the command-line
-contract (:mod:`aeos_theory.command`).  It imports neither torch nor numba (the flows take torch
+It holds theory only: what every layer shares besides (argument checks, atomic files, the command-line
+contract) is :mod:`aeos_base`, below it.  It imports neither torch nor numba (the flows take torch
 tensors from ``deep`` without importing torch: they only add and multiply them).
 
 >>> from aeos_theory import threshold

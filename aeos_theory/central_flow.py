@@ -79,7 +79,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.chebyshev import chebyshev_step, stages_for
 from aeos_theory.complementarity import EdgeNotHeld, solve_complementarity
 from aeos_theory.flow_rules import (FLOW_COLUMNS, FLOW_OPTIMIZERS, FlowPoint, FlowProblem, FlowResult, FlowRule,

@@ -30,7 +30,7 @@ import functools
 import math
 from typing import Callable, TypeVar
 
-from aeos_theory import checks
+from aeos_base import checks
 
 Vector = TypeVar("Vector")
 

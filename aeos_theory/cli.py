@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from aeos_theory import command
+from aeos_base import command
+from aeos_theory.hyperparams import HYPERS, flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``threshold`` subcommand."""
     p = sub.add_parser("threshold", help="exact stability threshold on lambda (frozen preconditioner)")
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer name (default adam)")
-    command.add_hyperparameter_flags(p)
+    command.add_number_flags(p, flag_help())
     p.add_argument("--step", type=int, default=None,
                    help="the threshold of the t-th update (t >= 1) as torch applies it: bias corrections, "
                         "NAdam's momentum schedule, SGD's first step (default: the settled update)")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from aeos_theory.stability import derive_boundary, stability_threshold
 
     spec = get_optimizer(args.optimizer)
-    hyper = spec.validate(command.hyperparameters(args))
+    hyper = spec.validate(command.given(args, HYPERS))
     value = stability_threshold(args.optimizer, step=args.step, **hyper)
     boundary = derive_boundary(args.optimizer, step=True)
     expression = boundary.expression

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.optimizers import validate
 from aeos_theory.stability import threshold_constant
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from aeos_theory import checks
+from aeos_base import checks
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,10 @@ HYPERS: dict[str, Hyper] = {
               "NAdam's momentum schedule psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))"),
     )
 }
+
+
+def flag_help(skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """name -> the help text of its command-line flag (meaning, range, default), for every hyperparameter but
+    those in ``skip`` (:func:`aeos_base.command.add_number_flags` turns it into flags)."""
+    return {name: f"{hyper.doc} ({hyper.range_text()}; default: the optimizer's)"
+            for name, hyper in HYPERS.items() if name not in skip}

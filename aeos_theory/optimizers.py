@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping
 
 import sympy as sp
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.hyperparams import HYPERS
 
 #: The curvature symbol: an eigenvalue of P^-1 (H + wd I) (coupled decay) or of P^-1 H.

@@ -20,8 +20,8 @@ import shlex
 import sys
 from typing import Sequence
 
-from aeos_theory import command
-from aeos_theory.hyperparams import HYPERS
+from aeos_base import command
+from aeos_theory.hyperparams import HYPERS, flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
 from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default="mse", choices=LOSSES, help="loss (default mse)")
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
     p.add_argument("--lr", "--eta", dest="eta", type=float, required=True, help=HYPERS["eta"].doc)
-    command.add_hyperparameter_flags(p, skip=("eta",))
+    command.add_number_flags(p, flag_help(skip=("eta",)))
     p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
     p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.nproc is None:  # torchrun's own --nproc-per-node takes every prefix of --nproc: infer it
         args.nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    config = TrainConfig(hyper=command.hyperparameters(args), **{f: getattr(args, f) for f in _FIELDS})
+    config = TrainConfig(hyper=command.given(args, HYPERS), **{f: getattr(args, f) for f in _FIELDS})
     config.validate()
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch(["-m", "deep.cli", *shlex.split(_command_line(args))[1:]], args.nproc)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(config, args: argparse.Namespace) -> int:
-    from aeos_theory import files
+    from aeos_base import files
 
     from .runlog import SUMMARY, read_metrics
     from .train import DIVERGENCE_FACTOR, run as train

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
 
 from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES

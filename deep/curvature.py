@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .ggn import GGNOperator
 from .inputs import LossFn

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .names import DATASETS
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .curvature import operator_for
 from .inputs import LossFn

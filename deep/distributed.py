@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .inputs import Shard  # defined beside the other kinds of data; deep.Shard is read from here
 
@@ -190,7 +190,7 @@ def lost_peer(err: BaseException) -> bool:
 
 def run_as_rank(work: Callable[[], int]) -> NoReturn:
     """Do this rank's whole job, ``work()`` (its exit status), report its errors as every ``aeos``
-    command does (one line on stderr; :func:`aeos_theory.command.dispatch`), then end the process with
+    command does (one line on stderr; :func:`aeos_base.command.dispatch`), then end the process with
     that status through ``os._exit``, after flushing.
 
     One line for the whole run: bad input and untrustworthy records (ValueError, RecordError) are raised
@@ -205,7 +205,7 @@ def run_as_rank(work: Callable[[], int]) -> NoReturn:
     import traceback
     import warnings
 
-    from aeos_theory import command
+    from aeos_base import command
 
     rank = int(os.environ.get("RANK", "0"))
     if rank > 0:

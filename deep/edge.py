@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aeos_theory import checks, identify, threshold_constant
+from aeos_base import checks
+from aeos_theory import identify, threshold_constant
 
 from .eigen import DEFAULT_MAX_ITER, eigenpairs_of
 from .inputs import LossFn

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.central_flow import FlowResult, central_flow_of
 
 from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .distributed import reduce_mean
 from .inputs import LossFn, evaluation

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .operators import CurvatureOperator, as_operator
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .names import LOSSES
 

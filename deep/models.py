@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .names import ACTIVATIONS, MODELS
 

@@ -14,8 +14,8 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from aeos_theory import files
-from aeos_theory.command import EXIT_DIVERGED, EXIT_OK
+from aeos_base import files
+from aeos_base.command import EXIT_DIVERGED, EXIT_OK
 
 from .config import TrainConfig
 from .distributed import run_as_rank

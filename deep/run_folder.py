@@ -2,7 +2,7 @@
 
 The rules, checked every time a run folder is opened (:meth:`RunFolder.check`):
 
-* **One writer.** An exclusive lock on ``<folder>/.lock`` (:func:`aeos_theory.files.exclusive_lock`) is
+* **One writer.** An exclusive lock on ``<folder>/.lock`` (:func:`aeos_base.files.exclusive_lock`) is
   held for the whole run; the operating system releases it when the process dies, so a killed run never
   leaves it stuck, and a second process writing the same folder stops at once with a message naming the
   holder's pid.
@@ -15,7 +15,7 @@ The rules, checked every time a run folder is opened (:meth:`RunFolder.check`):
   keeps exactly those rows after checking the hash.  ``summary.json`` stores the hash of the finished
   file, and reopening a finished run checks it before reporting the run as done.
 
-A folder that breaks a rule raises :class:`aeos_theory.command.RecordError` (``aeos train`` exits 1
+A folder that breaks a rule raises :class:`aeos_base.command.RecordError` (``aeos train`` exits 1
 with one line); a config that differs from the command's raises ValueError (exit 2: the command asks
 for another run than the folder holds).
 """
@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from aeos_theory import files
-from aeos_theory.command import RecordError
+from aeos_base import files
+from aeos_base.command import RecordError
 
 from . import runlog
 

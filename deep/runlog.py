@@ -5,7 +5,7 @@
 * ``metrics.csv`` is appended one row per measurement, flushed and fsynced at once, so a killed run
   keeps every row it wrote and a checkpoint never covers a row the disk does not hold.  Floats are
   written with ``repr`` (exact round trip).
-* ``checkpoint.pt`` is written atomically (:func:`aeos_theory.files.atomic_write`): a kill leaves either
+* ``checkpoint.pt`` is written atomically (:func:`aeos_base.files.atomic_write`): a kill leaves either
   the old or the new checkpoint whole.
 * ``summary.json`` is written last; its presence means the run is over (status and final step).
 
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
-from aeos_theory import files
+from aeos_base import files
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
@@ -147,7 +147,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict saved by :func:`save_checkpoint` (tensors on CPU); RecordError naming the file when it
     cannot be read (truncated, corrupt, not a checkpoint)."""
-    from aeos_theory.command import RecordError
+    from aeos_base.command import RecordError
 
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)

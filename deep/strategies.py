@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from aeos_theory import checks
+from aeos_base import checks
 
 from .distributed import group_of, reduce_mean
 from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation

@@ -45,7 +45,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aeos_theory import identify, threshold_constant
-from aeos_theory.command import RecordError
+from aeos_base.command import RecordError
 from aeos_theory.optimizers import get_optimizer
 
 from . import runlog

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aeos_theory import files
+from aeos_base import files
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
 CACHE_VERSION = 3

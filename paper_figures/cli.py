@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from aeos_theory import command
+from aeos_base import command
 from paper_figures.registry import FIGURES, SCALES, Context, select
 
 #: The default output folder, in the current directory.
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Produce the chosen figures; 0 if all of them were drawn, 1 if any failed."""
-    from aeos_theory import checks
+    from aeos_base import checks
     from paper_figures.pipeline import Production
 
     names = select(args.only)

@@ -17,13 +17,13 @@ import aeos_theory.cli
 import deep.cli
 import paper_figures.cli
 import sims.cli
-from aeos_theory import command
+from aeos_base import command
 
 SUBCOMMANDS = (aeos_theory.cli.register, sims.cli.register, deep.cli.register, paper_figures.cli.register)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``aeos <subcommand> ...``; exit codes as :mod:`aeos_theory.command` documents them."""
+    """Run ``aeos <subcommand> ...``; exit codes as :mod:`aeos_base.command` documents them."""
     return command.main(SUBCOMMANDS, argv, prog="aeos", description="Optimizers at the (Adaptive) Edge of Stability")
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from aeos_theory import files
+from aeos_base import files
 from paper_figures.registry import FIGURES
 
 #: The gallery's file name in the output folder (GitHub shows it when the folder is opened).

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer, validate
 from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
 

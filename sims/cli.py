@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from aeos_theory import command
+from aeos_base import command
+from aeos_theory.hyperparams import flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
 PROBLEMS = ("dense", "sharpening")
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="one optimizer run on a quadratic or the sharpening model (numba)")
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
     p.add_argument("--eta", type=float, required=True, help="step size")
-    command.add_hyperparameter_flags(p, skip=("eta",))
+    command.add_number_flags(p, flag_help(skip=("eta",)))
     p.add_argument("--problem", default="dense", choices=PROBLEMS,
                    help="dense: 1/2 x^T H x, H a random rotation of logspace(0, 2, d); sharpening: the "
                         "progressive-sharpening model of sims.sharpening (default dense)")
@@ -41,18 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bisect", help="empirical frozen-P threshold by bisection, against the exact one")
     b.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
     b.add_argument("--eta", type=float, required=True, help="step size")
-    command.add_hyperparameter_flags(b, skip=("eta",))
+    command.add_number_flags(b, flag_help(skip=("eta",)))
     b.add_argument("--rtol", type=float, default=1e-7, help="relative width of the bisection (default 1e-7)")
     b.set_defaults(handler=run_bisect)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Run, print the settled level against the threshold, write the CSV; exit 3 if the run diverged."""
-    from aeos_theory import files, stability_threshold
+    from aeos_base import files
+    from aeos_theory import stability_threshold
     from sims import experiments
     from sims.summary import late_median, late_range
 
-    hyper = command.hyperparameters(args, skip=("eta",))
+    hyper = command.given(args, flag_help(skip=("eta",)))
     constant = args.eta * stability_threshold(args.optimizer, eta=args.eta, **hyper)  # validates first
     if args.out is not None and not args.out.strip():
         raise ValueError("--out must be a file path; got an empty string")
@@ -84,7 +86,7 @@ def run_bisect(args: argparse.Namespace) -> int:
     from aeos_theory import stability_threshold
     from sims.threshold import empirical_threshold
 
-    hyper = command.hyperparameters(args, skip=("eta",))
+    hyper = command.given(args, flag_help(skip=("eta",)))
     theory = stability_threshold(args.optimizer, eta=args.eta, **hyper)
     empirical = float(empirical_threshold(args.optimizer, args.eta, rtol=args.rtol, **hyper))
     print(f"bisection lambda* = {empirical:.10g}")

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
 
 

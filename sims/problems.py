@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aeos_theory import checks
+from aeos_base import checks
 
 
 def spectrum(d: int, low: float, high: float, kind: str = "log") -> np.ndarray:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from aeos_theory import checks
+from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
 from sims.updates import EPS, apply_update, preconditioner, run_scalars, time_scalars
 

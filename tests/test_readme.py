@@ -79,7 +79,7 @@ def test_readme_deep_tour_measures_what_eigsh_measures(capsys):
 
 def test_every_aeos_command_in_the_readme_parses():
     """Each ``aeos ...`` line of the README's shell blocks is accepted by the real ``aeos`` parser."""
-    from aeos_theory.command import build_parser
+    from aeos_base.command import build_parser
     from paper_figures.console import SUBCOMMANDS
 
     parser = build_parser(SUBCOMMANDS, prog="aeos", description="")

@@ -3,7 +3,7 @@ point resume to the same numbers, the figures' cache checks its entries, and eve
 command line is one line with a documented exit code.
 
 References: an uninterrupted run of the same config (rows identical but for wall time), the files'
-own bytes (truncated, edited, swapped here by hand), and the exit-code contract of aeos_theory.command.
+own bytes (truncated, edited, swapped here by hand), and the exit-code contract of aeos_base.command.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aeos_theory import files
-from aeos_theory.command import RecordError
+from aeos_base import files
+from aeos_base.command import RecordError
 from deep import TrainConfig, read_metrics, run
 from deep.cli import main as train_main
 from deep.runlog import load_checkpoint, save_checkpoint

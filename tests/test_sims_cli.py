@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aeos_theory import files
+from aeos_base import files
 from sims.cli import main
 from sims.reference import reference_run
 

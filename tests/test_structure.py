@@ -1,6 +1,7 @@
 """The shape of the house, checked on the source: layers, import cycles, one registry, docs that stand alone.
 
-* Layers: ``aeos_theory`` (no torch, no numba) <- ``sims`` (numba) and ``deep`` (torch) <-
+* Layers: ``aeos_base`` (checks, files, commands) <- ``aeos_theory`` (no torch, no numba) <- ``sims`` (numba)
+  and ``deep`` (torch) <-
   ``paper_figures``; nothing imports ``paper_figures``; ``sims`` and ``deep`` never import each other.
 * No cycle among the modules' imports, top level or inside a function (a function-level import only
   postpones a cycle to the first call).
@@ -23,10 +24,11 @@ import pytest
 from aeos_theory import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("aeos_theory", "sims", "deep", "paper_figures")
+PACKAGES = ("aeos_base", "aeos_theory", "sims", "deep", "paper_figures")
 
 #: package -> top-level names it must never import (anywhere, top level or inside a function)
 FORBIDDEN = {
+    "aeos_base": {"aeos_theory", "sims", "deep", "paper_figures", "torch", "numba", "sympy", "matplotlib"},
     "aeos_theory": {"sims", "deep", "paper_figures", "torch", "numba", "matplotlib"},
     "sims": {"deep", "paper_figures", "torch", "matplotlib"},
     "deep": {"sims", "paper_figures", "numba", "matplotlib"},

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aeos_theory import files, get_optimizer
+from aeos_base import files
+from aeos_theory import get_optimizer
 from aeos_theory.flow_rules import edge_onset, moving_average, rms, tracking_error
 from paper_figures import report, style
 from paper_figures.cache import Run

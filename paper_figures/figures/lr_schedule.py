@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aeos_theory import files
+from aeos_base import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import deep_adam, training

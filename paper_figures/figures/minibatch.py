@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from aeos_theory import files
+from aeos_base import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import deep_adam, training

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from aeos_theory import files, stability_threshold
+from aeos_base import files
+from aeos_theory import stability_threshold
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.figures import deep_adam, training

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-from aeos_theory import files
+from aeos_base import files
 from paper_figures import report, style
 from paper_figures.cache import Run
 from paper_figures.registry import Context

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aeos_theory import files
+from aeos_base import files
 from aeos_theory.optimizers import get_optimizer
 from paper_figures import report, style
 from paper_figures.cache import Run

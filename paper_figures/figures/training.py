@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from aeos_theory import files
+from aeos_base import files
 from paper_figures import style
 from paper_figures.cache import Run
 from paper_figures.figures.common import column, rounded
@@ -64,7 +64,7 @@ def train(run_dir: Path, **config: Any) -> dict:
 
 def _run_here(config: dict, folder: Path) -> Path:
     """``deep.run`` in this process; a folder that cannot prove its records is removed and run again."""
-    from aeos_theory.command import RecordError
+    from aeos_base.command import RecordError
     from deep import TrainConfig, run
 
     try:

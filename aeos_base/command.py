@@ -21,9 +21,8 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, NoReturn, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
-from aeos_theory.hyperparams import HYPERS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,18 +53,16 @@ class Parser(argparse.ArgumentParser):
         fail(f"{self.prog}: {message}")
 
 
-def add_hyperparameter_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
-    """One ``--<name>`` float flag per hyperparameter of :data:`aeos_theory.hyperparams.HYPERS`."""
-    for name, hyper in HYPERS.items():
-        if name not in skip:
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None,
-                                help=f"{hyper.doc} ({hyper.range_text()}; default: the optimizer's)")
+def add_number_flags(parser: argparse.ArgumentParser, docs: Mapping[str, str]) -> None:
+    """One float flag ``--<name>`` (default None: not given) per entry ``name -> help`` of ``docs``
+    (underscores in a name become dashes in its flag)."""
+    for name, doc in docs.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None, help=doc)
 
 
-def hyperparameters(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> dict[str, float]:
-    """The hyperparameter flags the user gave, but those in ``skip`` (flags left at None are omitted)."""
-    return {name: getattr(args, name) for name in HYPERS
-            if name not in skip and getattr(args, name, None) is not None}
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, float]:
+    """The flags among ``names`` that the user gave (those left at None are omitted)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 class Terminated(KeyboardInterrupt):

@@ -117,11 +117,11 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
 def exclusive_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
     """Hold an exclusive ``flock`` on ``<folder>/.lock`` (the folder is created) for the ``with`` block.
 
-    A second holder fails at once with :class:`aeos_theory.command.RecordError` naming the first one's
+    A second holder fails at once with :class:`aeos_base.command.RecordError` naming the first one's
     pid; a killed holder's lock vanishes with its process.  Stale temporary files of interrupted atomic
     writes in the folder are removed once the lock is held.
     """
-    from aeos_theory.command import RecordError
+    from aeos_base.command import RecordError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
