@@ -23,7 +23,6 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

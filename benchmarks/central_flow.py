@@ -153,7 +153,7 @@ def network_cost() -> None:
     import torch
 
     import deep
-    from deep.flows import flow_of_run
+    from deep.flows.network import flow_of_run
 
     torch.set_num_threads(1)
     print("\ndigits MLP (300 images, 64-32-32-10 tanh): per optimizer step, 1 thread")

@@ -4,7 +4,7 @@ On the digits MLP 64-200-200-10 tanh (the paper's digits network: first 1000 ima
 averaged over examples) and on a small tanh CNN on the same 8x8 images, prints in one run:
 
 1. HVP time / gradient time: forward-over-reverse (``jvp(grad)``), reverse-over-reverse and the cached
-   double backward (the default, :mod:`deep.strategies`) HVPs against a plain ``loss.backward()``
+   double backward (the default, :mod:`deep.curvature.hessian`) HVPs against a plain ``loss.backward()``
    full-batch gradient (target <= 3).
 2. HVPs per measurement at tol = 1e-3, cold (random start) vs warm (``SharpnessTracker``: previous
    eigenvector) during an actual full-batch Adam run (target: warm <= 1/2 cold), for S and S_P.
@@ -32,10 +32,11 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.datasets import load_digits
 from torch import nn
 
-from deep.hessian import HessianOperator
-from deep.lanczos import lanczos
-from deep.measure import COLD_MIN_ITER, PreconditionedOperator, SharpnessTracker, top_eigenpairs
-from deep.preconditioners import preconditioner_diagonal
+from deep.curvature.lanczos import lanczos
+from deep.curvature import PreconditionedOperator, curvature_operator
+from deep.curvature.eigen import COLD_MIN_ITER
+from deep.measure import SharpnessTracker, top_eigenpairs
+from deep.curvature.preconditioners import preconditioner_diagonal
 
 
 def mse(outputs, targets):
@@ -86,13 +87,13 @@ def hvp_vs_grad(model, data, reps):
         mse(model(x), y).backward()
 
     v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0))
-    fwd = HessianOperator(model, mse, data, method="forward_over_reverse")
-    rev = HessianOperator(model, mse, data, method="reverse_over_reverse")
-    cached = HessianOperator(model, mse, data, method="cached_double_backward")
+    fwd = curvature_operator(model, mse, data, strategy="forward_over_reverse")
+    rev = curvature_operator(model, mse, data, strategy="reverse_over_reverse")
+    cached = curvature_operator(model, mse, data, strategy="cached_double_backward")
     cached(v)  # builds and keeps the gradient graph
     g, t_fwd, t_rev, t_cached, t_first = median_times(
         [gradient, lambda: fwd(v), lambda: rev(v), lambda: cached(v),
-         lambda: HessianOperator(model, mse, data, method="cached_double_backward")(v)], 4 * reps)
+         lambda: curvature_operator(model, mse, data, strategy="cached_double_backward")(v)], 4 * reps)
     t_build = t_first - t_cached
     model.zero_grad()
     print(f"  gradient (loss.backward)      {g * 1e3:8.2f} ms")
@@ -165,7 +166,7 @@ def count_calls(fn):
 
 
 def eigensolvers(model, data, opt, reps, previous):
-    op = HessianOperator(model, mse, data, method="forward_over_reverse")
+    op = curvature_operator(model, mse, data, strategy="forward_over_reverse")
     pre = PreconditionedOperator(op, preconditioner_diagonal(opt, model))
     v0 = torch.randn(op.n, generator=torch.Generator().manual_seed(1))
     for label, A, key in (("S  ", op, "sharpness"), ("S_P", pre, "preconditioned")):
@@ -184,8 +185,8 @@ def eigensolvers(model, data, opt, reps, previous):
         print(f"  {label} scipy eigsh      {t_sp * 1e3:8.1f} ms  {sp_calls:4d} HVPs  value {val:.6f}"
               f"  rel.err {abs(val / ref - 1):.1e}   eigsh/ours time = {t_sp / t_ours:.2f}")
         t_cached = median_time(lambda: lanczos(  # a fresh cached operator per solve: the graph build is timed
-            HessianOperator(model, mse, data, method="cached_double_backward") if label == "S  " else
-            PreconditionedOperator(HessianOperator(model, mse, data, method="cached_double_backward"),
+            curvature_operator(model, mse, data, strategy="cached_double_backward") if label == "S  " else
+            PreconditionedOperator(curvature_operator(model, mse, data, strategy="cached_double_backward"),
                                    preconditioner_diagonal(opt, model)),
             op.n, tol=1e-3, init=v0, min_iter=COLD_MIN_ITER), reps)
         print(f"  {label} Lanczos, cached_double_backward HVPs {t_cached * 1e3:8.1f} ms"

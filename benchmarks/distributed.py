@@ -3,14 +3,14 @@
 On the digits MLP 64-200-200-10 tanh and the small tanh CNN of ``deep_speed.py`` (all 1797 digits, MSE, float32),
 times in one run, for each layout of the machine's cores:
 
-* one full-batch Hessian-vector product (the default cached double backward, :mod:`deep.strategies`),
+* one full-batch Hessian-vector product (the default cached double backward, :mod:`deep.curvature.hessian`),
 * one full-batch training step (``full_batch_pass`` with backward, then ``torch.optim.Adam.step``),
 * one all-reduce of a parameter-sized float32 vector: the communication an HVP adds (gloo here, NCCL on GPUs),
 
 by default in three layouts of two cores (``--layouts``): one process on one thread (the reference), one process on two torch threads
 (intra-op parallelism, what a single-process user gets for free), and two ranks of one thread each, holding
 half the batch (:class:`deep.Shard`, gloo).  Every layout runs as ranks started by the package's own
-launcher (:func:`deep.distributed.launch`, torch's elastic agent); every timing is the median over ``--reps``
+launcher (:func:`deep.training.distributed.launch`, torch's elastic agent); every timing is the median over ``--reps``
 repetitions (the ranks start each one together), rank 0's.  Arguments: ``--reps``, ``--chunk`` (examples per chunk).
 """
 
@@ -67,9 +67,10 @@ def rank_main(name: str, threads: int, reps: int, chunk: int, folder: str) -> No
     import torch.distributed as dist
 
     import deep
-    from deep.data import chunks
-    from deep.distributed import reduce_sum, session, shard_slice
-    from deep.train import full_batch_pass
+    from deep.training.data import chunks
+    from deep.curvature.reductions import reduce_sum
+    from deep.training.distributed import session, shard_slice
+    from deep.training.train import full_batch_pass
 
     torch.set_num_threads(threads)
     with session(int(os.environ["WORLD_SIZE"])) as ranks:
@@ -111,7 +112,7 @@ def rank_main(name: str, threads: int, reps: int, chunk: int, folder: str) -> No
 
 def measure(name: str, world: int, threads: int, reps: int, chunk: int) -> dict:
     """Start ``world`` ranks of this script through the package's launcher; rank 0's timings."""
-    from deep.distributed import launch
+    from deep.training.distributed import launch
 
     with tempfile.TemporaryDirectory() as folder:
         status = launch([__file__, "--rank-of", name, str(threads), str(reps), str(chunk), folder], world)
@@ -130,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rank_of:
         name, threads, reps, chunk, folder = args.rank_of
-        from deep.distributed import run_as_rank
+        from deep.training.distributed import run_as_rank
 
         run_as_rank(lambda: rank_main(name, int(threads), int(reps), int(chunk), folder) or 0)
     print(f"torch {torch.__version__}, {args.reps} repetitions, median; ratios against the first layout")

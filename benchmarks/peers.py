@@ -32,8 +32,8 @@ from scipy.sparse.linalg import eigsh
 from torch import nn
 
 import deep
-from deep.strategies import hessian_operator
-from deep.trace import TRACE_METHODS
+from deep.curvature.hessian import hessian_operator
+from deep.curvature.trace import ESTIMATORS
 
 
 class HalfSquare(nn.Module):
@@ -170,11 +170,11 @@ def top_eigenvalue(nets, reps):
         n = sum(p.numel() for p in model.parameters())
         print(f"\n  {name} ({n} parameters), reference lambda_max = {ref:.7g}")
         ours = deep.top_eigenpairs(model, loss, data)
-        fwd = deep.top_eigenpairs(model, loss, data, method="forward_over_reverse", min_iter=20)
+        fwd = deep.top_eigenpairs(model, loss, data, strategy="forward_over_reverse", min_iter=20)
         rows = [("ours, defaults (" + ours.strategy + ")", lambda: deep.top_eigenpairs(model, loss, data),
                  ours.hvps, ours.top),
                 ("ours, before: forward-over-reverse, >= 20 HVPs",
-                 lambda: deep.top_eigenpairs(model, loss, data, method="forward_over_reverse", min_iter=20),
+                 lambda: deep.top_eigenpairs(model, loss, data, strategy="forward_over_reverse", min_iter=20),
                  fwd.hvps, fwd.top)]
         peer_top_eigenvalue(model, data, loss, ref, reps, rows)
         times = medians([r[1] for r in rows], reps)
@@ -234,8 +234,8 @@ def trace_comparison(seeds):
         opt.step()
     exact = float(torch.trace(hessian_operator(model, loss, (X, y)).to_dense()))
     model_f, data_f = copy.deepcopy(model).float(), [(X.float(), y.float())]
-    estimators = {f"ours {m}": (lambda s, m=m: deep.hessian_trace(model_f, loss, data_f, hvps=100, method=m, seed=s).estimate)
-                  for m in TRACE_METHODS}
+    estimators = {f"ours {m}": (lambda s, m=m: deep.hessian_trace(model_f, loss, data_f, hvps=100, estimator=m, seed=s).estimate)
+                  for m in ESTIMATORS}
     try:
         import pyhessian
 

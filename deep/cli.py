@@ -4,7 +4,7 @@
     python -m deep.cli train ...        # the same, without the other subcommands
 
 Every flag is a field of :class:`deep.TrainConfig` (hyperparameters named as in :mod:`aeos_theory`);
-the same command again resumes the run folder, after proving it holds that run (:mod:`deep.run_folder`).
+the same command again resumes the run folder, after proving it holds that run (:mod:`deep.training.run_folder`).
 Exit status 0 when the run completed or reached its target (the final status and the last measured row
 on stdout), 3 when it diverged (one line on stderr: the step and its loss), 1 when the folder's records
 cannot be trusted or the folder is locked by another writer, 2 for bad flags.  Building the parser
@@ -24,7 +24,7 @@ from aeos_base import command
 from aeos_theory.hyperparams import HYPERS, flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
-from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
+from .training.names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 
 #: TrainConfig fields set by a flag of the same name (hyperparameters come from their own flags).
 _FIELDS = ("dataset", "model", "loss", "optimizer", "steps", "measure_every", "schedule", "warmup_steps",
@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     With ``--nproc N`` outside a distributed launch, start N ranks of this same command through torch's
     elastic launcher and return their status; inside one (``WORLD_SIZE`` > 1), this process is one rank:
-    rank 0 speaks and writes for all, and the process ends through :func:`deep.distributed.run_as_rank`."""
-    from .config import TrainConfig
-    from .distributed import launch, run_as_rank
+    rank 0 speaks and writes for all, and the process ends through :func:`deep.training.distributed.run_as_rank`."""
+    from .training.config import TrainConfig
+    from .training.distributed import launch, run_as_rank
 
     if args.nproc is None:  # torchrun's own --nproc-per-node takes every prefix of --nproc: infer it
         args.nproc = int(os.environ.get("WORLD_SIZE", "1"))
@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
 def _train(config, args: argparse.Namespace) -> int:
     from aeos_base import files
 
-    from .runlog import SUMMARY, read_metrics
-    from .train import DIVERGENCE_FACTOR, run as train
+    from .training.runlog import SUMMARY, read_metrics
+    from .training.train import DIVERGENCE_FACTOR
+    from .training.train import run as train
 
     path = train(config, args.out, progress=not args.no_progress, command=_command_line(args))
     if int(os.environ.get("RANK", "0")) > 0:

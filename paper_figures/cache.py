@@ -15,7 +15,7 @@ Layout: ``<out>/runs/<key>/config.json`` (what was asked), ``<out>/runs/<key>/re
 atomically, last: its presence means "done"), plus whatever the run itself writes into that folder.
 A run holds an exclusive lock on its folder while it computes (a second writer stops at once), and a
 result is checked when read (:meth:`RunCache.problem`: valid JSON, the run's own key, columns of equal
-length; for a deep training run also every column of :data:`deep.runlog.COLUMNS`, numbers or null, its
+length; for a deep training run also every column of :data:`deep.training.runlog.COLUMNS`, numbers or null, its
 status, and the rows its own config and ``train/summary.json`` say it has): an entry that fails is
 computed again, and the command says so.
 """
@@ -123,12 +123,12 @@ def _training_problem(path: Path, config: Mapping[str, Any], result: dict) -> st
     """Why the result of a deep training run with TrainConfig fields ``config`` cannot be used (None: it can).
 
     It must hold ``status``, ``last_step`` (<= steps; = steps when completed), ``rows`` and ``metrics``: every
-    column of :data:`deep.runlog.COLUMNS`, ``rows`` numbers or nulls long, its ``step`` column the run's
-    grid (:func:`deep.run_folder.row_steps`), and agree with ``train/summary.json`` beside it when present.
+    column of :data:`deep.training.runlog.COLUMNS`, ``rows`` numbers or nulls long, its ``step`` column the run's
+    grid (:func:`deep.training.run_folder.row_steps`), and agree with ``train/summary.json`` beside it when present.
     """
     from deep import TrainConfig
-    from deep.run_folder import row_steps
-    from deep.runlog import COLUMNS, SUMMARY
+    from deep.training.run_folder import row_steps
+    from deep.training.runlog import COLUMNS, SUMMARY
 
     status, last, rows, metrics = (result.get(k) for k in ("status", "last_step", "rows", "metrics"))
     if not isinstance(metrics, dict):

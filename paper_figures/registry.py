@@ -42,7 +42,7 @@ SCALES: tuple[str, ...] = ("tiny", "quick", "full")
 @dataclass(frozen=True)
 class Context:
     """What a figure needs to know about the invocation: its ``scale``, a CIFAR-10 folder, and the
-    processes ``nproc`` each training run shards its full batch over (:mod:`deep.distributed`)."""
+    processes ``nproc`` each training run shards its full batch over (:mod:`deep.training.distributed`)."""
 
     scale: str
     cifar_dir: str | None = None

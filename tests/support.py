@@ -150,7 +150,7 @@ def bisect_threshold(name: str, hyper: dict, t: int | None, rtol: float = 1e-12)
 # ----------------------------------------------------------------------------- run folders and commands
 def same_rows(a: list[dict], b: list[dict]) -> bool:
     """metrics.csv rows equal in every column but wall_time (NaN == NaN)."""
-    from deep.runlog import COLUMNS
+    from deep.training.runlog import COLUMNS
 
     def key(rows):
         return [tuple("nan" if isinstance(r[c], float) and math.isnan(r[c]) else r[c]
@@ -185,8 +185,8 @@ def run_cli(main, argv: list[str]) -> tuple[int, str, str]:
 def sharded_measurements(rank: int, world: int, rendezvous: str, out: str) -> None:
     """One rank of the sharding test: the tiny problem's data split in contiguous shards, every full-batch
     quantity of ``deep`` measured through :class:`deep.Shard`; results written to ``out/rank<r>.json``.
-    The process ends through :func:`deep.distributed.run_as_rank` (as the package's ranks do)."""
-    from deep.distributed import run_as_rank
+    The process ends through :func:`deep.training.distributed.run_as_rank` (as the package's ranks do)."""
+    from deep.training.distributed import run_as_rank
 
     run_as_rank(lambda: _measure_shard(rank, world, rendezvous, out))
 
@@ -219,9 +219,8 @@ def full_batch_measurements(model, opt, data) -> dict:
     import deep
 
     v = torch.linspace(-1, 1, 203, dtype=torch.float64)
-    return {"loss": deep.full_batch_loss(model, mse, data),
-            "gradient": deep.full_batch_gradient(model, mse, data).tolist(),
-            "hvp": deep.hvp(model, mse, data, v).tolist(),
+    op = deep.curvature_operator(model, mse, data)
+    return {"loss": op.loss(), "gradient": op.gradient().tolist(), "hvp": (op @ v).tolist(),
             "sharpness": deep.sharpness(model, mse, data, tol=1e-10, max_iter=203),
             "preconditioned": deep.preconditioned_sharpness(model, mse, data, opt, tol=1e-10, max_iter=203),
             "eta_S_P": deep.measure_edge(model, mse, data, opt, tol=1e-10, max_iter=203).eta_S_P,

@@ -19,7 +19,7 @@ import deep
 import sims
 from aeos_theory.central_flow import FlowRule
 from aeos_theory.flow_rules import edge_onset, moving_average, rms, tracking_error
-from deep.flows import flow_of_run
+from deep.flows.network import flow_of_run
 from sims.flows import sharpening_third_derivative
 from sims.sharpening import SharpeningModel
 
@@ -156,7 +156,7 @@ def test_network_curvature_gradient_is_the_derivative_of_hessian_products(one_to
     def hvp_at(w, v):
         moved = deep.build_model("mlp", data.input_shape, 10, width=8, depth=1, seed=1).double()
         torch.nn.utils.vector_to_parameters(w, moved.parameters())
-        return deep.hvp(moved, deep.mse, data, v)
+        return deep.curvature_operator(moved, deep.mse, data) @ v
 
     for j in range(3):
         fd = (hvp_at(w0 + 1e-5 * U[j], V[j]) - hvp_at(w0 - 1e-5 * U[j], V[j])) / 2e-5

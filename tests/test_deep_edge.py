@@ -138,11 +138,11 @@ def test_adamw_with_two_learning_rates():
 
 
 def test_adamw_groups_whose_constants_differ_beyond_the_tolerance_are_refused():
-    """lr wd = 1e-2 against 0: c_t differ by 5e-3 relative, more than deep.edge.CONSTANT_RTOL = 1e-3."""
+    """lr wd = 1e-2 against 0: c_t differ by 5e-3 relative, more than deep.measure.edge.CONSTANT_RTOL = 1e-3."""
     model, x, y = tiny_problem(seed=7)
     opt = torch.optim.AdamW(_groups(model, (1e-2, 1e-2), (1.0, 0.0)))
     _train(model, opt, x, y, 2)
-    assert deep.edge.CONSTANT_RTOL == 1e-3
+    assert deep.measure.edge.CONSTANT_RTOL == 1e-3
     with pytest.raises(ValueError, match=r"different threshold constants .* relative tolerance 0.001"):
         deep.measure_edge(model, mse, [(x, y)], opt)
 
@@ -213,14 +213,16 @@ SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", seed=3)
 
 
 def test_warmup_cosine_rows_record_the_schedule_and_the_edge(tmp_path):
-    """lr column = the warmup-then-cosine formula written here; eta_threshold = lr * the bias-corrected
-    threshold; edge_ratio = eta_S_P / eta_threshold."""
+    """lr column = the warmup-then-cosine formula written here, at the update the row describes (update t
+    ran at the schedule's value after t - 1 scheduler steps; row 0 shows the first update's);
+    eta_threshold = lr * the bias-corrected threshold; edge_ratio = eta_S_P / eta_threshold."""
     cfg = TrainConfig(**SMALL, optimizer="adam", hyper={"eta": 1e-2}, steps=40, measure_every=10,
                       schedule="warmup_cosine", warmup_steps=10, final_lr_ratio=0.2)
     rows = read_metrics(run(cfg, tmp_path / "r", progress=False))
     for r in rows:
         t = r["step"]
-        factor = (t + 1) / 10 if t < 10 else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * min(t - 10, 30) / 30))
+        u = max(t - 1, 0)  # the scheduler steps taken before update t
+        factor = (u + 1) / 10 if u < 10 else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * min(u - 10, 30) / 30))
         assert r["lr"] == pytest.approx(1e-2 * factor, rel=1e-12)
         assert r["eta_threshold"] == pytest.approx(3.8 * (1 - 0.9 ** max(t, 1)) / 0.1, rel=1e-12)
         if t > 0:

@@ -14,7 +14,7 @@ from support import dense_hessian, mse, tiny_problem
 from torch import nn
 
 import deep
-from deep.strategies import hessian_operator
+from deep.curvature.hessian import hessian_operator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")

@@ -16,9 +16,10 @@ from scipy.sparse.linalg import eigsh
 from support import autograd_gradient, dense_hessian, digits_problem, mse, tiny_problem
 
 import deep
-from deep.hessian import HessianOperator, ParamLayout, full_batch_gradient, full_batch_loss, hvp
-from deep.lanczos import LanczosConvergenceWarning, lanczos
-from deep.measure import COLD_MIN_ITER, SharpnessTracker, gradient_overlap, layer_mass, top_eigenpairs
+from deep.curvature import ParamLayout, curvature_operator
+from deep.curvature.lanczos import LanczosConvergenceWarning, lanczos
+from deep.curvature.eigen import COLD_MIN_ITER
+from deep.measure import SharpnessTracker, gradient_overlap, layer_mass, top_eigenpairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,7 +50,7 @@ def test_top_eigenpairs_returns_eigenvector_count_and_flag():
 def test_hvp_equals_finite_difference_of_gradients():
     model, x, y = tiny_problem(seed=1)
     v = torch.randn(203, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    hv = hvp(model, mse, [(x, y)], v)
+    hv = curvature_operator(model, mse, [(x, y)]) @ v
     h = 1e-5
     flat0 = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
     grads = []
@@ -61,21 +62,23 @@ def test_hvp_equals_finite_difference_of_gradients():
     torch.testing.assert_close(hv, fd, rtol=1e-6, atol=1e-8)
     # reverse-over-reverse and the cached double backward agree with forward-over-reverse
     chunks = [(x[:11], y[:11]), (x[11:], y[11:])]
-    for method in ("reverse_over_reverse", "cached_double_backward"):
-        torch.testing.assert_close(hvp(model, mse, chunks, v, method=method), hv, rtol=1e-10, atol=1e-12)
-    op = HessianOperator(model, mse, chunks, method="cached_double_backward")
+    for strategy in ("reverse_over_reverse", "cached_double_backward"):
+        torch.testing.assert_close(curvature_operator(model, mse, chunks, strategy=strategy) @ v, hv, rtol=1e-10,
+                                   atol=1e-12)
+    op = curvature_operator(model, mse, chunks, strategy="cached_double_backward")
     for _ in range(2):  # the kept graph serves many products
         torch.testing.assert_close(op(v), hv, rtol=1e-10, atol=1e-12)
     assert op.matvecs == 2 and all(p.grad is None for p in model.parameters())
-    s = deep.sharpness(model, mse, chunks, tol=1e-10, max_iter=203, method="cached_double_backward")
+    s = deep.sharpness(model, mse, chunks, tol=1e-10, max_iter=203, strategy="cached_double_backward")
     assert s == pytest.approx(np.linalg.eigvalsh(dense_hessian(model, x, y))[-1], rel=1e-6)
 
 
 def test_gradient_and_loss_helpers_match_autograd():
     model, x, y = tiny_problem(seed=2)
     chunks = [(x[:15], y[:15]), (x[15:], y[15:])]
-    torch.testing.assert_close(full_batch_gradient(model, mse, chunks), autograd_gradient(model, x, y))
-    assert full_batch_loss(model, mse, chunks) == pytest.approx(float(mse(model(x), y).detach()), rel=1e-12)
+    op = curvature_operator(model, mse, chunks)
+    torch.testing.assert_close(op.gradient(), autograd_gradient(model, x, y))
+    assert op.loss() == pytest.approx(float(mse(model(x), y).detach()), rel=1e-12)
 
 
 def test_chunked_data_equals_one_chunk():
@@ -83,7 +86,8 @@ def test_chunked_data_equals_one_chunk():
     one = [(x, y)]
     uneven = [(x[:7], y[:7]), (x[7:20], y[7:20]), (x[20:], y[20:])]
     v = torch.randn(203, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    torch.testing.assert_close(hvp(model, mse, uneven, v), hvp(model, mse, one, v), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(curvature_operator(model, mse, uneven) @ v, curvature_operator(model, mse, one) @ v,
+                               rtol=1e-12, atol=1e-13)
     a = deep.sharpness(model, mse, one, tol=1e-10, max_iter=203)
     b = deep.sharpness(model, mse, uneven, tol=1e-10, max_iter=203)
     assert b == pytest.approx(a, rel=1e-10)
@@ -107,7 +111,7 @@ def test_measurement_leaves_model_untouched_and_is_deterministic():
 def test_medium_net_matches_scipy_eigsh():
     model, x, y = digits_problem()  # 3010 parameters, float32
     data = [(x[i:i + 100], y[i:i + 100]) for i in range(0, 300, 100)]
-    op = HessianOperator(model, mse, data)
+    op = curvature_operator(model, mse, data)
     ref = eigsh(op.to_scipy(), k=2, which="LA", tol=1e-6, v0=np.ones(op.n))[0][::-1]
     res = top_eigenpairs(model, mse, data, k=2, tol=1e-3)
     assert res.converged
@@ -209,17 +213,22 @@ def test_min_iter_guards_against_stopping_at_lambda_2():
     assert warm.hvps < cold.hvps and warm.top == pytest.approx(cold.top, rel=1e-3)
 
 
-def test_eigensolve_names_stay_importable_from_deep_measure():
-    """The solve lives in deep.eigen (below deep.measure and deep.edge); deep.measure and the lazy
-    ``deep`` namespace still hand out the very same objects."""
-    import deep.eigen
-    import deep.measure
+def test_one_public_way_to_build_an_operator_and_old_names_say_where_they_went():
+    """deep.curvature_operator is the one builder; deep.hessian_operator (the first releases' name) still
+    works with a DeprecationWarning; names that moved say where to."""
+    model, x, y = tiny_problem()
+    v = torch.ones(203, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="curvature_operator"):
+        old = deep.hessian_operator(model, mse, [(x, y)], strategy="reverse_over_reverse")
+    torch.testing.assert_close(old @ v, curvature_operator(model, mse, [(x, y)]) @ v, rtol=1e-10, atol=1e-12)
+    with pytest.raises(AttributeError, match="curvature_operator"):
+        deep.operator_for
+    assert deep.SharpnessResult is deep.curvature.SharpnessResult and deep.Shard is deep.curvature.Shard
+    for package in (deep, deep.curvature, deep.measure, deep.training, deep.flows):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+    assert len(deep.__all__) <= 30
 
-    for name in ("COLD_MIN_ITER", "DEFAULT_MAX_ITER", "SharpnessResult", "eigenpairs_of"):
-        assert getattr(deep.measure, name) is getattr(deep.eigen, name), name
-    assert deep.SharpnessResult is deep.eigen.SharpnessResult
-    assert deep.measure.PreconditionedOperator is deep.PreconditionedOperator
-    assert set(deep.measure.__all__) <= set(vars(deep.measure))
 
 def test_non_finite_products_give_nan_not_a_crash():
     model, x, y = tiny_problem()
@@ -246,7 +255,7 @@ def test_sharpness_nonconvergence_is_reported():
     ({"k": 0}, "k must be"), ({"k": 204}, "k must be"), ({"tol": 0.0}, "tol must satisfy"),
     ({"tol": float("nan")}, "tol must be finite"), ({"max_iter": 0}, "max_iter must be"),
     ({"init": torch.zeros(203, dtype=torch.float64)}, "init must be"),
-    ({"init": torch.ones(5)}, "init must be"), ({"method": "finite_difference"}, "method must be"),
+    ({"init": torch.ones(5)}, "init must be"), ({"strategy": "finite_difference"}, "strategy must be"),
 ])
 def test_bad_arguments_raise_valueerror(kwargs, match):
     model, x, y = tiny_problem()
@@ -265,5 +274,5 @@ def test_bad_data_raise_valueerror():
     with pytest.raises(ValueError, match="model must be"):
         deep.sharpness(lambda t: t, mse, [(x, y)])
     with pytest.raises(ValueError, match="flat vector"):
-        HessianOperator(model, mse, [(x, y)])(torch.ones(3, dtype=torch.float64))
+        curvature_operator(model, mse, [(x, y)])(torch.ones(3, dtype=torch.float64))
     assert ParamLayout.of(model).n == 203

@@ -17,8 +17,8 @@ from support import dense_hessian, mse, tiny_problem
 import deep
 from aeos_theory.optimizers import OPTIMIZERS
 from deep.measure import SharpnessTracker, top_eigenpairs
-from deep.optim import make_optimizer
-from deep.preconditioners import SUPPORTED, is_identity, preconditioner_diagonal
+from deep.training.optim import make_optimizer
+from deep.curvature.preconditioners import SUPPORTED, is_identity, preconditioner_diagonal
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

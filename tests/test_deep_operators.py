@@ -14,9 +14,9 @@ from scipy.sparse.linalg import eigsh
 from support import dense_hessian, mse, tiny_problem
 
 import deep
-from deep.lanczos import lanczos
-from deep.operators import CallableOperator, CurvatureOperator, DiagonalOperator, PreconditionedOperator
-from deep.strategies import CachedDoubleBackward, hessian_operator
+from deep.curvature.lanczos import lanczos
+from deep.curvature.operators import CallableOperator, CurvatureOperator, DiagonalOperator, PreconditionedOperator
+from deep.curvature.hessian import CachedDoubleBackward, hessian_operator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STRATEGIES = ("forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
@@ -72,7 +72,7 @@ def test_cached_strategy_respects_the_memory_budget():
 def test_protocol_scipy_export_user_operator_and_composition():
     model, x, y = tiny_problem(seed=5)
     H = dense_hessian(model, x, y)
-    op = deep.HessianOperator(model, mse, [(x, y)])
+    op = deep.curvature_operator(model, mse, [(x, y)])
     ref = np.sort(np.linalg.eigvalsh(H))[::-1]
     top = eigsh(op.to_scipy(), k=2, which="LA", tol=1e-10, v0=np.ones(203))[0][::-1]
     np.testing.assert_allclose(top, ref[:2], rtol=1e-8)

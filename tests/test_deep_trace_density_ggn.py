@@ -14,10 +14,10 @@ from support import dense_hessian, digits_problem, mse, tiny_problem
 from torch import nn
 
 import deep
-from deep.density import lanczos_quadrature
-from deep.ggn import GGNOperator
-from deep.strategies import hessian_operator
-from deep.trace import trace_estimate
+from deep.curvature.density import lanczos_quadrature
+from deep.curvature.ggn import GGNOperator
+from deep.curvature.hessian import hessian_operator
+from deep.curvature.trace import trace_estimate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,8 +56,8 @@ def test_trace_estimators_within_five_percent_with_100_hvps(digits_mlp):
     op = hessian_operator(model, mse, (x, y))
     errors = {}
     for method in ("lanczos_hutch++", "hutch++", "hutchinson"):
-        results = [trace_estimate(op, hvps=100, method=method, seed=s) for s in range(6)]
-        assert all(r.hvps == 100 and r.method == method for r in results)
+        results = [trace_estimate(op, hvps=100, estimator=method, seed=s) for s in range(6)]
+        assert all(r.hvps == 100 and r.estimator == method for r in results)
         rel = np.array([r.estimate / exact - 1 for r in results])
         errors[method] = float(np.sqrt(np.mean(rel**2)))
         # the reported standard error is the spread of the estimates (within a factor 3 of the rms error)
@@ -73,10 +73,10 @@ def test_trace_estimators_within_five_percent_with_100_hvps(digits_mlp):
 def test_trace_is_exact_when_the_lanczos_range_spans_the_space():
     model, x, y = tiny_problem(seed=2)
     H = dense_hessian(model, x, y)
-    res = deep.hessian_trace(model, mse, (x, y), hvps=406, method="lanczos_hutch++")
+    res = deep.hessian_trace(model, mse, (x, y), hvps=406, estimator="lanczos_hutch++")
     assert res.estimate == pytest.approx(np.trace(H), rel=1e-9) and res.stderr == 0.0
-    with pytest.raises(ValueError, match="method must be one of"):
-        deep.hessian_trace(model, mse, (x, y), method="xtrace")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        deep.hessian_trace(model, mse, (x, y), estimator="xtrace")
 
 
 def test_lanczos_quadrature_reproduces_the_moments_of_the_probe():

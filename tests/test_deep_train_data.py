@@ -1,4 +1,4 @@
-"""deep.data, deep.models, deep.losses: checked against plain numpy / sklearn / a hand-written fake.
+"""deep.training.data, deep.training.models, deep.training.losses: checked against plain numpy / sklearn / a hand-written fake.
 
 References: scikit-learn's arrays, the stdlib corpus, numpy standardisation of a fake CIFAR-10 folder
 written here in the official pickle format, numpy formulas for the losses, and one-chunk autograd for
@@ -15,9 +15,9 @@ import pytest
 import torch
 from support import write_fake_cifar
 
-from deep.data import chunks, load, load_cifar10, load_digits, load_synthetic, load_text, text_corpus
-from deep.losses import correct, cross_entropy, mse
-from deep.models import build_model
+from deep.training.data import chunks, load, load_cifar10, load_digits, load_synthetic, load_text, text_corpus
+from deep.training.losses import correct, cross_entropy, mse
+from deep.training.models import build_model
 
 
 def test_digits_are_sklearn_first_n_over_16():
@@ -137,8 +137,8 @@ def test_models_forward_and_transformer_is_causal(name, shape, k, x):
 
 
 def test_chunked_gradient_equals_one_chunk():
-    """Gradient accumulated as sum_i (n_i/N) grad L_i (deep.train.full_batch_pass) equals autograd on the full batch."""
-    from deep.train import full_batch_pass
+    """Gradient accumulated as sum_i (n_i/N) grad L_i (deep.training.train.full_batch_pass) equals autograd on the full batch."""
+    from deep.training.train import full_batch_pass
 
     ds = load_digits(130).to("cpu", torch.float64)
     model = build_model("mlp", (64,), 10, width=16, seed=0).double()

@@ -25,11 +25,11 @@ SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimiz
 
 def test_minibatch_resume_after_a_crash_continues_the_same_batches(tmp_path, monkeypatch):
     """A crash right after the 3rd checkpoint (in-process), then run() again: identical to one run."""
-    import deep.runlog
+    import deep.training.runlog
 
     cfg = TrainConfig(**dict(SMALL, batch_size=50, steps=200))
     reference = read_metrics(run(cfg, tmp_path / "ref", progress=False))
-    save, calls = deep.runlog.save_checkpoint, []
+    save, calls = deep.training.runlog.save_checkpoint, []
 
     def crash_after_three(path, state):
         save(path, state)
@@ -37,10 +37,10 @@ def test_minibatch_resume_after_a_crash_continues_the_same_batches(tmp_path, mon
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(deep.runlog, "save_checkpoint", crash_after_three)
+    monkeypatch.setattr(deep.training.runlog, "save_checkpoint", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(deep.runlog, "save_checkpoint", save)
+    monkeypatch.setattr(deep.training.runlog, "save_checkpoint", save)
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == [0, 20, 40]
     resumed = read_metrics(run(cfg, tmp_path / "b", progress=False))
     assert [r["step"] for r in resumed] == list(range(0, 201, 20)) and same_rows(resumed, reference)
@@ -182,7 +182,7 @@ def test_recorded_sharpness_equals_dense_hessian_eigh(tmp_path):
     from support import dense_hessian
 
     from deep import build_model, load_digits
-    from deep.runlog import load_checkpoint
+    from deep.training.runlog import load_checkpoint
 
     cfg = TrainConfig(dataset="digits", n=50, model="mlp", width=8, depth=1, loss="mse", optimizer="adam",
                       hyper={"eta": 0.01, "weight_decay": 0.5}, steps=10, measure_every=5, chunk_size=16,

@@ -15,7 +15,7 @@ import statistics
 import pytest
 
 from deep.cli import main
-from deep.runlog import read_metrics
+from deep.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow
 

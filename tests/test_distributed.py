@@ -141,7 +141,7 @@ def test_nproc_outside_a_launch_is_bad_input(tmp_path):
 
 
 def test_figure_runs_shard_through_the_launcher(tmp_path):
-    """`aeos figures --nproc 2`: a figure's training run started as 2 ranks (python -m deep.rank)
+    """`aeos figures --nproc 2`: a figure's training run started as 2 ranks (python -m deep.training.rank)
     returns the same cached columns as the one-process run, to 1e-4 before the edge."""
     from paper_figures.figures.training import train
 

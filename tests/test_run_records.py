@@ -27,7 +27,7 @@ from aeos_base import files
 from aeos_base.command import RecordError
 from deep import TrainConfig, read_metrics, run
 from deep.cli import main as train_main
-from deep.runlog import load_checkpoint, save_checkpoint
+from deep.training.runlog import load_checkpoint, save_checkpoint
 from support import run_cli, same_rows, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +47,9 @@ def _one_line(err: str) -> str:
 
 def _crash_after(monkeypatch, checkpoints: int) -> None:
     """Make the run die right after its ``checkpoints``-th checkpoint (as a kill would)."""
-    import deep.runlog
+    import deep.training.runlog
 
-    save, calls = deep.runlog.save_checkpoint, []
+    save, calls = deep.training.runlog.save_checkpoint, []
 
     def crash(path, state):
         save(path, state)
@@ -57,7 +57,7 @@ def _crash_after(monkeypatch, checkpoints: int) -> None:
         if len(calls) == checkpoints:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(deep.runlog, "save_checkpoint", crash)
+    monkeypatch.setattr(deep.training.runlog, "save_checkpoint", crash)
 
 
 def _partial(tmp_path: Path, monkeypatch, name: str, cfg: dict = SMALL, checkpoints: int = 3) -> Path:
@@ -366,7 +366,7 @@ TRAINING_DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(TRAINING_DAMAGE))
 def test_training_results_that_do_not_match_their_run_are_recomputed(tmp_path, monkeypatch, capsys, damage):
-    """A training result.json must hold every column of deep.runlog.COLUMNS, numbers, its status, and as many
+    """A training result.json must hold every column of deep.training.runlog.COLUMNS, numbers, its status, and as many
     rows as its own config (every measure_every steps from 0, and the last step) and train/summary.json say:
     one cut consistently to 3 rows used to give a GD median of 0.83 instead of 2.01."""
     from paper_figures import pipeline, registry

@@ -7,7 +7,7 @@ the threshold; :mod:`aeos_theory.central_flow`, on the network through :func:`de
 Left: the train loss (the discrete run's, its 3-record moving average, and each flow's prediction of
 the time-averaged loss).  Middle: eta * S_P (eta * S for GD) against the threshold.  Right: the
 length of the period-2 oscillation, |w_t - 2 w_(t-1) + w_(t-2)| / 4 measured from the discrete iterates
-(:mod:`deep.oscillation`) against the central flow's sqrt(tr Sigma).  Adam's flow carries its first
+(:mod:`deep.measure.oscillation`) against the central flow's sqrt(tr Sigma).  Adam's flow carries its first
 moment but not the period-2 oscillation's own passage through it (an approximation, documented in
 :mod:`aeos_theory.central_flow`): the numbers say how far it is from the run.
 """

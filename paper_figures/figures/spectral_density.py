@@ -42,9 +42,9 @@ def density_run(run_dir: Path, *, train: dict[str, Any], lanczos_steps: int, pro
     """Train (or resume) ``deep.run`` into ``run_dir/train``, restore its last checkpoint, and return the
     SLQ densities of H and of P^-1/2 H P^-1/2 there (grid, density, nodes, weights for each)."""
     from deep import TrainConfig, run, spectral_density
-    from deep.run_folder import RunFolder
-    from deep.runlog import CHECKPOINT, load_checkpoint, read_metrics
-    from deep.train import Trainer
+    from deep.training.run_folder import RunFolder
+    from deep.training.runlog import CHECKPOINT, load_checkpoint, read_metrics
+    from deep.training.train import Trainer
 
     config = TrainConfig.from_dict(train)
     folder = Path(run_dir) / "train"

@@ -44,13 +44,13 @@ def train(run_dir: Path, **config: Any) -> dict:
     return its status and its metrics as columns.  A train folder whose records cannot be trusted (it is
     a cache) is removed, said so on stderr, and the run computed again from step 0."""
     from deep import read_metrics
-    from deep.runlog import COLUMNS, SUMMARY
+    from deep.training.runlog import COLUMNS, SUMMARY
 
     folder = Path(run_dir) / "train"
     if config.get("nproc", 1) > 1:  # ranks in their own processes, through torch's elastic launcher
-        from deep.distributed import launch
+        from deep.training.distributed import launch
 
-        status = launch(["-m", "deep.rank", json.dumps(config), str(folder)], config["nproc"])
+        status = launch(["-m", "deep.training.rank", json.dumps(config), str(folder)], config["nproc"])
         if status not in (0, 3):
             raise RuntimeError(f"the {config['nproc']}-process run in {folder} failed with exit status {status}")
         path = folder / "metrics.csv"

@@ -1,9 +1,9 @@
-"""One rank of a training run given as a config: ``python -m deep.rank CONFIG_JSON OUT_DIR``.
+"""One rank of a training run given as a config: ``python -m deep.training.rank CONFIG_JSON OUT_DIR``.
 
-What :func:`deep.distributed.launch` starts for the figures' ``--nproc``: every rank runs
+What :func:`deep.training.distributed.launch` starts for the figures' ``--nproc``: every rank runs
 :func:`deep.run` on the :class:`deep.TrainConfig` written as JSON in ``CONFIG_JSON`` (its ``nproc`` the
 number of ranks), rank 0 alone writing the run folder ``OUT_DIR``.  The process ends through
-:func:`deep.distributed.run_as_rank` (errors as one line on stderr) with exit status 0, or 3 when the
+:func:`deep.training.distributed.run_as_rank` (errors as one line on stderr) with exit status 0, or 3 when the
 run diverged.  ``aeos train --nproc N`` starts its ranks as ``python -m deep.cli train ...`` instead.
 """
 
@@ -24,7 +24,7 @@ from .train import run
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """``python -m deep.rank CONFIG_JSON OUT_DIR``: train this rank's share, then end the process."""
+    """``python -m deep.training.rank CONFIG_JSON OUT_DIR``: train this rank's share, then end the process."""
     args = list(sys.argv[1:] if argv is None else argv)
 
     def work() -> int:

@@ -10,13 +10,13 @@ package's own curvature toolkit:
 * the top eigenpairs of K = eta P^-1/2 H P^-1/2 by the warm-started Lanczos solver
   (:func:`deep.measure.eigenpairs_of` on a :class:`deep.PreconditionedOperator`), starting from the
   previous point's eigenvectors;
-* grad_w (u^T H u) by ``torch.func`` (:meth:`deep.strategies.ModelOperator.curvature_gradient`);
+* grad_w (u^T H u) by ``torch.func`` (:meth:`deep.curvature.hessian.ModelOperator.curvature_gradient`);
 * float64 by default: the flow works on a float64 copy of the model (the user's model is not touched).
 
-Data are anything :mod:`deep.inputs` takes, a :class:`deep.Shard` included (each rank then holds its
+Data are anything :mod:`deep.curvature.inputs` takes, a :class:`deep.Shard` included (each rank then holds its
 shard and every sum is all-reduced, as for the other measurements).
 
-A flow's records carry the columns of a training run's ``metrics.csv`` (:data:`deep.runlog.COLUMNS`)
+A flow's records carry the columns of a training run's ``metrics.csv`` (:data:`deep.training.runlog.COLUMNS`)
 with the flow's meaning: ``train_loss`` is the *time-averaged* loss the flow predicts,
 L(w) + 1/2 <Sigma, H>, ``train_accuracy`` the accuracy at the central point w; plus ``center_loss``
 (L(w)), ``oscillation`` (rms of the predicted oscillation along the unit top eigenvector of P^-1 H,
@@ -35,13 +35,13 @@ from torch import Tensor, nn
 from aeos_base import checks
 from aeos_theory.central_flow import FlowResult, central_flow_of
 
-from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks
-from .losses import correct, count
-from .measure import eigenpairs_of
-from .oscillation import flat_parameters
-from .operators import PreconditionedOperator
-from .params import ParamLayout
-from .strategies import ModelOperator, hessian_operator
+from ..curvature.eigen import eigenpairs_of
+from ..curvature.hessian import ModelOperator, hessian_operator
+from ..curvature.inputs import Data, LossFn, as_data, check_loss, check_model, chunks
+from ..curvature.operators import PreconditionedOperator
+from ..curvature.params import ParamLayout
+from ..measure.oscillation import flat_parameters
+from ..training.losses import correct, count
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -114,7 +114,7 @@ class NetworkPoint:
         return np.asarray(result.eigenvalues), [result.eigenvectors[:, i] for i in range(len(result.eigenvalues))]
 
     def curvature_gradients(self, pairs: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
-        """All pairs at once (``vmap``: :meth:`deep.strategies.ModelOperator.curvature_gradients`)."""
+        """All pairs at once (``vmap``: :meth:`deep.curvature.hessian.ModelOperator.curvature_gradients`)."""
         rows = self.operator.curvature_gradients(torch.stack([u for u, _ in pairs]), torch.stack([v for _, v in pairs]))
         return list(rows)
 
@@ -145,8 +145,8 @@ def flow_of_run(config: Any, *, central: bool = True, dtype: str = "float64", to
     or its dict): the same data, initial model (its seed), loss, optimizer and hyperparameters, recorded on
     the run's grid (every ``measure_every`` steps), on the run's torch thread count, so the flow and the
     run compare row by row.  Raises ValueError for a minibatch run or a learning-rate schedule."""
-    from .config import TrainConfig
-    from .train import materials
+    from ..training.config import TrainConfig
+    from ..training.train import materials
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     config.validate()
@@ -180,7 +180,7 @@ def central_flow(model: nn.Module, loss_fn: LossFn, data: Data, optimizer_name: 
     ``beta2``, ``eps``) from the model's current parameters, for ``steps`` optimizer steps.
 
     Args:
-        model, loss_fn, data: the full-batch loss (:mod:`deep.inputs`); the model is copied, not changed.
+        model, loss_fn, data: the full-batch loss (:mod:`deep.curvature.inputs`); the model is copied, not changed.
         steps: flow time in optimizer steps (>= 0); record_every: steps between records (>= 1).
         dtype: the copy's dtype, "float64" (default) or "float32".
         tol, max_hvps, seed: the eigensolver's relative residual tolerance, product cap and random start.

@@ -10,7 +10,7 @@
 * ``summary.json`` is written last; its presence means the run is over (status and final step).
 
 How a folder proves what it holds (config, versions, row hashes, one writer) is
-:mod:`deep.run_folder`'s job.
+:mod:`deep.training.run_folder`'s job.
 """
 
 from __future__ import annotations
@@ -37,22 +37,22 @@ SUMMARY = "summary.json"
 #:
 #: * ``step`` t; ``train_loss`` and ``train_accuracy`` at theta_t, full batch; ``sharpness``
 #:   S = lambda_max(H(theta_t));
-#: * ``lr``: the rate the optimizer holds for the next update, t + 1 (the schedule's value after t
-#:   scheduler steps; the first param group's);
+#: * ``lr``: the rate of the update just taken, t (the first param group's; at t = 0, where no update has
+#:   been taken, the rate of the first update), so that lr, P_t and c_t all describe update t;
 #: * ``preconditioned_sharpness`` S_P = lambda_max(P_t^-1/2 (H + W) P_t^-1/2) with P_t the preconditioner
 #:   of the update just taken, t (Adam: sqrt(v_t / (1 - beta2^t)) + eps), and W the coupled weight decay
 #:   (S_P = S + wd when P = I); NaN at t = 0 for an adaptive optimizer, which has no P yet;
-#: * ``eta_S_P`` = lambda_max(D^1/2 (H + W) D^1/2), D = lr / P_t, i.e. lr S_P: the next update's rate with
-#:   the last update's P (the next update frozen at P_t); NaN where S_P is;
+#: * ``eta_S_P`` = lambda_max(D^1/2 (H + W) D^1/2), D = lr_t / P_t, i.e. lr S_P: update t's rate with update
+#:   t's P, frozen (:func:`deep.measure_edge`); NaN where S_P is; 0 when the update's lr was 0;
 #: * ``eta_threshold`` c_t, the dimensionless threshold of update t, t = max(step, 1), read from the live
 #:   optimizer (:func:`deep.measure_edge`: Adam's (2 + 2 beta1)(1 - beta1^t)/(1 - beta1), 38 at beta1 = 0.9
 #:   once the bias correction has faded; NAdam's schedule at t; 2 for gd), from the first group's
 #:   hyperparameters in a row without a measurement; ``threshold`` = eta_threshold / lr, the threshold on
-#:   S_P in units of 1/lr; ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge);
+#:   S_P in units of 1/lr (inf when lr is 0: no curvature makes a step of 0 unstable); ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge);
 #: * ``hvps`` used by the measurement, ``converged`` (1/0: Lanczos met its tolerance) and ``wall_time``,
 #:   the cumulative training time in seconds;
 #: * ``oscillation``: |<theta_t - 2 theta_(t-1) + theta_(t-2), u/|u|>| / 4 with u the top eigenvector of
-#:   P_t^-1 (H + W) (:mod:`deep.oscillation`): the amplitude, in parameter units, of the period-2
+#:   P_t^-1 (H + W) (:mod:`deep.measure.oscillation`): the amplitude, in parameter units, of the period-2
 #:   oscillation along it (NaN before step 2), which a central flow predicts; ``oscillation_total``:
 #:   |theta_t - 2 theta_(t-1) + theta_(t-2)| / 4, the whole length of that oscillation, whatever its direction.
 #:

@@ -1,12 +1,12 @@
 """Top-k eigenpairs of a curvature operator, cold or warm started: the solve shared by the measurements.
 
-:func:`eigenpairs_of` runs :func:`deep.lanczos.lanczos` on any :class:`deep.operators.CurvatureOperator`
-(H, P^-1/2 (H + W) P^-1/2, the edge operator D^1/2 (H + W) D^1/2 of :mod:`deep.edge`, the Gauss-Newton
+:func:`eigenpairs_of` runs :func:`deep.curvature.lanczos.lanczos` on any :class:`deep.curvature.operators.CurvatureOperator`
+(H, P^-1/2 (H + W) P^-1/2, the edge operator D^1/2 (H + W) D^1/2 of :mod:`deep.measure.edge`, the Gauss-Newton
 matrix) and returns a :class:`SharpnessResult`.  :mod:`deep.measure` (S, S_P, the tracker),
-:mod:`deep.edge` (eta_S_P) and :mod:`deep.flows` build their operators and hand them here, so this
+:mod:`deep.measure.edge` (eta_S_P) and :mod:`deep.flows` build their operators and hand them here, so this
 module imports neither of them.
 
-A cold start (no previous eigenvector) begins from :func:`deep.operators.cold_start` and takes
+A cold start (no previous eigenvector) begins from :func:`deep.curvature.operators.cold_start` and takes
 :data:`COLD_MIN_ITER` Lanczos steps before its first convergence test; a warm start is tested from the
 first step.
 """
@@ -24,7 +24,7 @@ from .operators import CurvatureOperator, cold_start
 DEFAULT_MAX_ITER = 100
 
 #: Lanczos steps taken before the first convergence test when starting cold.  A cold start begins
-#: from z/||z|| + g/||g|| (:func:`deep.operators.cold_start`: random z from the seed, g the full-batch
+#: from z/||z|| + g/||g|| (:func:`deep.curvature.operators.cold_start`: random z from the seed, g the full-batch
 #: gradient, free with the cached strategies).  In its first few steps the Krylov space may not yet
 #: hold enough of the top eigenvector, and when lambda_1 and lambda_2 nearly coincide (the Edge of
 #: Stability regime) a Ritz pair converged to lambda_2 can pass the residual test: the solve would
@@ -41,14 +41,14 @@ class SharpnessResult:
     """Top-k eigenpairs of H (``preconditioned=False``) or of P^-1/2 H P^-1/2 (``preconditioned=True``).
 
     eigenvalues: k floats, descending (S or S_P first); ascending for ``which="smallest"``.
-    eigenvectors: (n, k) unit vectors in the flat parameter layout (:class:`deep.hessian.ParamLayout`).
+    eigenvectors: (n, k) unit vectors in the flat parameter layout (:class:`deep.curvature.params.ParamLayout`).
         For the preconditioned operator these are eigenvectors u of P^-1/2 H P^-1/2; the matching
         eigenvectors of P^-1 H are P^-1/2 u.
     residuals: ||A y_i - theta_i y_i|| for each pair (units of the eigenvalues).
     hvps: Hessian-vector products used (the cost; the cost of one product against a gradient is in
         ``benchmarks/README.md``).
     converged: every residual <= tol * |eigenvalue| (False is also warned about).
-    strategy: how the products were computed (:mod:`deep.strategies`, or "ggn").
+    strategy: how the products were computed (:mod:`deep.curvature.hessian`, or "ggn").
     which: "largest" or "smallest" (the end of the spectrum).
     """
 
@@ -71,7 +71,7 @@ def eigenpairs_of(op: CurvatureOperator, *, k: int = 1, tol: float = 1e-3, max_i
                   init: Tensor | None = None, seed: int = 0, min_iter: int | None = None, warn: bool = True,
                   which: str = "largest", preconditioned: bool = False) -> SharpnessResult:
     """Top-k eigenpairs of an operator ``op`` (arguments as :func:`deep.measure.top_eigenpairs`): a cold
-    start (``init`` None) begins from :func:`deep.operators.cold_start` and is tested after
+    start (``init`` None) begins from :func:`deep.curvature.operators.cold_start` and is tested after
     :data:`COLD_MIN_ITER` products, a warm one from the first.  ``preconditioned`` only labels the result."""
     cold = init is None
     if min_iter is None:

@@ -5,12 +5,12 @@ defines only ``_matvec(v)`` on a flat vector of the operator's dtype and device;
 shape, casts, counts the products (``matvecs``), and provides ``A @ v`` (vector or matrix of columns),
 ``matmat``, :meth:`~CurvatureOperator.to_scipy` (a ``scipy.sparse.linalg.LinearOperator``) and
 :meth:`~CurvatureOperator.to_dense` (n products; for small problems and tests).  Every solver of
-the package (:func:`deep.lanczos.lanczos`, :func:`deep.hessian_trace`, :func:`deep.spectral_density`)
+the package (:func:`deep.curvature.lanczos.lanczos`, :func:`deep.hessian_trace`, :func:`deep.spectral_density`)
 takes such an operator.
 
 Building blocks, composed rather than re-solved:
 
-* the Hessian strategies of :mod:`deep.strategies` and the Gauss-Newton matrix of :mod:`deep.ggn`;
+* the Hessian strategies of :mod:`deep.curvature.hessian` and the Gauss-Newton matrix of :mod:`deep.curvature.ggn`;
 * :class:`CallableOperator`: any user function v -> A v of a symmetric A;
 * :class:`DiagonalOperator`: v -> d * v;  ``A + B`` a :class:`SumOperator` (e.g. H + diag(wd));
 * :class:`PreconditionedOperator`: v -> P^-1/2 A P^-1/2 v for a diagonal P > 0, whose eigenvalues are
@@ -32,7 +32,7 @@ class CurvatureOperator:
 
     Attributes: ``n`` (dimension), ``dtype``, ``device``, ``matvecs`` (products computed so far),
     ``strategy`` (how a product is computed, for reports), ``layout`` (the parameter layout of the
-    vectors, :class:`deep.params.ParamLayout`, or None for an abstract operator).
+    vectors, :class:`deep.curvature.params.ParamLayout`, or None for an abstract operator).
     """
 
     n: int

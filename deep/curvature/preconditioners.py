@@ -147,7 +147,7 @@ def _group_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
 
 def group_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module, value, names=None) -> Tensor:
     """``value(group)`` of each parameter's param group, spread over its entries: one flat float64 vector
-    in the layout of :class:`deep.params.ParamLayout` (e.g. ``lambda g: g["lr"]``; ``names``: a block)."""
+    in the layout of :class:`deep.curvature.params.ParamLayout` (e.g. ``lambda g: g["lr"]``; ``names``: a block)."""
     return torch.cat([torch.full((p.numel(),), float(value(g)), dtype=torch.float64)
                       for p, g in _group_of(optimizer, model, names)])
 
@@ -180,7 +180,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> 
 
 
 def preconditioner_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Tensor:
-    """diag(P) as one flat vector in the layout of :class:`deep.hessian.ParamLayout` (trainable
+    """diag(P) as one flat vector in the layout of :class:`deep.curvature.params.ParamLayout` (trainable
     parameters of ``model`` in ``named_parameters()`` order).  Units: those of sqrt(v), i.e. of the gradient."""
     named = _trainable(model)
     diags = preconditioner_diagonals(optimizer, [p for _, p in named], [n for n, _ in named])

@@ -5,23 +5,23 @@
 accumulated over chunks: g = sum_i (n_i / N) g_i, exactly the full-batch gradient) or minibatch (a
 fresh random subset of ``batch_size`` examples each step, drawn from a generator seeded with the seed;
 ``batch_size >= n`` is full batch).  Every ``measure_every`` updates (and at the last one) it appends a
-row to ``metrics.csv`` (columns in :data:`deep.runlog.COLUMNS`):
+row to ``metrics.csv`` (columns in :data:`deep.training.runlog.COLUMNS`):
 
-    step, train_loss, train_accuracy  (full batch, at theta_step), lr (the schedule's rate now)
+    step, train_loss, train_accuracy  (full batch, at theta_step), lr (the rate of update step, just taken)
     sharpness S = lambda_max(H), preconditioned_sharpness S_P = lambda_max(P^-1/2 (H + W) P^-1/2)
         (P from the optimizer's state, the denominator of the step just taken; W the coupled weight
         decay; S_P = S + wd for SGD; NaN for an adaptive optimizer at step 0, which has no P yet)
     threshold on S_P of that step's update, eta_S_P = lr S_P and eta_threshold, the threshold constant
-    of the step read from the live optimizer (:mod:`deep.edge`: Adam's bias correction, NAdam's
+    of the step read from the live optimizer (:mod:`deep.measure.edge`: Adam's bias correction, NAdam's
     momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s),
-    oscillation (the period-2 amplitude along the top eigenvector of P^-1 H, :mod:`deep.oscillation`,
+    oscillation (the period-2 amplitude along the top eigenvector of P^-1 H, :mod:`deep.measure.oscillation`,
     from the two iterates before the row's, which the run keeps, checkpoints included)
 
 then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
 A loss that is not finite, or above ``DIVERGENCE_FACTOR`` = 10^4 times the loss at step 0, stops the
 run with ``summary.json`` status "diverged" and its step (a row with that loss is written); reaching
 ``target_loss`` stops it with status "target_reached".  Starting again with the same folder and config
-resumes from the checkpoint after :class:`deep.run_folder.RunFolder` has proven it (config, versions,
+resumes from the checkpoint after :class:`deep.training.run_folder.RunFolder` has proven it (config, versions,
 the hash of every row it covers; one writer at a time): rows after the checkpoint are dropped and
 recomputed, so none is lost or duplicated, and on CPU the rows equal those of an uninterrupted run
 (wall time aside).  Runs are deterministic on CPU given the seed (the model's initialisation, the
@@ -44,20 +44,23 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from aeos_theory import identify, threshold_constant
 from aeos_base.command import RecordError
+from aeos_theory import threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
+from ..curvature.inputs import Shard
+from ..curvature.reductions import reduce_sum
+from ..measure.edge import identify_group
+from ..measure.oscillation import flat_parameters, period_two_amplitude, top_direction
+from ..measure.tracker import SharpnessTracker
 from . import runlog
 from .config import TrainConfig
 from .data import Dataset, chunks, load
-from .distributed import Ranks, Shard, broadcast, join, reduce_sum, session, shard_slice
-from .run_folder import RunFolder
+from .distributed import Ranks, broadcast, join, session, shard_slice
 from .losses import correct, count, get_loss
-from .measure import SharpnessTracker
 from .models import build_model
-from .oscillation import flat_parameters, period_two_amplitude, top_direction
 from .optim import make_optimizer
+from .run_folder import RunFolder
 from .schedules import build_scheduler
 
 
@@ -68,7 +71,7 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
     Resumes from ``out_dir/checkpoint.pt`` when present (same config required, ValueError otherwise);
     returns at once when the folder holds a finished run.  ``progress`` shows a tqdm bar with the
     live eta * S_P; ``command`` is recorded in ``config.json`` (the CLI passes its command line).
-    See the module docstring for the columns and :func:`deep.runlog.read_metrics` to read them.
+    See the module docstring for the columns and :func:`deep.training.runlog.read_metrics` to read them.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a deep.TrainConfig; got {type(config).__name__}")
@@ -139,6 +142,7 @@ class Trainer:
         self.last_row = -1
         self.start_loss: float | None = None  # the full-batch loss at step 0, the scale of divergence
         self.recent: dict[int, Tensor] = {}  # theta_s for the two steps s before a row (its oscillation)
+        self.lr_used: tuple[float, ...] | None = None  # each group's lr in the last update taken
 
     # ------------------------------------------------------------------ the loop
     def train(self, progress: bool, checkpoint: dict[str, Any] | None = None) -> tuple[str, int, int, float]:
@@ -208,6 +212,7 @@ class Trainer:
         self.batches.set_state(state["batch_rng"])
         self.elapsed, self.resumed_at = float(state["elapsed"]), int(state["step"])
         self.last_row, self.start_loss = self.resumed_at, state["start_loss"]
+        self.lr_used = tuple(state["lr_used"]) if state.get("lr_used") is not None else None
         self.recent = {int(s): w.to(self.device) for s, w in state.get("recent", {}).items()}
         return self.resumed_at
 
@@ -242,6 +247,7 @@ class Trainer:
         if self.on_grid(step + 1) or self.on_grid(step + 2):  # theta_step is needed by the row of step + 1 or + 2
             self.recent = {s: w for s, w in self.recent.items() if s >= step - 1}
             self.recent[step] = flat_parameters(self.model)
+        self.lr_used = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -250,13 +256,13 @@ class Trainer:
     def record(self, step: int, loss: float | None, accuracy: float, measure: bool = True) -> None:
         """Append the row of ``step``: loss, accuracy, lr, the threshold and (``measure``) S, S_P, the edge."""
         self.last_row = step
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.update_lrs(step)[0]
         row: dict[str, Any] = {"step": step, "train_loss": loss, "train_accuracy": accuracy, "lr": lr,
                                "eta_threshold": self.theory_constant(step)}
         if measure:
             has_p = step > 0 or not self.adaptive  # an adaptive optimizer has no P before its first step
             m = self.tracker.measure(self.model, self.loss_fn, self.measured, self.optimizer if has_p else None,
-                                     step=max(step, 1))
+                                     step=max(step, 1), lr=self.update_lrs(step))
             row.update(sharpness=m["sharpness"], preconditioned_sharpness=m["preconditioned_sharpness"],
                        hvps=m["hvps"], converged=m["converged"], eta_S_P=m["eta_S_P"])
             if has_p:
@@ -265,14 +271,20 @@ class Trainer:
             if not (math.isfinite(m["sharpness"]) and (step == 0 or math.isfinite(row["eta_S_P"]))):
                 self.tracker.reset()  # an overflowing HVP leaves no usable warm start
             self.bar.set_postfix_str(f"eta*S_P={row['eta_S_P']:.4g} (thr {row['eta_threshold']:.4g}) loss={loss:.3g}")
-        row["threshold"] = row["eta_threshold"] / lr
+        row["threshold"] = row["eta_threshold"] / lr if lr > 0 else math.inf  # lr 0: no curvature is unstable
         row["edge_ratio"] = row.get("eta_S_P", math.nan) / row["eta_threshold"]
         row["wall_time"] = self.wall_time()
         self.writer.write(row)
 
+    def update_lrs(self, step: int) -> tuple[float, ...]:
+        """Each group's lr in update ``step``, the update just taken (at step 0, the first update's)."""
+        if step > 0 and self.lr_used is not None:
+            return self.lr_used
+        return tuple(float(group["lr"]) for group in self.optimizer.param_groups)
+
     def oscillation(self, step: int) -> tuple[float, float]:
         """The period-2 amplitude at ``step`` along the top eigenvector of P^-1 (H + W) just measured, and
-        its whole length (:mod:`deep.oscillation`); NaN before step 2."""
+        its whole length (:mod:`deep.measure.oscillation`); NaN before step 2."""
         if step - 1 not in self.recent or step - 2 not in self.recent or self.tracker.last_preconditioned is None:
             return math.nan, math.nan
         u = top_direction(self.optimizer, self.model, self.tracker.last_preconditioned.eigenvectors[:, 0])
@@ -280,9 +292,9 @@ class Trainer:
         return period_two_amplitude(*iterates, u), period_two_amplitude(*iterates)
 
     def theory_constant(self, step: int) -> float:
-        """c_t of the t-th update (t = max(step, 1)) from the live optimizer's first param group, without
-        reading its state (rows before the first update, rows of a diverged step)."""
-        name, hyper = identify(type(self.optimizer).__name__, self.optimizer.param_groups[0])
+        """c_t of the t-th update (t = max(step, 1)) from the live optimizer's first param group at that
+        update's lr, without reading its state (rows before the first update, rows of a diverged step)."""
+        name, hyper = identify_group(self.optimizer, self.optimizer.param_groups[0], self.update_lrs(step)[0])
         return threshold_constant(name, step=max(step, 1), **hyper)
 
     def minibatch_loss(self, idx: Tensor) -> Tensor:
@@ -307,7 +319,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "batch_rng": self.batches.get_state(), "elapsed": self.wall_time(),
-            "recent": {s: w.cpu() for s, w in self.recent.items()},
+            "recent": {s: w.cpu() for s, w in self.recent.items()}, "lr_used": self.lr_used,
         }, self.config.to_dict(), self.writer.rows)
 
     def wall_time(self) -> float:

@@ -1,6 +1,6 @@
 """Lanczos with full reorthogonalisation for the extreme eigenvalues of a symmetric operator.
 
-The operator is a :class:`deep.operators.CurvatureOperator` (a Hessian strategy, the Gauss-Newton
+The operator is a :class:`deep.curvature.operators.CurvatureOperator` (a Hessian strategy, the Gauss-Newton
 matrix, P^-1/2 H P^-1/2 built by composition, or a user's operator) or any callable ``A: v -> A v`` on
 flat torch vectors of length n.  After j steps the Krylov basis Q_j and the tridiagonal
 T_j = Q_j^T A Q_j give Ritz pairs (theta_i, y_i = Q_j s_i); the residual of a Ritz pair is exactly
@@ -108,7 +108,7 @@ def lanczos(
     """Top-k eigenpairs (largest, or smallest, algebraic) of a symmetric operator of size n x n.
 
     Args:
-        matvec: a :class:`~deep.operators.CurvatureOperator`, or a function v -> A v on flat tensors of
+        matvec: a :class:`~deep.curvature.operators.CurvatureOperator`, or a function v -> A v on flat tensors of
             length n (A symmetric).
         n: dimension, >= 1 (taken from the operator when it has one).
         k: number of eigenpairs, 1 <= k <= n.

@@ -17,14 +17,14 @@ from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 class TrainConfig:
     """Everything that defines a run; two runs with equal configs (on CPU) give identical metrics.
 
-    dataset, n, data_dir, context: the data (:func:`deep.data.load`; n = None is the data set's default:
+    dataset, n, data_dir, context: the data (:func:`deep.training.data.load`; n = None is the data set's default:
         digits 1000, cifar10 5000, text 512 windows, synthetic 1000).
-    model, width, depth, activation: the network (:func:`deep.models.build_model`; None = model default).
+    model, width, depth, activation: the network (:func:`deep.training.models.build_model`; None = model default).
     loss: ``mse`` (1/2 ||f - onehot||^2 averaged over examples) or ``ce``.
     optimizer, hyper: package optimizer name and hyperparameters named as in :mod:`aeos_theory`
         (``eta`` is required; missing ones take the optimizer's defaults).
     steps: number of updates; measure_every: record a row every this many updates (and at the end).
-    schedule, warmup_steps, final_lr_ratio: the learning-rate schedule (:mod:`deep.schedules`):
+    schedule, warmup_steps, final_lr_ratio: the learning-rate schedule (:mod:`deep.training.schedules`):
         ``constant`` or ``warmup_cosine`` (linear warmup over ``warmup_steps`` updates, then a cosine
         decay to ``final_lr_ratio * eta``).
     batch_size: None for full batch (gradient accumulated over chunks of ``chunk_size``), else the
@@ -35,7 +35,7 @@ class TrainConfig:
     device: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...; dtype: float32 or float64.
     threads: torch's CPU thread count during the run (part of the config: a different count changes
         float round-off, so the same config gives the same numbers on any machine and under any --jobs).
-    nproc: the number of processes the full batch is sharded over (:mod:`deep.distributed`; part of the
+    nproc: the number of processes the full batch is sharded over (:mod:`deep.training.distributed`; part of the
         config, since the reductions' order changes float round-off).
     """
 

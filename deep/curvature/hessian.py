@@ -1,18 +1,18 @@
 """Hessian-vector products of a full-batch loss: one small class per strategy, one automatic choice.
 
-The full batch is a re-iterable of ``(inputs, targets)`` chunks (:mod:`deep.inputs`); ``loss_fn``
+The full batch is a re-iterable of ``(inputs, targets)`` chunks (:mod:`deep.curvature.inputs`); ``loss_fn``
 returns the mean over its chunk, so the full-batch loss and its Hessian H are size-weighted sums
 
     L(theta) = sum_i (n_i / N) L_i(theta),    H v = sum_i (n_i / N) H_i v,    N = sum_i n_i.
 
-When ``data`` is a :class:`deep.distributed.Shard` (this rank's part of the full batch) every such sum
+When ``data`` is a :class:`deep.Shard` (this rank's part of the full batch) every such sum
 is all-reduced over the shard's process group, so each rank gets the full-batch value.
 
-Every strategy is a :class:`deep.operators.CurvatureOperator` over the parameter block ``params``
-(:mod:`deep.params`; all trainable parameters by default).  It works on a detached snapshot of theta
+Every strategy is a :class:`deep.curvature.operators.CurvatureOperator` over the parameter block ``params``
+(:mod:`deep.curvature.params`; all trainable parameters by default).  It works on a detached snapshot of theta
 taken at construction through ``torch.func.functional_call``: the model's parameters, ``.grad`` and
 buffers are never changed, and later changes to the model are not seen.  Mode-dependent modules
-(Dropout, BatchNorm) run in eval mode during each product (:func:`deep.inputs.evaluation`).
+(Dropout, BatchNorm) run in eval mode during each product (:func:`deep.curvature.inputs.evaluation`).
 
 =======================  ==========================================================================
 strategy                 one product H v
@@ -50,10 +50,10 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from aeos_base import checks
 
-from .distributed import group_of, reduce_mean
 from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation
 from .operators import CurvatureOperator
 from .params import ParamLayout, ParamSelection
+from .reductions import group_of, reduce_mean
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
@@ -125,7 +125,7 @@ class ModelOperator(CurvatureOperator):
         """Row j: grad_theta (U_j^T H(theta) V_j) for (m, n) matrices U, V of flat directions.  Per chunk by
         ``torch.func``: ``vmap`` over the m pairs of the gradient of theta -> <u, H_i(theta) v>, itself
         three reverse passes (no forward mode, so every loss works, ``F.mse_loss`` included); chunks are
-        weighted by size (and all-reduced over a :class:`deep.distributed.Shard`'s ranks)."""
+        weighted by size (and all-reduced over a :class:`deep.Shard`'s ranks)."""
         U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
         V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
         if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
@@ -310,15 +310,15 @@ def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: 
     """The Hessian H of the full-batch loss w.r.t. the block ``params``, as an operator v -> H v.
 
     Args:
-        model, loss_fn, data: L(theta) = sum_i (n_i/N) loss_fn(model(x_i), y_i) (:mod:`deep.inputs`).
+        model, loss_fn, data: L(theta) = sum_i (n_i/N) loss_fn(model(x_i), y_i) (:mod:`deep.curvature.inputs`).
         strategy: one of :data:`STRATEGIES`; "auto" is cached_double_backward within ``memory_budget``.
-        params: the parameter block (:mod:`deep.params`); None: all trainable parameters.
+        params: the parameter block (:mod:`deep.curvature.params`); None: all trainable parameters.
         memory_budget: bytes the kept gradient graph may take (cached strategy); None: a quarter of the
             free memory of the model's device.
 
     Units of H v: loss units per squared parameter unit, times the units of v.
     """
-    checks.choice("method", strategy, STRATEGIES)
+    checks.choice("strategy", strategy, STRATEGIES)
     if strategy in ("auto", "cached_double_backward"):
         return CachedDoubleBackward(model, loss_fn, data, params, memory_budget)
     return _CLASSES[strategy](model, loss_fn, data, params)

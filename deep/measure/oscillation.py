@@ -1,7 +1,7 @@
 """How far a discrete run oscillates along the top eigenvector of P^-1 H, from three consecutive iterates.
 
 At the edge of stability the iterates oscillate with period two along the top eigenvector u of P^-1 H
-(u = D^1/2 q, with q the top eigenvector of D^1/2 (H + W) D^1/2 that :mod:`deep.edge` measures and
+(u = D^1/2 q, with q the top eigenvector of D^1/2 (H + W) D^1/2 that :mod:`deep.measure.edge` measures and
 D = diag(lr_group / P); u is q for GD):
 
     w_t = c_t + (-1)^t a u/|u| + ...,   c_t a slow drift,
@@ -16,7 +16,7 @@ the quantity a central flow predicts as the rms of its oscillation along the sam
 at the edge together, "the" top eigenvector is any unit vector of their near-degenerate space and a_t
 sees only its share of the oscillation; the whole length |w_t - 2 w_{t-1} + w_{t-2}| / 4 (the
 ``oscillation_total`` column, against the flow's sqrt(tr Sigma)) does not depend on that choice.
-Training runs record both on their measurement grid (:mod:`deep.train`); below the edge they are the
+Training runs record both on their measurement grid (:mod:`deep.training.train`); below the edge they are the
 drift's tiny curvature.
 """
 
@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .preconditioners import group_diagonal, preconditioner_diagonal
+from ..curvature.preconditioners import group_diagonal, preconditioner_diagonal
 
 
 def flat_parameters(model: nn.Module) -> Tensor:

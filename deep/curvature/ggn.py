@@ -26,10 +26,10 @@ from torch.func import functional_call
 
 from aeos_base import checks
 
-from .distributed import reduce_mean
+from .hessian import GraphMeter, ModelOperator, default_memory_budget
 from .inputs import LossFn, evaluation
 from .params import ParamSelection
-from .strategies import GraphMeter, ModelOperator, default_memory_budget
+from .reductions import reduce_mean
 
 
 class _ChunkGraphs:

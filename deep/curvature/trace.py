@@ -27,26 +27,26 @@ from torch import Tensor, nn
 
 from aeos_base import checks
 
-from .curvature import operator_for
+from .build import curvature_operator
 from .inputs import LossFn
 from .lanczos import lanczos
 from .operators import CurvatureOperator, as_operator
 from .params import ParamSelection
 
 #: Trace estimators (module docstring).
-TRACE_METHODS = ("lanczos_hutch++", "hutch++", "hutchinson")
+ESTIMATORS = ("lanczos_hutch++", "hutch++", "hutchinson")
 
 
 @dataclass(frozen=True)
 class TraceResult:
-    """estimate: tr(A) (units of A's eigenvalues times 1). stderr: standard error of the estimate
-    (same units; 0 when the low-rank part spans the whole space). hvps: products used. method: the estimator.
+    """estimate: tr(A) (units of A's eigenvalues). stderr: standard error of the estimate (same units; 0 when
+    the low-rank part spans the whole space). hvps: products used. estimator: which one (:data:`ESTIMATORS`).
     """
 
     estimate: float
     stderr: float
     hvps: int
-    method: str
+    estimator: str
 
 
 def _rademacher(n: int, m: int, generator: torch.Generator, op: CurvatureOperator) -> Tensor:
@@ -65,29 +65,29 @@ def _deflated_hutchinson(op: CurvatureOperator, Q: Tensor | None, probes: Tensor
     return torch.stack(samples) if samples else torch.zeros(0, dtype=torch.float64)
 
 
-def _combine(low_rank: float, samples: Tensor, hvps: int, method: str) -> TraceResult:
+def _combine(low_rank: float, samples: Tensor, hvps: int, estimator: str) -> TraceResult:
     count = samples.numel()
     mean = float(samples.mean()) if count else 0.0
     stderr = float(samples.std(unbiased=True)) / count ** 0.5 if count > 1 else (0.0 if count == 0 else float("inf"))
-    return TraceResult(low_rank + mean, stderr, hvps, method)
+    return TraceResult(low_rank + mean, stderr, hvps, estimator)
 
 
 def _orthonormal(Y: Tensor) -> Tensor:
     return torch.linalg.qr(Y.double())[0].to(Y.dtype)
 
 
-def trace_estimate(op: CurvatureOperator, *, hvps: int = 100, method: str = "lanczos_hutch++",
+def trace_estimate(op: CurvatureOperator, *, hvps: int = 100, estimator: str = "lanczos_hutch++",
                    seed: int = 0) -> TraceResult:
     """tr(A) of a symmetric operator with at most ``hvps`` products (>= 3); see the module docstring."""
     op = as_operator(op)
     hvps = checks.integer("hvps", hvps, low=3)
-    method = checks.choice("method", method, TRACE_METHODS)
+    estimator = checks.choice("estimator", estimator, ESTIMATORS)
     generator = torch.Generator().manual_seed(int(seed))
     n, start = op.n, op.matvecs
-    if method == "hutchinson":
+    if estimator == "hutchinson":
         samples = _deflated_hutchinson(op, None, _rademacher(n, hvps, generator, op))
-        return _combine(0.0, samples, op.matvecs - start, method)
-    if method == "hutch++":
+        return _combine(0.0, samples, op.matvecs - start, estimator)
+    if estimator == "hutch++":
         k = min(hvps // 3, n)
         Q = _orthonormal(op.matmat(_rademacher(n, k, generator, op)))
         low_rank = float(torch.trace(Q.T.double() @ op.matmat(Q).double()))
@@ -98,23 +98,23 @@ def trace_estimate(op: CurvatureOperator, *, hvps: int = 100, method: str = "lan
         Q, low_rank = res.eigenvectors, float(res.eigenvalues.sum())
         probes = _rademacher(n, hvps - r, generator, op) if r < n else _rademacher(n, 0, generator, op)
     samples = _deflated_hutchinson(op, Q, probes)
-    return _combine(low_rank, samples, op.matvecs - start, method)
+    return _combine(low_rank, samples, op.matvecs - start, estimator)
 
 
 def hessian_trace(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: torch.optim.Optimizer | None = None,
-                  *, hvps: int = 100, method: str = "lanczos_hutch++", seed: int = 0, params: ParamSelection = None,
+                  *, hvps: int = 100, estimator: str = "lanczos_hutch++", seed: int = 0, params: ParamSelection = None,
                   curvature: str = "hessian", strategy: str = "auto") -> TraceResult:
     """tr(H) of the full-batch loss, or tr(P^-1 H) = tr(P^-1/2 H P^-1/2) with P from ``optimizer``.
 
     Args:
-        model, loss_fn, data: the full-batch loss (:mod:`deep.inputs`); optimizer: None for H.
-        hvps: budget of products (>= 3). method: one of :data:`TRACE_METHODS`. seed: the probes' seed.
-        params: parameter block (:mod:`deep.params`). curvature: "hessian" or "ggn".
-        strategy: the HVP strategy (:mod:`deep.strategies`).
+        model, loss_fn, data: the full-batch loss (:mod:`deep.curvature.inputs`); optimizer: None for H.
+        hvps: budget of products (>= 3). estimator: one of :data:`ESTIMATORS`. seed: the probes' seed.
+        params: parameter block (:mod:`deep.curvature.params`). curvature: "hessian" or "ggn".
+        strategy: the HVP strategy (:mod:`deep.curvature.hessian`).
 
     Returns:
         :class:`TraceResult` (estimate and standard error in loss units per squared parameter unit for H;
         1/step length for the preconditioned operator).
     """
-    op = operator_for(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
-    return trace_estimate(op, hvps=hvps, method=method, seed=seed)
+    op = curvature_operator(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
+    return trace_estimate(op, hvps=hvps, estimator=estimator, seed=seed)

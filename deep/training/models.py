@@ -26,7 +26,7 @@ from .names import ACTIVATIONS, MODELS
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (one of :data:`deep.names.ACTIVATIONS`)."""
+    """The activation module called ``name`` (one of :data:`deep.training.names.ACTIVATIONS`)."""
     return getattr(nn, ACTIVATIONS[checks.choice("activation", name, ACTIVATIONS)])()
 
 

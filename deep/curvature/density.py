@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from aeos_base import checks
 
-from .curvature import operator_for
+from .build import curvature_operator
 from .inputs import LossFn
 from .lanczos import lanczos
 from .operators import CurvatureOperator, as_operator
@@ -107,15 +107,15 @@ def spectral_density(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: to
     """Spectral density of H of the full-batch loss, or of P^-1/2 H P^-1/2 with P from ``optimizer``.
 
     Args:
-        model, loss_fn, data: the full-batch loss (:mod:`deep.inputs`); optimizer: None for H.
+        model, loss_fn, data: the full-batch loss (:mod:`deep.curvature.inputs`); optimizer: None for H.
         steps: Lanczos steps per probe (quadrature nodes; PyHessian's ``iter``). probes: number of
             Rademacher probes (PyHessian's ``n_v``). sigma: Gaussian smoothing width in eigenvalue units
             (None: 1% of the range of the nodes). grid_points: size of the grid. seed: the probes' seed.
-        params: parameter block (:mod:`deep.params`). curvature: "hessian" or "ggn".
-        strategy: the HVP strategy (:mod:`deep.strategies`).
+        params: parameter block (:mod:`deep.curvature.params`). curvature: "hessian" or "ggn".
+        strategy: the HVP strategy (:mod:`deep.curvature.hessian`).
 
     Returns:
         :class:`SpectralDensity` (grid, density integrating to 1, nodes, weights); costs probes * steps products.
     """
-    op = operator_for(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
+    op = curvature_operator(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
     return density_estimate(op, steps=steps, probes=probes, sigma=sigma, grid_points=grid_points, seed=seed)

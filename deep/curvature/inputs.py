@@ -8,7 +8,7 @@ Data (the full batch over which L(theta) is taken) may be
 * a :class:`deep.Dataset` (split into chunks of at most :data:`DATASET_CHUNK` examples);
 * a single ``(X, y)`` pair of tensors with the same first dimension;
 * a :class:`Shard` (``deep.Shard``): this rank's chunks of a full batch split over the ranks of a
-  ``torch.distributed`` process group, whose sums :mod:`deep.distributed` all-reduces.
+  ``torch.distributed`` process group, whose sums :mod:`deep.training.distributed` all-reduces.
 
 Floating-point inputs and targets are cast to the model's dtype and every tensor is moved to its
 device; integer targets (class indices, token ids) keep their dtype.
@@ -77,12 +77,10 @@ class Shard:
 
 def as_data(data: Any) -> Data:
     """The full batch as a re-iterable of ``(inputs, targets)`` chunks (see the module docstring)."""
-    from .data import Dataset
-
     if isinstance(data, Shard):
         return data
-    if isinstance(data, Dataset):
-        return data.chunks(DATASET_CHUNK)
+    if callable(getattr(data, "chunks", None)) and hasattr(data, "X") and hasattr(data, "y"):
+        return data.chunks(DATASET_CHUNK)  # a deep.Dataset (deep.training.data), known by what it offers
     if _is_pair_of_tensors(data):
         return [data]
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
