@@ -58,7 +58,7 @@ class Hyper:
         if value.dtype.kind not in "iuf":  # bools, complex numbers, strings and objects are no hyperparameters
             raise ValueError(f"{self.name} must hold real numbers with {self.range_text()}; got an array of dtype "
                              f"{value.dtype}")
-        x = value.astype(np.float64)
+        x = value.astype(np.float64, copy=False)
         with np.errstate(invalid="ignore"):
             above = x >= self.low if self.low_inclusive else x > self.low
             below = x <= self.high if self.high_inclusive else x < self.high
