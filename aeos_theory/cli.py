@@ -13,7 +13,7 @@ from typing import Sequence
 
 from aeos_base import command
 from aeos_theory.hyperparams import HYPERS, flag_help
-from aeos_theory.optimizers import OPTIMIZERS
+from aeos_theory.optimizers import OPTIMIZERS, get_optimizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,26 +29,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print lambda*, the formula it comes from (with the step coefficients at t), and eta * lambda*."""
-    import sympy as sp
+    """Print lambda*, the formula it comes from (with the step coefficients at t), and eta * lambda*.
 
-    from aeos_theory.optimizers import STEP_SYMBOLS, SYMBOLS, get_optimizer
-    from aeos_theory.stability import derive_boundary, stability_threshold
+    The value is the registry's closed form and the formula its stored text (both checked against the
+    sympy derivation by the tests), so only ``--latex`` imports sympy, to derive the expression it prints."""
+    from aeos_theory.thresholds import stability_threshold
 
     spec = get_optimizer(args.optimizer)
     hyper = spec.validate(command.given(args, HYPERS))
     value = stability_threshold(args.optimizer, step=args.step, **hyper)
-    boundary = derive_boundary(args.optimizer, step=True)
-    expression = boundary.expression
-    if args.step is None:  # the settled update, with hyperparameters that are 0 set (they can change the branch)
-        zeros = {name: 0 for name, v in hyper.items() if v == 0}
-        symbols = {name: zeros.get(name, SYMBOLS[name]) for name in spec.hypers}
-        settled = spec.step_coefficients(None, symbols)
-        expression = sp.simplify(expression.subs({STEP_SYMBOLS[k]: v for k, v in settled.items()})
-                                 .subs({SYMBOLS[name]: 0 for name in zeros}))
-    formula = sp.latex(expression) if args.latex else str(expression)
+    formula = spec.formula(hyper) if args.step is None else spec.step_formula
+    if args.latex:
+        import sympy as sp
+
+        from aeos_theory.stability import derive
+
+        zero = [name for name in spec.hypers if name != "eta" and hyper.get(name) == 0]
+        formula = sp.latex(derive(args.optimizer, zero=zero) if args.step is None else
+                           derive(args.optimizer, step=True))
     print(f"{value:.10g}")
-    print(f"lambda_max < {formula}   [{args.optimizer}; crossing at {boundary.kind}]")
+    print(f"lambda_max < {formula}   [{args.optimizer}; crossing at {spec.crossing}]")
     if args.step is not None:
         coefficients = spec.step_coefficients(args.step, hyper)
         shown = ", ".join(f"{k}_t = {v:.10g}" for k, v in coefficients.items()) or "none"

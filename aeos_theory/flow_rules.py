@@ -21,7 +21,7 @@ import numpy as np
 
 from aeos_base import checks
 from aeos_theory.optimizers import validate
-from aeos_theory.stability import threshold_constant
+from aeos_theory.thresholds import threshold_constant
 
 #: The optimizers with a flow: the registry's names.
 FLOW_OPTIMIZERS: tuple[str, ...] = ("gd", "rmsprop", "adam")

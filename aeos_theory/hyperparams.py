@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aeos_base import checks
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,27 @@ class Hyper:
         """``value`` as a float, or ValueError naming the argument and its range."""
         return checks.real(self.name, value, low=self.low, high=self.high, low_inclusive=self.low_inclusive,
                            high_inclusive=self.high_inclusive)
+
+    def check_array(self, value: np.ndarray) -> np.ndarray:
+        """A numpy array ``value`` as float64, checked elementwise: ValueError naming the argument, its range
+        and the first offending element (in C order) with its index, worded as :meth:`check` words a scalar."""
+        import numpy as np
+
+        if value.dtype.kind not in "iuf":  # bools, complex numbers, strings and objects are no hyperparameters
+            raise ValueError(f"{self.name} must hold real numbers with {self.range_text()}; got an array of dtype "
+                             f"{value.dtype}")
+        x = value.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):
+            above = x >= self.low if self.low_inclusive else x > self.low
+            below = x <= self.high if self.high_inclusive else x < self.high
+        bad = ~(np.isfinite(x) & above & below)
+        if bad.any():
+            index = tuple(int(i) for i in np.unravel_index(np.argmax(bad), x.shape))
+            try:
+                self.check(float(x[index]))
+            except ValueError as err:
+                raise ValueError(f"{err} (at index {index})") from None
+        return x
 
 
 HYPERS: dict[str, Hyper] = {

@@ -18,10 +18,17 @@ Each :class:`OptimizerSpec` says what the rest of the package needs to know abou
   eigen-direction, with P frozen, and the step-dependent coefficients it contains (Adam's bias
   correction, NAdam's momentum schedule, SGD's first step), which :mod:`.stability` turns into the exact
   threshold at any step;
+* ``constant``: the closed form of that threshold, eta * lambda* of M_t as a function of the
+  hyperparameters and the step coefficients (plain arithmetic: floats, numpy arrays and sympy symbols),
+  which :mod:`.thresholds` evaluates without sympy; ``formulas`` and ``step_formula``: lambda* as the
+  derivation prints it (settled, by the hyperparameters set to 0; and the t-th update in the coefficient
+  symbols), for ``aeos threshold``; ``crossing``: how the roots of M_t leave the unit disk there.  The
+  tests check all four against the sympy derivation of ``update``, for every entry;
 * ``kernel``: the integer code of its step in the ``sims`` numba kernels.
 
 `sims`, `deep` and `paper_figures` derive all their tables from :data:`OPTIMIZERS`: adding an
-optimizer is one entry here plus its step in ``sims.updates``.
+optimizer is one entry here plus its step in ``sims.updates``.  The module imports no sympy: the
+symbols :data:`LAMBDA`, :data:`SYMBOLS` and :data:`STEP_SYMBOLS` are made on first use.
 
 **Update matrices.**  On one eigen-direction of L(x) = 1/2 h x^2 with P frozen, the t-th update of each
 optimizer is a linear map s_{t+1} = M_t(lambda) s_t on its state s = (x, buffer).  ``lambda`` is an
@@ -34,40 +41,55 @@ commutes with P^-1 H, so its threshold on P^-1 H is exact for any P too.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-
-import sympy as sp
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from aeos_base import checks
 from aeos_theory.hyperparams import HYPERS
 
-#: The curvature symbol: an eigenvalue of P^-1 (H + wd I) (coupled decay) or of P^-1 H.
-LAMBDA = sp.Symbol("lambda", positive=True)
-
-#: One sympy symbol per hyperparameter name (eta > 0, the others >= 0).
-SYMBOLS: dict[str, sp.Symbol] = {
-    name: sp.Symbol(name, positive=True) if not hyper.low_inclusive else sp.Symbol(name, nonnegative=True)
-    for name, hyper in HYPERS.items()
-}
+if TYPE_CHECKING:
+    import sympy as sp
 
 #: The largest step t whose update the package describes (t must convert to a float64).
 MAX_STEP = 10**300
 
-#: Symbols of the step-dependent coefficients of the update matrices (their meaning: each spec's
-#: ``coefficients``).
-STEP_SYMBOLS: dict[str, sp.Symbol] = {
-    "k": sp.Symbol("k_t", positive=True),    # Adam's bias correction 1 / (1 - beta1^t)
-    "a": sp.Symbol("a_t", nonnegative=True),  # SGD: factor on the old momentum buffer
-    "u": sp.Symbol("u_t", positive=True),     # SGD: factor on the gradient in the buffer
-    "c1": sp.Symbol("c1_t", positive=True),   # NAdam: (1 - mu_t) / (1 - Pi_t)
-    "c2": sp.Symbol("c2_t", nonnegative=True),  # NAdam: mu_{t+1} / (1 - Pi_t mu_{t+1})
-}
-
-UpdateMap = Callable[[sp.Expr, Mapping[str, Any]], sp.Matrix]
+UpdateMap = Callable[["sp.Expr", Mapping[str, Any]], "list[list[Any]]"]  # the rows of M_t(lambda)
 Coefficients = Callable[["int | None", Mapping[str, Any]], dict]
+ClosedForm = Callable[[Mapping[str, Any]], Any]
+
+
+@functools.lru_cache(maxsize=None)
+def _symbols() -> dict[str, Any]:
+    """The sympy symbols of the derivations, made (and sympy imported) on first use."""
+    import sympy as sp
+
+    return {
+        # the curvature: an eigenvalue of P^-1 (H + wd I) (coupled decay) or of P^-1 H
+        "LAMBDA": sp.Symbol("lambda", positive=True),
+        # one per hyperparameter name (eta > 0, the others >= 0)
+        "SYMBOLS": {name: sp.Symbol(name, positive=True) if not hyper.low_inclusive
+                    else sp.Symbol(name, nonnegative=True) for name, hyper in HYPERS.items()},
+        # the step-dependent coefficients of the update matrices (their meaning: each spec's coefficients)
+        "STEP_SYMBOLS": {
+            "k": sp.Symbol("k_t", positive=True),    # Adam's bias correction 1 / (1 - beta1^t)
+            "a": sp.Symbol("a_t", nonnegative=True),  # SGD: factor on the old momentum buffer
+            "u": sp.Symbol("u_t", positive=True),     # SGD: factor on the gradient in the buffer
+            "c1": sp.Symbol("c1_t", positive=True),   # NAdam: (1 - mu_t) / (1 - Pi_t)
+            "c2": sp.Symbol("c2_t", nonnegative=True),  # NAdam: mu_{t+1} / (1 - Pi_t mu_{t+1})
+        },
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``LAMBDA`` (the curvature symbol), ``SYMBOLS`` (hyperparameter name -> symbol) and ``STEP_SYMBOLS``
+    (coefficient name -> symbol ``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``), made on first use so that
+    importing the registry does not import sympy."""
+    if name in ("LAMBDA", "SYMBOLS", "STEP_SYMBOLS"):
+        return _symbols()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,10 @@ class OptimizerSpec:
     torch_hypers: Callable[[Mapping[str, Any]], dict] = field(repr=False)
     update: UpdateMap = field(repr=False)
     coefficients: Coefficients = field(repr=False)
+    constant: ClosedForm = field(repr=False)
+    formulas: Mapping[tuple[str, ...], str] = field(repr=False)
+    step_formula: str = field(repr=False)
+    crossing: str = "z = -1"
     kernel: int = 0
     torch_aliases: tuple[str, ...] = ()
 
@@ -97,7 +123,18 @@ class OptimizerSpec:
 
     def matrix(self) -> sp.Matrix:
         """M_t(lambda) in the package's symbols: :data:`LAMBDA`, :data:`SYMBOLS`, :data:`STEP_SYMBOLS`."""
-        return self.update(LAMBDA, {**{name: SYMBOLS[name] for name in self.hypers}, **STEP_SYMBOLS})
+        import sympy as sp
+
+        symbols = _symbols()
+        return sp.Matrix(self.update(symbols["LAMBDA"], {**{name: symbols["SYMBOLS"][name] for name in self.hypers},
+                                                         **symbols["STEP_SYMBOLS"]}))
+
+    def formula(self, hyper: Mapping[str, object]) -> str:
+        """lambda* of the settled update as the derivation prints it, ``str(derive(name))``, with the
+        hyperparameters that are 0 in ``hyper`` set to 0 (a zero can change the step: heavy ball without
+        momentum takes GD's)."""
+        zeroable = {name for key in self.formulas for name in key}
+        return self.formulas[tuple(name for name in self.hypers if name in zeroable and hyper.get(name) == 0)]
 
     def validate(self, hyper: Mapping[str, object], *, require: tuple[str, ...] = ("eta",)) -> dict[str, float]:
         """``hyper`` checked and completed with this optimizer's defaults.
@@ -133,45 +170,88 @@ class OptimizerSpec:
 
 
 # ----------------------------------------------------------------------------- update matrices M_t
+# Each gives the rows of M_t(lambda) (sympy makes them a Matrix), followed by the closed form of its
+# threshold constant eta * lambda*: the stability boundary of M_t, where a real root of
+# chi(z) = det(z I - M_t) = z^2 - tr(M_t) z + det(M_t) crosses z = -1, i.e. 1 + tr(M_t) + det(M_t) = 0.
+# The closed forms use + - * / only, so they evaluate floats, numpy arrays and sympy symbols alike.
 def _gd(lam, h):
     """x <- x - eta lambda x."""
-    return sp.Matrix([[1 - h["eta"] * lam]])
+    return [[1 - h["eta"] * lam]]
+
+
+def _gd_constant(h):
+    """eta lambda* = 2: the root 1 - eta lambda reaches -1."""
+    return 2
 
 
 def _heavy_ball(lam, h):
     """b <- a_t b + u_t lambda x;  x <- x - eta b   (state (x, b))."""
     eta, a, u = h["eta"], h["a"], h["u"]
-    return sp.Matrix([[1 - eta * u * lam, -eta * a], [u * lam, a]])
+    return [[1 - eta * u * lam, -eta * a], [u * lam, a]]
+
+
+def _heavy_ball_constant(h):
+    """eta lambda* = 2 (1 + a_t) / u_t:  chi(-1) = 2 + 2 a_t - eta u_t lambda."""
+    return 2 * (1 + h["a"]) / h["u"]
 
 
 def _nesterov(lam, h):
     """b <- a_t b + lambda x;  x <- x - eta (lambda x + beta b)   (torch ``nesterov=True``)."""
     eta, beta, a = h["eta"], h["beta"], h["a"]
-    return sp.Matrix([[1 - eta * (1 + beta) * lam, -eta * beta * a], [lam, a]])
+    return [[1 - eta * (1 + beta) * lam, -eta * beta * a], [lam, a]]
+
+
+def _nesterov_constant(h):
+    """eta lambda* = 2 (1 + a_t) / (1 + a_t + beta):  chi(-1) = 2 + 2 a_t - eta (1 + a_t + beta) lambda."""
+    return 2 * (1 + h["a"]) / (1 + h["a"] + h["beta"])
 
 
 def _adam(lam, h):
     """m <- beta1 m + (1 - beta1) lambda x;  x <- x - eta k_t m   (k_t = 1 / (1 - beta1^t))."""
     eta, b1, k = h["eta"], h["beta1"], h["k"]
-    return sp.Matrix([[1 - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]])
+    return [[1 - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]]
+
+
+def _adam_constant(h):
+    """eta lambda* = 2 (1 + beta1) / ((1 - beta1) k_t):  chi(-1) = 2 + 2 beta1 - eta k_t (1 - beta1) lambda."""
+    return 2 * (1 + h["beta1"]) / ((1 - h["beta1"]) * h["k"])
 
 
 def _adamw(lam, h):
     """As Adam, after the decoupled decay x <- (1 - eta wd) x (torch applies eta, not eta k_t, to it)."""
     eta, b1, k, wd = h["eta"], h["beta1"], h["k"], h["weight_decay"]
-    return sp.Matrix([[1 - eta * wd - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]])
+    return [[1 - eta * wd - eta * k * (1 - b1) * lam, -eta * k * b1], [(1 - b1) * lam, b1]]
+
+
+def _adamw_constant(h):
+    """eta lambda* = (1 + beta1)(2 - eta wd) / ((1 - beta1) k_t):
+    chi(-1) = (1 + beta1)(2 - eta wd) - eta k_t (1 - beta1) lambda; the one constant that depends on eta."""
+    b1 = h["beta1"]
+    return (1 + b1) * (2 - h["eta"] * h["weight_decay"]) / ((1 - b1) * h["k"])
 
 
 def _rmsprop(lam, h):
     """b <- beta b + lambda x;  x <- x - eta b   (torch's RMSprop momentum buffer starts at zero)."""
     eta, beta = h["eta"], h["beta"]
-    return sp.Matrix([[1 - eta * lam, -eta * beta], [lam, beta]])
+    return [[1 - eta * lam, -eta * beta], [lam, beta]]
+
+
+def _rmsprop_constant(h):
+    """eta lambda* = 2 (1 + beta):  chi(-1) = 2 + 2 beta - eta lambda."""
+    return 2 * (1 + h["beta"])
 
 
 def _nadam(lam, h):
     """m <- beta1 m + (1 - beta1) lambda x;  x <- x - eta c1_t lambda x - eta c2_t m   (torch ``NAdam``)."""
     eta, b1, c1, c2 = h["eta"], h["beta1"], h["c1"], h["c2"]
-    return sp.Matrix([[1 - eta * (c1 + c2 * (1 - b1)) * lam, -eta * c2 * b1], [(1 - b1) * lam, b1]])
+    return [[1 - eta * (c1 + c2 * (1 - b1)) * lam, -eta * c2 * b1], [(1 - b1) * lam, b1]]
+
+
+def _nadam_constant(h):
+    """eta lambda* = 2 (1 + beta1) / ((1 + beta1) c1_t + (1 - beta1) c2_t):
+    chi(-1) = 2 + 2 beta1 - eta ((1 + beta1) c1_t + (1 - beta1) c2_t) lambda."""
+    b1 = h["beta1"]
+    return 2 * (1 + b1) / ((1 + b1) * h["c1"] + (1 - b1) * h["c2"])
 
 
 # ----------------------------------------------------------------------------- step coefficients
@@ -328,28 +408,43 @@ _ADAM_DEFAULTS = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0
 _SGD = {"torch_class": "SGD", "preconditioner": None, "decay": "coupled"}
 _ADAM = {"momentum": "beta1", "torch_arguments": _adam_arguments, "torch_hypers": _adam_hypers}
 
+#: Settled lambda* printed when only beta1 (and for AdamW weight_decay) may be 0: the Adam family's formulas.
+_ADAM_FORMULAS = {(): "2*(beta1 + 1)/(eta*(1 - beta1))", ("beta1",): "2/eta"}
+
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     spec.name: spec
     for spec in (
         OptimizerSpec("gd", "GD", "gradient descent: x <- x - eta g", ("eta", "weight_decay"), {"weight_decay": 0.0},
                       momentum=None, torch_arguments=_sgd_arguments, torch_hypers=_gd_hypers, update=_gd,
-                      coefficients=_none, kernel=0, **_SGD),
+                      coefficients=_none, constant=_gd_constant, formulas={(): "2/eta"}, step_formula="2/eta",
+                      kernel=0, **_SGD),
         OptimizerSpec("heavy_ball", "heavy ball",
                       "SGD(momentum=beta, dampening): b <- beta b + (1 - dampening) g; x <- x - eta b",
                       ("eta", "beta", "dampening", "weight_decay"), {"beta": 0.9, "dampening": 0.0, "weight_decay": 0.0},
                       momentum="beta", torch_arguments=_sgd_arguments, torch_hypers=_sgd_hypers,
-                      update=_heavy_ball, coefficients=_sgd_momentum, kernel=1, **_SGD),
+                      update=_heavy_ball, coefficients=_sgd_momentum, constant=_heavy_ball_constant,
+                      formulas={(): "2*(beta + 1)/(eta*(1 - dampening))", ("dampening",): "2*(beta + 1)/eta",
+                                ("beta",): "2/eta", ("beta", "dampening"): "2/eta"},
+                      step_formula="2*(a_t + 1)/(eta*u_t)", kernel=1, **_SGD),
         OptimizerSpec("nesterov", "Nesterov",
                       "SGD(momentum=beta, nesterov=True): b <- beta b + g; x <- x - eta (g + beta b)",
                       ("eta", "beta", "weight_decay"), {"beta": 0.9, "weight_decay": 0.0},
                       momentum="beta", torch_arguments=_nesterov_arguments, torch_hypers=_nesterov_hypers,
-                      update=_nesterov, coefficients=_sgd_momentum, kernel=2, **_SGD),
+                      update=_nesterov, coefficients=_sgd_momentum, constant=_nesterov_constant,
+                      formulas={(): "2*(beta + 1)/(eta*(2*beta + 1))", ("beta",): "2/eta"},
+                      step_formula="2*(a_t + 1)/(eta*(a_t + beta + 1))", kernel=2, **_SGD),
         OptimizerSpec("adam", "Adam", "Adam: m <- beta1 m + (1 - beta1) g; x <- x - eta m_hat / (sqrt(v_hat) + eps)",
                       _ADAM_HYPERS, _ADAM_DEFAULTS, decay="coupled", preconditioner="v_hat", torch_class="Adam",
-                      update=_adam, coefficients=_adam_bias, kernel=3, **_ADAM),
+                      update=_adam, coefficients=_adam_bias, constant=_adam_constant, formulas=_ADAM_FORMULAS,
+                      step_formula="2*(beta1 + 1)/(eta*k_t*(1 - beta1))", kernel=3, **_ADAM),
         OptimizerSpec("adamw", "AdamW", "AdamW: x <- (1 - eta wd) x - eta m_hat / (sqrt(v_hat) + eps)",
                       _ADAM_HYPERS, {**_ADAM_DEFAULTS, "weight_decay": 1e-2}, decay="decoupled",
                       preconditioner="v_hat", torch_class="AdamW", update=_adamw, coefficients=_adam_bias,
+                      constant=_adamw_constant,
+                      formulas={(): "-weight_decay*(beta1 + 1)/(1 - beta1) + 2*(beta1 + 1)/(eta*(1 - beta1))",
+                                ("beta1",): "-weight_decay + 2/eta",
+                                ("weight_decay",): _ADAM_FORMULAS[()], ("beta1", "weight_decay"): "2/eta"},
+                      step_formula="-weight_decay*(beta1 + 1)/(k_t*(1 - beta1)) + 2*(beta1 + 1)/(eta*k_t*(1 - beta1))",
                       kernel=4, torch_aliases=("Adam",), **_ADAM),
         OptimizerSpec("rmsprop", "RMSProp",
                       "RMSprop(alpha=beta2, momentum=beta): b <- beta b + g / (sqrt(s) + eps); x <- x - eta b",
@@ -357,12 +452,18 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                       {"beta": 0.0, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},
                       momentum="beta", decay="coupled", preconditioner="square_avg", torch_class="RMSprop",
                       torch_arguments=_rmsprop_arguments, torch_hypers=_rmsprop_hypers, update=_rmsprop,
-                      coefficients=_none, kernel=5),
+                      coefficients=_none, constant=_rmsprop_constant,
+                      formulas={(): "2*(beta + 1)/eta", ("beta",): "2/eta"}, step_formula="2*(beta + 1)/eta",
+                      kernel=5),
         OptimizerSpec("nadam", "NAdam",
                       "NAdam: x <- x - eta (1 - mu_t)/(1 - Pi_t) g / P - eta mu_{t+1}/(1 - Pi_{t+1}) m / P",
                       (*_ADAM_HYPERS, "momentum_decay"), {**_ADAM_DEFAULTS, "momentum_decay": 4e-3},
                       decay="coupled", preconditioner="v_hat_nadam", torch_class="NAdam", update=_nadam,
-                      coefficients=_nadam_schedule, kernel=6, **_ADAM),
+                      coefficients=_nadam_schedule, constant=_nadam_constant,
+                      formulas={(): "2*(beta1 + 1)/(eta*(1 - beta1)*(2*beta1 + 1))", ("beta1",): "2/eta",
+                                ("momentum_decay",): "2*(beta1 + 1)/(eta*(-beta1**2 + beta1 + 1))",
+                                ("beta1", "momentum_decay"): "2/eta"},
+                      step_formula="2*(beta1 + 1)/(eta*(beta1*c1_t - beta1*c2_t + c1_t + c2_t))", kernel=6, **_ADAM),
     )
 }
 

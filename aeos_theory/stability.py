@@ -15,6 +15,11 @@ crossing it describes.  Which branch *binds* (the first loss of stability as lam
 decided, not assumed: at sample hyperparameters the candidate roots are ordered and the first one at
 which the spectral radius of M goes from below 1 to above 1 is taken; the branch must bind at every
 sample, otherwise the boundary is reported as hyperparameter-dependent.
+
+For the registry's optimizers the engine is the reference, not the calculator: threshold values come
+from the closed forms kept beside each update matrix (``OptimizerSpec.constant``, evaluated by
+:mod:`aeos_theory.thresholds` without sympy), and the tests check each against
+:func:`constant_expression`, the derivation here.
 """
 
 from __future__ import annotations
@@ -152,6 +157,7 @@ def derive_boundary(
     optimizer: str | sp.Matrix,
     *,
     step: int | bool | None = None,
+    zero: Sequence[str] = (),
     lam: sp.Symbol = LAMBDA,
     ranges: Mapping[sp.Symbol, tuple[float, float]] | None = None,
 ) -> Boundary:
@@ -161,24 +167,35 @@ def derive_boundary(
     any other symbols (the hyperparameters).  For a name, ``step`` picks the update: None the settled one
     (t -> infinity), an integer t the t-th update as torch applies it (its step coefficients written in
     the hyperparameter symbols), True the general t-th update in the coefficient symbols of
-    :data:`aeos_theory.optimizers.STEP_SYMBOLS` (``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``).
-    ``ranges`` maps symbols of a user matrix to (low, high) sample ranges used to decide which branch
-    binds; the package's hyperparameter names get their natural ranges.  Float entries are made exact
-    rationals (0.1 -> 1/10).  Raises ValueError when an entry is not a polynomial in ``lam`` (a rational
-    function such as 1/(1 + eta lambda)), when chi(z) has a factor free of lambda with a root |z| >= 1
-    (stable at no lambda), when no branch binds (stable for all lambda > 0, or not even as lambda -> 0)
-    or when the binding branch changes inside the ranges.
+    :data:`aeos_theory.optimizers.STEP_SYMBOLS` (``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``); ``zero``
+    names hyperparameters (not eta) set to 0 before the step coefficients are taken, since a zero can
+    change them (heavy ball with beta = 0 takes GD's step: ``derive("heavy_ball", zero=["beta"])`` is
+    2/eta).  ``ranges`` maps symbols of a user matrix to (low, high) sample ranges used to decide which
+    branch binds; the package's hyperparameter names get their natural ranges.  Float entries are made
+    exact rationals (0.1 -> 1/10).  Raises ValueError when an entry is not a polynomial in ``lam`` (a
+    rational function such as 1/(1 + eta lambda)), when chi(z) has a factor free of lambda with a root
+    |z| >= 1 (stable at no lambda), when no branch binds (stable for all lambda > 0, or not even as
+    lambda -> 0) or when the binding branch changes inside the ranges.
     """
     if not isinstance(optimizer, str):
+        if zero:
+            raise ValueError("zero names hyperparameters of a named optimizer; set them in the matrix instead")
         return _derive_matrix(optimizer, lam, dict(ranges or {}))
     general = _derive_named(optimizer)
-    if step is True:
-        return general
     spec = get_optimizer(optimizer)
-    values = spec.step_coefficients(step, {name: SYMBOLS[name] for name in spec.hypers})
-    substituted = general.expression.subs({STEP_SYMBOLS[k]: v for k, v in values.items()})
+    bad = [name for name in zero if name not in spec.hypers or name == "eta"]
+    if bad:
+        raise ValueError(f"zero must name hyperparameters of {optimizer!r} other than eta "
+                         f"({', '.join(h for h in spec.hypers if h != 'eta')}); got {', '.join(map(repr, bad))}")
+    if step is True and not zero:
+        return general
+    zeros = {SYMBOLS[name]: sp.Integer(0) for name in zero}
+    symbols = {name: zeros.get(SYMBOLS[name], SYMBOLS[name]) for name in spec.hypers}
+    values = {} if step is True else spec.step_coefficients(step, symbols)
+    substituted = general.expression.subs({STEP_SYMBOLS[k]: v for k, v in values.items()}).subs(zeros)
+    gone = set(zeros) | (set() if step is True else set(STEP_SYMBOLS.values()))
     return dataclasses.replace(general, expression=_tidy(substituted),
-                               parameters=tuple(p for p in general.parameters if p not in STEP_SYMBOLS.values()))
+                               parameters=tuple(p for p in general.parameters if p not in gone))
 
 
 @functools.lru_cache(maxsize=None)
@@ -333,55 +350,12 @@ def derive(optimizer: str | sp.Matrix, **kwargs) -> sp.Expr:
 
 
 @functools.lru_cache(maxsize=None)
-def _constant_function(name: str) -> tuple[Callable[..., float], tuple[str, ...], bool]:
-    """eta * lambda* of the general t-th update, simplified (eta cancels but in AdamW's eta wd), as a
-    float function of (hyperparameters, coefficients); and whether eta is left in it."""
-    boundary = _derive_named(name)
-    names = tuple(p.name if p.name in SYMBOLS else _coefficient_name(p) for p in boundary.parameters)
-    constant = sp.simplify(SYMBOLS["eta"] * boundary.expression)
-    return sp.lambdify(boundary.parameters, constant, modules="math"), names, constant.has(SYMBOLS["eta"])
+def constant_expression(name: str) -> sp.Expr:
+    """eta * lambda* of the general t-th update of optimizer ``name``, derived and simplified, in the
+    hyperparameter and step-coefficient symbols (eta cancels but in AdamW's eta wd): the expression the
+    registry's closed form ``OPTIMIZERS[name].constant`` must equal.
 
-
-def threshold_constant(optimizer: str, *, step: int | None = None, **hyper: float) -> float:
-    """eta * lambda*, the dimensionless threshold constant the normalised level eta * S_P is compared with.
-
-    38 for Adam at beta1 = 0.9 (settled), 2 for GD, (2 + 2 beta1)(1 - beta1^t)/(1 - beta1) for Adam's
-    t-th update, (1 + beta1)(2 - eta wd)/(1 - beta1) for AdamW.  ``eta`` may be left out when the
-    constant does not depend on it (every optimizer but AdamW with weight decay).  Computed without
-    dividing by eta, so it is finite for any finite eta.
+    >>> constant_expression("heavy_ball")
+    2*(a_t + 1)/u_t
     """
-    spec = get_optimizer(optimizer)
-    function, names, needs_eta = _constant_function(optimizer)
-    values = spec.validate(hyper, require=("eta",) if needs_eta else ())
-    values.setdefault("eta", 1.0)
-    values.update(spec.step_coefficients(step, values))
-    return float(function(*(values[name] for name in names)))
-
-
-def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: float) -> float:
-    """Largest stable lambda* of ``optimizer``'s update with P frozen, in units of 1/(x units)^2.
-
-    lambda is an eigenvalue of P^-1 (H + wd I) for coupled weight decay and of P^-1 H otherwise (see
-    :mod:`aeos_theory.optimizers`).  ``step=None``: the settled update (t -> infinity): GD 2/eta; heavy
-    ball (2 + 2 beta)/((1 - dampening) eta) (2/eta when beta = 0, where torch skips the momentum branch);
-    Nesterov (2 + 2 beta)/((1 + 2 beta) eta); Adam (2 + 2 beta1)/((1 - beta1) eta); NAdam
-    (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).
-    ``step=t`` (t >= 1, t = 1 the first ``.step()``): the t-th update exactly as torch applies it,
-    e.g. Adam (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), NAdam with its momentum schedule
-    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the sympy
-    derivation, which is made once per optimizer and cached.
-    """
-    eta = get_optimizer(optimizer).validate(hyper)["eta"]
-    constant = threshold_constant(optimizer, step=step, **hyper)
-    value = constant / eta
-    if not math.isfinite(value):
-        raise ValueError(f"eta must be large enough for the threshold {constant:g}/eta to fit in a float64; "
-                         f"got eta = {eta!r}")
-    return value
-
-
-def threshold(beta1: float, eta: float) -> float:
-    """Adam's threshold (2 + 2 beta1) / ((1 - beta1) eta) on S_P = lambda_max(P^-1 H): 38/eta at beta1 = 0.9."""
-    if beta1 is None:
-        raise ValueError("beta1 must be a real number with 0 <= beta1 < 1, got None")
-    return stability_threshold("adam", beta1=beta1, eta=eta)
+    return sp.simplify(SYMBOLS["eta"] * _derive_named(name).expression)
