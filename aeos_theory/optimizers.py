@@ -9,7 +9,7 @@ Each :class:`OptimizerSpec` says what the rest of the package needs to know abou
 * ``preconditioner``: the rule by which its diagonal P is read from the torch state (``"v_hat"``:
   sqrt(v / (1 - beta2^t)) + eps from ``exp_avg_sq``; ``"v_hat_nadam"``, the same in NAdam's rounding;
   ``"square_avg"``: sqrt(s) + eps from RMSprop's ``square_avg``), or None when P = I (SGD and its
-  momentum variants); ``deep.preconditioners`` implements the rules;
+  momentum variants); ``deep.curvature.preconditioners`` implements the rules;
 * ``label``: the optimizer's name in figures and messages;
 * ``torch_class``, ``torch_arguments`` and ``torch_hypers``: how to build the ``torch.optim`` object from
   hyperparameters, and how to read the hyperparameters back from one of its param groups (data only:

@@ -30,15 +30,17 @@ def _train(model, opt, x, y, steps: int, scheduler=None) -> None:
             scheduler.step()
 
 
-def _reference(model, x, y, opt, p_of, decoupled: bool = False) -> float:
+def _reference(model, x, y, opt, p_of, decoupled: bool = False, lrs=None) -> float:
     """lambda_max(D^1/2 (H + W) D^1/2) with D = lr_g / P and W the coupled decay, in numpy (coordinates in
-    the order of model.parameters(), as the dense Hessian's, whatever the order of the groups)."""
+    the order of model.parameters(), as the dense Hessian's, whatever the order of the groups); ``lrs`` the
+    groups' lr in the update taken (default: their current lr, when no scheduler moved it)."""
     H = dense_hessian(model, x, y)
-    group_of = {id(param): group for group in opt.param_groups for param in group["params"]}
+    lrs = [g["lr"] for g in opt.param_groups] if lrs is None else lrs
+    group_of = {id(param): (group, lr) for group, lr in zip(opt.param_groups, lrs) for param in group["params"]}
     d, w = [], []
     for param in model.parameters():
-        group = group_of[id(param)]
-        d.append(np.full(param.numel(), group["lr"]) / p_of(opt.state[param], group).reshape(-1))
+        group, lr = group_of[id(param)]
+        d.append(np.full(param.numel(), lr) / p_of(opt.state[param], group).reshape(-1))
         w.append(np.full(param.numel(), 0.0 if decoupled else group["weight_decay"]))
     d, w = np.sqrt(np.concatenate(d)), np.concatenate(w)
     return float(np.linalg.eigvalsh(d[:, None] * (H + np.diag(w)) * d[None, :])[-1])
@@ -57,7 +59,8 @@ def _groups(model, lrs, wds):
 
 def test_adam_two_groups_and_a_scheduler():
     """Two param groups (lr, coupled wd differ) under a LambdaLR that halves the lr every 4 steps: the edge
-    uses each group's *current* lr; c_t = (2 + 2 b1)(1 - b1^t)/(1 - b1) at t = 10."""
+    uses each group's lr in the 10th update (the same as now: 0.5^(9 // 4) = 0.5^(10 // 4));
+    c_t = (2 + 2 b1)(1 - b1^t)/(1 - b1) at t = 10."""
     model, x, y = tiny_problem(seed=3)
     opt = torch.optim.Adam(_groups(model, (2e-2, 5e-3), (0.1, 0.0)), betas=(0.8, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 ** (t // 4))
@@ -72,6 +75,56 @@ def test_adam_two_groups_and_a_scheduler():
     tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt)
     assert tracked["eta_S_P"] == pytest.approx(edge.eta_S_P, rel=1e-7)
     assert math.isnan(tracked["preconditioned_sharpness"]) and tracked["edge_constant"] == edge.constant
+
+
+def test_the_edge_is_that_of_the_update_just_taken_under_a_warmup():
+    """Adam under LinearLR warmup: after t steps and t scheduler steps the group holds the lr of update t + 1,
+    (t + 1)/t times the one update t used.  eta_S_P uses the lr of update t, with P and c_t of update t:
+    against numpy's eigvalsh of D^1/2 H D^1/2, D = lr_used / P, to 1e-6; an explicit lr= agrees; the
+    tracker's lr and eta_S_P too."""
+    model, x, y = tiny_problem(seed=7)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=20)
+    _train(model, opt, x, y, 10, warmup)
+    used = 1e-2 * (0.1 + 0.9 * 9 / 20)  # update 10 ran after 9 scheduler steps
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * (0.1 + 0.9 * 10 / 20), rel=1e-12)  # update 11's
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.lr == pytest.approx((used,), rel=1e-12) and edge.step == 10
+    reference = _reference(model, x, y, opt, _adam_p, lrs=[used])
+    assert edge.eta_S_P == pytest.approx(reference, rel=1e-6)
+    assert edge.ratio == pytest.approx(reference / ((2 + 1.8) * (1 - 0.9**10) / 0.1), rel=1e-6)
+    explicit = deep.measure_edge(model, mse, [(x, y)], opt, lr=used, tol=1e-10, max_iter=203)
+    assert explicit.eta_S_P == pytest.approx(edge.eta_S_P, rel=1e-9)
+    tracked = deep.SharpnessTracker(tol=1e-10, max_iter=203).measure(model, mse, [(x, y)], opt)
+    assert tracked["lr"] == pytest.approx(used, rel=1e-12)
+    assert tracked["eta_S_P"] == pytest.approx(reference, rel=1e-6)
+
+
+def test_a_group_whose_update_used_lr_0_takes_no_step():
+    """lr 0 in the update taken is an edge of 0, not an error: a frozen group beside a stepping one adds nothing
+    (D = 0 on it, against the dense reference); when every group's lr was 0 (the last step of a schedule to 0)
+    eta_S_P and the ratio are 0 with no product, and a loop tracked to that step runs to the end."""
+    model, x, y = tiny_problem(seed=8)
+    opt = torch.optim.AdamW(_groups(model, (1e-2, 0.0), (0.1, 0.1)))
+    _train(model, opt, x, y, 5)
+    edge = deep.measure_edge(model, mse, [(x, y)], opt, tol=1e-10, max_iter=203)
+    assert edge.lr == (1e-2, 0.0)
+    assert edge.eta_S_P == pytest.approx(_reference(model, x, y, opt, _adam_p, decoupled=True), rel=1e-6)
+    assert edge.constant == pytest.approx(1.9 * (2 - 1e-2 * 0.1) * (1 - 0.9**5) / 0.1, rel=1e-12)
+
+    model, x, y = tiny_problem(seed=9)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    steps = 12  # update t + 1 runs at 1e-2 (1 - t / (steps - 1)): the last one, after steps - 1 scheduler steps, at 0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - min(t, steps - 1) / (steps - 1))
+    tracker, rows = deep.SharpnessTracker(tol=1e-6, max_iter=203), []
+    for _ in range(steps):
+        _train(model, opt, x, y, 1, sched)
+        rows.append(tracker.measure(model, mse, [(x, y)], opt))
+    assert rows[-1]["lr"] == 0.0 and rows[-1]["eta_S_P"] == 0.0 and rows[-1]["edge_ratio"] == 0.0
+    assert rows[-1]["edge_constant"] == pytest.approx(1.9 * 2 * (1 - 0.9**steps) / 0.1, rel=1e-12)  # eta -> 0
+    assert all(r["eta_S_P"] > 0 for r in rows[:-1])
+    last = deep.measure_edge(model, mse, [(x, y)], opt)
+    assert (last.eta_S_P, last.ratio, last.hvps, last.eigenvector) == (0.0, 0.0, 0, None)
 
 
 @pytest.mark.parametrize("t", [1, 10, 100, 1000])
