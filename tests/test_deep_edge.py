@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import bisect_threshold, dense_hessian, mse, tiny_problem
 
 import deep
 from deep import TrainConfig, read_metrics, run
-from support import bisect_threshold, dense_hessian, mse, tiny_problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
