@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: figures test install peers clean-venv
+.PHONY: figures gallery check-figures test install peers clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,19 @@ peers: $(STAMP)
 		hessian-eigenthings==1.0.0a5 backpack-for-pytorch==1.7.1 einconv==0.1.0 unfoldNd==0.2.3
 	$(PY) -m pip install --quiet -c benchmarks/constraints.txt einops opt-einsum linear_operator
 
-# The repository's gallery lives in paper_figures/out (aeos figures alone writes to ./aeos_figures).
+# `make figures` writes to ./aeos_figures (ignored by git): it never changes a tracked file.
 figures: $(STAMP)
-	$(PY) -m paper_figures --out paper_figures/out
+	$(PY) -m paper_figures
+
+# The committed gallery, regenerated on purpose: quick scale from an empty cache, so its header (written
+# from summary.json) records the machine, versions, threads and the whole set's wall and CPU time.
+gallery: $(STAMP)
+	$(PY) -m paper_figures --quick --fresh --out paper_figures/out
+
+# Regenerate into ./aeos_figures_check (ignored) and compare every headline number with the committed
+# gallery; exits non-zero on a disagreement.
+check-figures: $(STAMP)
+	$(PY) -m paper_figures --check
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -189,8 +189,10 @@ def execute(run: Run, root: str) -> tuple[str, dict]:
         kwargs = dict(run.config)
         if "run_dir" in inspect.signature(function).parameters:
             kwargs["run_dir"] = folder
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = dict(function(**kwargs))
-        result.update(_key=run.key, _seconds=round(time.perf_counter() - start, 3))  # seconds: for the gallery
+        # wall and CPU seconds of this process (all its threads): for the gallery and the --dry-run estimates
+        result.update(_key=run.key, _seconds=round(time.perf_counter() - start, 3),
+                      _cpu_seconds=round(time.process_time() - cpu, 3))
         cache.store(run, result)
     return run.key, files.to_jsonable(result)

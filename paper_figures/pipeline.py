@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from paper_figures import report
 from paper_figures.cache import TRAINING, Run, RunCache, execute
+from paper_figures.figures.common import seed_of
 from paper_figures.registry import FIGURES, Context, load
 
 OnDone = Callable[[Run, "str | None"], None]
@@ -111,8 +112,11 @@ class Production:
                 return {**entry, "error": f"figure {name}: {cause}"}
             return {**entry, "error": f"figure {name}: drawing failed: {_first_line(err)} (traceback in errors.log)"}
         compute = sum(float(res.get("_seconds") or 0.0) for res in results)
+        cpu = [res.get("_cpu_seconds") for res in results]
         return {**entry, "numbers": made["numbers"], "caption": made["caption"], "runs": len(results),
+                "seeds": sorted({seed_of(r.config) for r in self.plans[name]} - {None}),
                 "seconds": round(compute + time.perf_counter() - start, 1),
+                "cpu_seconds": round(sum(cpu), 1) if None not in cpu else None,  # of its runs, shared ones included
                 "files": [f"{name}.png", f"{name}.pdf"] + list(made.get("data", []))}
 
     def write_outputs(self) -> None:
@@ -120,10 +124,17 @@ class Production:
         report.write_gallery(self.out / report.GALLERY, self.out, self.summary, self.command)
 
     def close(self, seconds: float, jobs: int, *, computed: int, reused: int) -> int:
-        """Record the invocation in summary.json, print the outcome; 0 if every figure was drawn."""
+        """Record the invocation (and the machine it ran on) in summary.json, print the outcome; 0 if every
+        figure was drawn."""
         drawn = [n for n in self.names if "error" not in self.summary["figures"].get(n, {"error": ""})]
+        unique = {r.key: r for runs in self.plans.values() for r in runs}
+        cpu = [self.cache.load(r).get("_cpu_seconds") for r in unique.values()
+               if self.problems[r.key] is not None and self.cache.has(r)]
         self.summary["invocation"] = {"figures": self.names, "seconds": round(seconds, 1), "jobs": jobs,
                                       "computed_runs": computed, "reused_runs": reused,
+                                      "cpu_seconds_of_computed_runs": round(sum(c for c in cpu if c), 1),
+                                      "environment": report.environment(jobs, [
+                                          r.config["threads"] for r in unique.values() if "threads" in r.config]),
                                       "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         if reused == 0 and set(self.names) == set(FIGURES) and len(drawn) == len(self.names):
             self.summary["clean_cache_run"] = self.summary["invocation"]  # the whole set from scratch

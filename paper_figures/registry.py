@@ -7,7 +7,28 @@ A figure module ``paper_figures.figures.<name>`` defines
   :mod:`paper_figures.cache`); cheap, computes nothing;
 * ``finish(ctx: Context, runs, results, out: Path) -> dict``: saves the figure's numbers as data
   (CSV/JSON under ``out/data``) *first*, then draws ``out/<name>.png`` and ``.pdf`` from them, and
-  returns ``{"numbers": {...}, "caption": "..."}`` for ``summary.json`` and the gallery.
+  returns ``{"numbers": {...}, "caption": "...", "data": [files]}`` for ``summary.json`` and the gallery.
+
+Seeds.  Training at the edge is chaotic (another BLAS, another trajectory), so a number measured on one
+seed is one sample.  A figure whose numbers come from training or sampling runs plans every condition
+once per seed of ``ctx.seeds()`` (2 at tiny, 3 at quick, 5 at full; ``ctx.seeds(full=10)`` asks for
+more), putting the seed into each run's config (``training.train_run(..., seed=s)``, ``"seed": s`` for
+the sims runs), so the cache keys each seed's run apart and a run shared by two figures stays shared.
+``finish`` groups the results by condition (:func:`paper_figures.figures.common.by_condition`) and
+
+* reports each *headline number* (the ones its caption quotes and the check compares) as
+  :func:`paper_figures.intervals.over_seeds` of its per-seed values: the mean, the 95% t interval, every
+  seed's value and the seed list; a number no seed changes (a bisection, a grid) is
+  :func:`paper_figures.intervals.exact`, with the tolerance another machine may differ by;
+* quotes them in the caption with :func:`paper_figures.intervals.text` ("37.62 [36.1, 39.14] over 3
+  seeds"), never a typed number;
+* draws every seed thin and the mean over seeds bold (:func:`paper_figures.style.seeds_and_mean`), or
+  the mean with its interval as an error bar;
+* draws each threshold with :func:`paper_figures.style.threshold_line` (labelled outside the data) and
+  legends outside the panels (:func:`paper_figures.style.legend`), so no text covers data.
+
+Quick mode keeps every figure within the 10-minute budget of the whole quick gallery on 2 cores by
+shrinking steps or models, never seeds below 3; each figure's docstring says what it shrinks.
 """
 
 from __future__ import annotations
@@ -38,6 +59,9 @@ FIGURES: tuple[str, ...] = (
 #: scale, for a GPU).
 SCALES: tuple[str, ...] = ("tiny", "quick", "full")
 
+#: How many seeds each condition of a seeded figure runs at each scale (seeds 0, 1, ..., n - 1).
+SEEDS: dict[str, int] = {"tiny": 2, "quick": 3, "full": 5}
+
 
 @dataclass(frozen=True)
 class Context:
@@ -51,6 +75,15 @@ class Context:
     def pick(self, tiny, quick, full):
         """The value for this scale."""
         return {"tiny": tiny, "quick": quick, "full": full}[self.scale]
+
+    def seeds(self, **counts: int) -> list[int]:
+        """The seeds 0 .. n-1 of every condition at this scale: :data:`SEEDS`, or ``counts[scale]`` when
+        the figure asks for another count (at least 3 at quick and full, 2 at tiny)."""
+        n = counts.get(self.scale, SEEDS[self.scale])
+        low = 2 if self.scale == "tiny" else 3
+        if not isinstance(n, int) or n < low:
+            raise ValueError(f"seeds at scale {self.scale} must be an integer >= {low}, got {n!r}")
+        return list(range(n))
 
 
 def load(name: str) -> ModuleType:

@@ -4,8 +4,10 @@
   text is readable when the PDF is placed at that width.
 * Palette: Okabe and Ito's colour-blind-safe eight colours (Okabe & Ito 2008, "Color universal
   design"), in an order whose first colours stay distinct in grey scale too.
-* Threshold lines: dashed, black, with their value written on the line (``threshold_line``), so a
-  reader never has to guess which constant a line is.
+* Threshold lines: dashed, with their value written beside the line in the panel's margin
+  (``threshold_line``), so a reader never has to guess which constant a line is and no label covers data.
+* Seeds: every seed's series thin, the mean over seeds bold (``seeds_and_mean``).
+* Legends: one per figure, above the panels (``legend``), never over data.
 * Output: every figure is saved as a PNG (dpi 100: small files for the committed gallery) and a vector
   PDF, by :func:`save`.
 """
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -85,23 +88,49 @@ def figure(ncols: int = 1, nrows: int = 1, width: str = "page", height: float | 
     return fig, axes
 
 
-def threshold_line(ax: plt.Axes, value: float, label: str, *, color: str = "black",
-                   where: float = 0.02, va: str = "bottom", vertical: bool = False, pad: float = 0.0) -> None:
-    """Dashed line at ``value`` with its ``label`` written on it (at fraction ``where`` of the axis),
-    ``pad`` points above (va="bottom") or below (va="top") the line."""
+def threshold_line(ax: plt.Axes, value: float, label: str, *, color: str = "black", vertical: bool = False) -> None:
+    """Dashed line at ``value`` (a y value; an x value when ``vertical``) with its ``label`` written just
+    outside the panel, in the right margin at the line's height (above the panel at the line's x when
+    ``vertical``), so it never covers data.  Keep labels short: "threshold\n38" (two lines are fine).
+
+    The line and its label carry the gids ``"threshold"`` and ``"threshold-label"`` (tests read them)."""
     from matplotlib.transforms import offset_copy
 
-    box = {"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}  # legible over data
     if vertical:
-        ax.axvline(value, color=color, ls="--", lw=0.9, zorder=1)
-        ax.text(value, where, label, transform=ax.get_xaxis_transform(), rotation=90, color=color,
-                fontsize=6.5, va="bottom", ha="right", bbox=box, zorder=5)
+        line = ax.axvline(value, color=color, ls="--", lw=0.9, zorder=1)
+        where = offset_copy(ax.get_xaxis_transform(), fig=ax.figure, y=2, units="points")
+        text = ax.text(value, 1.0, label, transform=where, color=color, fontsize=6.5, va="bottom", ha="center",
+                       clip_on=False)
     else:
-        ax.axhline(value, color=color, ls="--", lw=0.9, zorder=1)
-        shift = offset_copy(ax.get_yaxis_transform(), fig=ax.figure, y=pad if va == "bottom" else -pad,
-                            units="points")
-        ax.text(where, value, label, transform=shift, color=color, fontsize=6.5, va=va, ha="left", bbox=box,
-                zorder=5)
+        line = ax.axhline(value, color=color, ls="--", lw=0.9, zorder=1)
+        where = offset_copy(ax.get_yaxis_transform(), fig=ax.figure, x=3, units="points")
+        text = ax.text(1.0, value, label, transform=where, color=color, fontsize=6.5, va="center", ha="left",
+                       clip_on=False, linespacing=1.0)
+    line.set_gid("threshold")
+    text.set_gid("threshold-label")
+
+
+def seeds_and_mean(ax: plt.Axes, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]], *, color: str,
+                   label: str | None = None, marker: str | None = None, ms: float = 2.5, ls: str = "-"
+                   ) -> np.ndarray:
+    """Every seed's series thin and faint, their mean over seeds bold, on the x values of the longest series
+    where every seed has a value at that very x (a run that stopped early ends the mean there).
+
+    ``xs``, ``ys``: one series per seed.  Returns the mean on the longest series' x values (NaN elsewhere)."""
+    grid = max((np.asarray(x, dtype=float) for x in xs), key=len)
+    position = {x: i for i, x in enumerate(grid.tolist())}
+    table = np.full((len(ys), grid.size), np.nan)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], color=color, lw=0.6, alpha=0.35, ls=ls, zorder=2)
+        for xv, yv in zip(x.tolist(), y.tolist()):
+            if xv in position:
+                table[i, position[xv]] = yv
+    mean = table.mean(axis=0)  # NaN wherever a seed has no value
+    ok = np.isfinite(mean)
+    ax.plot(grid[ok], mean[ok], color=color, lw=1.5, ls=ls, marker=marker, ms=ms, label=label, zorder=3)
+    return mean
 
 
 def spans_decades(values: Iterable[float], decades: float = 2.0) -> bool:
@@ -111,15 +140,16 @@ def spans_decades(values: Iterable[float], decades: float = 2.0) -> bool:
     return v.size > 1 and math.log10(v.max() / v.min()) >= decades
 
 
-def logscale(ax: plt.Axes, axis: str = "y") -> None:
+def logscale(ax: plt.Axes, axis: str = "y", decades_only: bool = False) -> None:
     """Log scale on ``axis`` (call after plotting).  Up to 2.5 decades: plain-number labels at 1, 2, 5 x
-    10^k; wider: labels at powers of ten.  Minor ticks are never labelled (no clutter)."""
+    10^k; wider (or ``decades_only``, for narrow panels): labels at powers of ten.  Minor ticks are never
+    labelled (no clutter)."""
     from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
 
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
-    if lo > 0 and math.log10(hi / lo) <= 2.5:
+    if lo > 0 and math.log10(hi / lo) <= 2.5 and not decades_only:
         target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     else:
@@ -140,11 +170,18 @@ def panel_label(ax: plt.Axes, text: str) -> None:
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name``.png (dpi :data:`PNG_DPI`) and ``name``.pdf into ``out_dir``; return both paths."""
+    """Write ``name``.png (dpi :data:`PNG_DPI`) and ``name``.pdf into ``out_dir``; return both paths.
+
+    Every label over data or over another label (:func:`paper_figures.legibility.problems`) is printed as a
+    warning on stderr (the tests require none)."""
+    from paper_figures import legibility
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]  # the PNG last: its layout is the one checked
     for path in paths:
         fig.savefig(path, metadata=_metadata(path))
+    for problem in legibility.problems(fig, draw=False):
+        print(f"warning: figure {name}: {problem}", file=sys.stderr)
     plt.close(fig)
     return paths
 
@@ -156,9 +193,18 @@ def _metadata(path: Path) -> dict[str, object]:
     return {"Software": "aeos paper_figures"}
 
 
-def legend(ax: plt.Axes, handles: Sequence | None = None, **kw) -> None:
-    """A legend in the package's style (small, no frame, best location)."""
+def legend(fig: plt.Figure, sources: Sequence[plt.Axes] | None = None, handles: Sequence | None = None,
+           ncols: int | None = None) -> None:
+    """One legend for the whole figure, above its panels, so it never covers data: the labelled artists
+    of ``sources`` (default: every panel), each label once, or the given ``handles``."""
     if handles is None:
-        ax.legend(**kw)
+        seen: dict[str, object] = {}
+        for ax in (sources if sources is not None else fig.axes):
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(text, handle)
+        handles = [h for h in seen.values()]
+        labels = list(seen)
     else:
-        ax.legend(handles=handles, **kw)
+        labels = [h.get_label() for h in handles]
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=ncols or min(len(handles), 4))

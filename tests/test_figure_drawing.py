@@ -2,9 +2,14 @@
 
 For each figure the test takes the runs the figure plans, fabricates a result for each
 (series whose late level is a planted fraction ``RATIO`` of the closed-form threshold constant written
-here), calls the figure's ``finish`` and checks that (1) valid PNG and PDF files and the data files it
-lists are written, and (2) the numbers it reports recover the planted values.  No simulation or
-training runs: this isolates the figure code.
+here, times 1 -+ ``SPREAD``/2 for seeds 0 and 1, so the mean over the two seeds is the planted level),
+calls the figure's ``finish`` and checks that (1) valid PNG and PDF files and the data files it lists
+are written, (2) the numbers it reports recover the planted values, each seeded headline with the t
+interval written here by hand (t_{0.975, 1} = 12.706 from a t table), and (3) the drawn artists: every
+threshold line at the closed-form value written here, on the panel whose y label names the right
+quantity, each labelled with its value; every axis labelled; the legend's entries; and no label over
+data or over another label (:mod:`paper_figures.legibility`).  No simulation or training runs: this
+isolates the figure code.
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from paper_figures import intervals, legibility, style
 from paper_figures.registry import FIGURES, Context, load
 
 RATIO = 0.97  # planted late level / threshold constant
+SPREAD = 0.01  # planted relative difference between seed 1 and seed 0
 CTX = Context(scale="tiny")
+T_975_DF1 = 12.7062047361747  # Student t quantile 0.975 at 1 degree of freedom, from a t table
+
+
+def _seeded(seed: int) -> float:
+    """The factor of seed 0 and 1 (tiny scale): 1 - SPREAD/2 and 1 + SPREAD/2, mean 1."""
+    return 1 + SPREAD * (seed - 0.5)
 
 
 def closed_form(optimizer: str, hyper: dict) -> float:
@@ -43,8 +56,8 @@ def _series(steps: int, every: int, eta: float, level: float, adaptive: bool) ->
 def fake_train(**config) -> dict:
     adaptive = config["optimizer"] in ("adam", "adamw", "nadam", "rmsprop")
     eta = config["hyper"]["eta"]
-    s = _series(config["steps"], config["measure_every"], eta, RATIO * closed_form(config["optimizer"],
-                                                                                  config["hyper"]), adaptive)
+    level = RATIO * _seeded(config["seed"]) * closed_form(config["optimizer"], config["hyper"])
+    s = _series(config["steps"], config["measure_every"], eta, level, adaptive)
     n = len(s["step"])
     constant = closed_form(config["optimizer"], config["hyper"])
     eta_s_p = eta * s["preconditioned_sharpness"]
@@ -99,23 +112,26 @@ def fake_phase_diagram(optimizer: str, hyper: dict, n: int, steps: int, eta_rang
             "diverged_at": np.where(divergent, 10, -1)}
 
 
-def fake_quadratic(optimizer: str, eta: float, steps: int, record_every: int = 100, hyper=None, **_) -> dict:
-    s = _series(steps, record_every, eta, RATIO * closed_form(optimizer, hyper or {}), adaptive=True)
+def fake_quadratic(optimizer: str, eta: float, steps: int, record_every: int = 100, hyper=None, seed: int = 0,
+                   **_) -> dict:
+    s = _series(steps, record_every, eta, RATIO * _seeded(seed) * closed_form(optimizer, hyper or {}), adaptive=True)
     s["sharpness"] = np.full(s["step"].shape, 100.0)
     return {**s, "diverged_at": None}
 
 
-def fake_sharpening(optimizer: str, eta: float, steps: int, record_every: int = 50, **_) -> dict:
+def fake_sharpening(optimizer: str, eta: float, steps: int, record_every: int = 50, seed: int = 0, **_) -> dict:
     adaptive = optimizer != "gd"
-    return {**_series(steps, record_every, eta, RATIO * closed_form(optimizer, {}), adaptive), "diverged_at": None}
+    return {**_series(steps, record_every, eta, RATIO * _seeded(seed) * closed_form(optimizer, {}), adaptive),
+            "diverged_at": None}
 
 
 def fake_density_run(train: dict, lanczos_steps: int, probes: int) -> dict:
     """SLQ output whose top Ritz value of P^-1/2 H P^-1/2 is planted at RATIO * 38 / eta (of H at 70), with
     a planted 2% of the mass in the top node and the rest in a bulk near zero."""
     eta = train["hyper"]["eta"]
-    out = {"step": train["steps"], "eta": eta, "trainer_eta_S_P": RATIO * closed_form("adam", {})}
-    for key, top in (("H", 70.0), ("P", RATIO * closed_form("adam", {}) / eta)):
+    level = RATIO * _seeded(train["seed"]) * closed_form("adam", {})
+    out = {"step": train["steps"], "eta": eta, "trainer_eta_S_P": level}
+    for key, top in (("H", 70.0 * _seeded(train["seed"])), ("P", level / eta)):
         nodes = np.tile(np.append(np.linspace(-0.01 * top, 0.05 * top, lanczos_steps - 1), top), (probes, 1))
         weights = np.tile(np.append(np.full(lanczos_steps - 1, 0.98 / (lanczos_steps - 1)), 0.02), (probes, 1))
         grid = np.linspace(-0.1 * top, 1.1 * top, 200)
@@ -132,44 +148,136 @@ def _close(value: float, expected: float) -> bool:
     return value is not None and math.isclose(value, expected, rel_tol=1e-3)
 
 
+def _mean(headline: dict) -> float:
+    assert intervals.is_headline(headline), headline
+    return headline["mean"]
+
+
 def check_numbers(name: str, numbers: dict) -> None:
-    """The reported numbers recover the planted levels (4 significant digits are kept in the summary)."""
+    """The reported numbers recover the planted levels (4 significant digits are kept in the summary): the
+    means over seeds for the seeded figures."""
     adam, gd = RATIO * closed_form("adam", {}), RATIO * closed_form("gd", {})
     if name == "thresholds":
-        assert math.isclose(numbers["max_relative_error"], 1e-6, rel_tol=1e-3)
+        assert math.isclose(_mean(numbers["max_relative_error"]), 1e-6, rel_tol=1e-3)
     elif name == "phase_diagrams":
         for panel in numbers.values():
             cells = panel["cells"]
-            assert panel["cells_agreeing_with_theory"] == pytest.approx(1 - 1 / cells)
+            assert _mean(panel["cells_agreeing_with_theory"]) == pytest.approx(1 - 1 / cells)
     elif name in ("sharpening_contrast", "deep_gd_vs_adam"):
-        assert _close(numbers["gd"]["late_median_eta_S"], gd) and _close(numbers["adam"]["late_median_eta_S_P"], adam)
+        assert _close(_mean(numbers["gd"]["late_median_eta_S"]), gd)
+        assert _close(_mean(numbers["adam"]["late_median_eta_S_P"]), adam)
     elif name == "beta1_sweep":
-        assert all(_close(v["ratio_to_theory"], RATIO) for v in numbers.values())
+        assert all(_close(_mean(v["ratio_to_theory"]), RATIO) for v in numbers.values())
     elif name == "spectral_density":
-        assert _close(numbers["eta_S_P"], adam) and _close(numbers["S"], 70.0)
-        assert _close(numbers["mass_above_half_top_P"], 0.02) and _close(numbers["threshold"], adam / RATIO)
+        assert _close(_mean(numbers["eta_S_P"]), adam) and _close(_mean(numbers["S"]), 70.0)
+        assert _close(_mean(numbers["mass_above_half_top_P"]), 0.02) and _close(numbers["threshold"], adam / RATIO)
     elif name == "rmsprop_and_momentum":
-        assert all(_close(v["ratio_to_threshold"], RATIO) for v in numbers.values())
+        assert all(_close(_mean(v["ratio_to_threshold"]), RATIO) for v in numbers.values())
     elif name == "nadam_schedule":
-        assert _close(numbers["late_median_edge_ratio"], RATIO)
-        assert _close(numbers["late_median_eta_S_P"], RATIO * closed_form("nadam", {}))
+        assert _close(_mean(numbers["late_median_edge_ratio"]), RATIO)
+        assert _close(_mean(numbers["late_median_eta_S_P"]), RATIO * closed_form("nadam", {}))
     elif name == "lr_schedule":
         for run in (v for k, v in numbers.items() if k.startswith("beta2=")):
-            assert all(_close(run[phase]["median_edge_ratio"], RATIO)
+            assert all(_close(_mean(run[f"{phase}_median_edge_ratio"]), RATIO)
                        for phase in ("warmup", "first_half_of_decay", "second_half_of_decay"))
     elif name == "central_flows":
         for numbers_of in numbers.values():
-            assert _close(numbers_of["central_median_relative_error"], FLOW_LOSS[True] - 1)
-            assert _close(numbers_of["stable_median_relative_error"], FLOW_LOSS[False] - 1)
-            assert _close(numbers_of["central_max_edge_deviation"], FLOW_EDGE - 1)
-            assert _close(numbers_of["oscillation_predicted_over_measured"], FLOW_OSCILLATION)
-            assert _close(numbers_of["oscillation_total_predicted_over_measured"], FLOW_OSCILLATION)
+            assert _close(_mean(numbers_of["central_median_relative_error"]), FLOW_LOSS[True] - 1)
+            assert _close(_mean(numbers_of["stable_median_relative_error"]), FLOW_LOSS[False] - 1)
+            assert _close(_mean(numbers_of["central_max_edge_deviation"]), FLOW_EDGE - 1)
+            assert _close(_mean(numbers_of["oscillation_total_predicted_over_measured"]), FLOW_OSCILLATION)
+            assert all(_close(v, FLOW_OSCILLATION) for v in numbers_of["oscillation_predicted_over_measured"])
     else:  # quadratic_aeos, deep_adam, minibatch, transformer: Adam at beta1 = 0.9
-        assert all(_close(v["late_median_eta_S_P"], adam) for v in numbers.values()), numbers
+        assert all(_close(_mean(v["late_median_eta_S_P"]), adam) for v in numbers.values()), numbers
+
+
+def check_intervals(numbers: dict) -> None:
+    """Every seeded headline is over the two tiny seeds, and its interval is mean -+ t s / sqrt(2) with s the
+    sample standard deviation of its per-seed values, computed here by hand."""
+    seeded = [h for _, h in intervals.headlines(numbers) if h["method"] == intervals.T_INTERVAL]
+    for h in seeded:
+        assert h["seeds"] == [0, 1] and h["n"] == 2
+        a, b = h["values"]
+        mean, s = (a + b) / 2, abs(a - b) / math.sqrt(2)
+        assert h["mean"] == pytest.approx(mean, rel=1e-3, abs=1e-12)
+        half = T_975_DF1 * s / math.sqrt(2)
+        assert h["interval"] == pytest.approx([mean - half, mean + half], rel=2e-3, abs=1e-3 * abs(mean) + 1e-12)
+
+
+#: Per figure (tiny scale): panel index -> (its threshold lines' values, written here from the closed forms
+#: of the paper's table, and a piece of that panel's y label naming the quantity they bound).  A vertical
+#: threshold line is marked by "x" in place of the y label.
+GD_ETA, SHARPENING_ETA = 0.1, 0.01  # the step sizes of deep_gd_vs_adam's GD and of sharpening_contrast
+ADAM = (2 + 2 * 0.9) / (1 - 0.9)  # 38
+THRESHOLDS: dict[str, dict[int, tuple[list[float], str]]] = {
+    "thresholds": {0: ([2.0], "threshold constant")},
+    "phase_diagrams": {},
+    "quadratic_aeos": {1: ([ADAM], "S_P")},
+    "sharpening_contrast": {0: ([2 / SHARPENING_ETA], "raw sharpness"), 1: ([2.0], r"\eta\,S$"), 2: ([ADAM], "S_P")},
+    "deep_adam": {1: ([ADAM], "S_P"), 4: ([ADAM], "S_P")},
+    "deep_gd_vs_adam": {0: ([2 / GD_ETA], "sharpness"), 1: ([2.0], r"\eta\,S$"), 2: ([ADAM], "S_P")},
+    "beta1_sweep": {0: ([(2 + 2 * 0.5) / (1 - 0.5), ADAM], "S_P")},
+    "rmsprop_and_momentum": {0: ([2.0], "S_P"), 1: ([2 + 2 * 0.5], r"\eta\,S$")},
+    "minibatch": {0: ([ADAM], "S_P"), 1: ([ADAM], "S_P")},
+    "transformer": {1: ([ADAM], "S_P")},
+    "nadam_schedule": {0: ([(2 + 2 * 0.9) / ((1 - 0.9) * (1 + 2 * 0.9))], "S_P"), 1: ([1.0], "edge ratio")},
+    "lr_schedule": {2: ([1.0], "edge ratio")},
+    "spectral_density": {1: ([ADAM], "x")},
+    "central_flows": {1: ([2.0], "S_P"), 4: ([2.0], "S_P"), 7: ([ADAM], "S_P")},
+}
+
+#: Per figure (tiny scale): the entries of the figure's legend.
+LEGENDS: dict[str, list[str]] = {
+    "thresholds": ["Adam", "NAdam", "heavy ball", "Nesterov", "bisection (sims)"],
+    "phase_diagrams": ["stable", "divergent", r"exact boundary $\lambda^* = c/\eta$"],
+    "quadratic_aeos": ["eta = 0.01"],
+    "sharpening_contrast": ["GD", "Adam"],
+    "deep_adam": ["eta = 0.0005", "eta = 0.001", "eta = 0.002"],
+    "deep_gd_vs_adam": ["GD, eta = 0.1", "Adam, eta = 0.001"],
+    "beta1_sweep": ["beta1 = 0.5", "beta1 = 0.9", r"theory $(2+2\beta_1)/(1-\beta_1)$",
+                    "late median: mean over seeds, 95% interval (dots: seeds)"],
+    "rmsprop_and_momentum": [],
+    "minibatch": ["batch 50", "batch 300 (full)"],
+    "transformer": ["eta = 0.001"],
+    "nadam_schedule": ["threshold of step t (theory)", r"$\eta\,S_P$ (measured; thin: seeds, bold: mean)"],
+    "lr_schedule": ["threshold c_t", "beta2 = 0.999", "beta2 = 0.99"],
+    "spectral_density": ["SLQ density: seeds (thin), mean (bold)", "top Ritz value of each seed"],
+    "central_flows": ["run, 3-record average", "stable flow", "central flow", "oscillation measured (iterates)",
+                      "oscillation predicted (central flow)"],
+}
+
+
+def check_artists(name: str, fig) -> None:
+    """Threshold lines, their labels, axis labels and legend entries as drawn; no label covers anything."""
+    expected = THRESHOLDS[name]
+    for index, ax in enumerate(fig.axes):
+        lines = [line for line in ax.lines if line.get_gid() == "threshold"]
+        vertical = [ln for ln in lines if np.ptp(ln.get_xdata()) == 0 and np.ptp(ln.get_ydata()) != 0]
+        values = sorted(float(ln.get_xdata()[0]) if ln in vertical else float(ln.get_ydata()[0]) for ln in lines)
+        want, quantity = expected.get(index, ([], ""))
+        assert values == pytest.approx(sorted(want), rel=1e-9), f"{name} panel {index}: thresholds {values}"
+        if quantity == "x":
+            assert len(vertical) == len(lines)
+        elif lines:
+            assert not vertical and quantity in ax.get_ylabel(), f"{name} panel {index}: {ax.get_ylabel()!r}"
+        labels = [t for t in ax.texts if t.get_gid() == "threshold-label"]
+        assert len(labels) == len(lines), f"{name} panel {index}: {len(labels)} labels for {len(lines)} lines"
+        for value, label in zip(values, sorted(labels, key=lambda t: t.get_position()[0 if vertical else 1])):
+            assert label.get_position()[0 if vertical else 1] == pytest.approx(value, rel=1e-9)
+            assert f"{value:.4g}" in label.get_text(), label.get_text()
+        assert ax.get_xlabel(), f"{name} panel {index} has no x label"
+        assert ax.get_ylabel() or (name == "phase_diagrams" and index > 0), f"{name} panel {index} has no y label"
+    entries = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    entries += [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert entries == LEGENDS[name]
+    assert legibility.problems(fig) == []
 
 
 @pytest.mark.parametrize("name", FIGURES)
-def test_figure_draws_and_reports_the_planted_levels(name: str, tmp_path: Path) -> None:
+def test_figure_draws_and_reports_the_planted_levels(name: str, tmp_path: Path, monkeypatch) -> None:
+    drawn = []
+    save = style.save
+    monkeypatch.setattr(style, "save", lambda fig, out, stem: drawn.append(fig) or save(fig, out, stem))
     module = load(name)
     runs = module.plan(CTX)
     results = [FAKES[run.fn.split(":")[1]](**run.config) for run in runs]
@@ -180,3 +288,46 @@ def test_figure_draws_and_reports_the_planted_levels(name: str, tmp_path: Path) 
         assert (tmp_path / data).stat().st_size > 0
     assert made["caption"] and "n/a" not in made["caption"]
     check_numbers(name, made["numbers"])
+    check_intervals(made["numbers"])
+    (fig,) = drawn
+    check_artists(name, fig)
+
+
+def test_every_headline_of_the_caption_is_quoted_with_its_interval(monkeypatch, tmp_path: Path) -> None:
+    """deep_adam's caption quotes each late median as intervals.text of its headline, never a bare number."""
+    module = load("deep_adam")
+    runs = module.plan(CTX)
+    made = module.finish(CTX, runs, [FAKES["train"](**r.config) for r in runs], tmp_path)
+    for key, numbers in made["numbers"].items():
+        assert f"{key}: {intervals.text(numbers['late_median_eta_S_P'])}" in made["caption"]
+        assert "over 2 seeds" in intervals.text(numbers["late_median_eta_S_P"])
+
+
+def test_a_threshold_line_at_the_wrong_level_fails(monkeypatch, tmp_path: Path) -> None:
+    """The artist check is not vacuous: a figure whose threshold line is drawn at 36 instead of 38 fails it."""
+    module = load("quadratic_aeos")
+    drawn = []
+    save = style.save
+    monkeypatch.setattr(style, "save", lambda fig, out, stem: drawn.append(fig) or save(fig, out, stem))
+    monkeypatch.setattr(module, "LEVEL", 36.0)
+    runs = module.plan(CTX)
+    module.finish(CTX, runs, [FAKES["dense_quadratic_run"](**r.config) for r in runs], tmp_path)
+    with pytest.raises(AssertionError, match="thresholds"):
+        check_artists("quadratic_aeos", drawn[0])
+
+
+def test_legibility_finds_a_label_over_data_and_two_labels_over_each_other() -> None:
+    """The overlap finder is not vacuous: a text on a line, and two texts on one spot, are reported; the same
+    figure with the text in the margin is clean."""
+    fig, axes = style.figure(1, 1, width="column")
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], label="data")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    style.threshold_line(ax, 0.5, "threshold\n0.5")
+    assert legibility.problems(fig) == []
+    ax.text(0.5, 0.5, "over the line", ha="center", va="center")
+    assert any("'over the line' covers data of panel 1" in p for p in legibility.problems(fig))
+    ax.texts[-1].remove()
+    ax.text(1.0, 0.5, "on the label", transform=ax.get_yaxis_transform(), clip_on=False)
+    assert any("overlaps" in p and "on the label" in p for p in legibility.problems(fig))

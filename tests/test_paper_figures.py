@@ -1,6 +1,8 @@
 """paper_figures end to end at a tiny scale: summary numbers against closed forms, the gallery against
-summary.json, valid PNG/PDF files, output where the user says, the run cache (a second invocation
-recomputes nothing; an interrupted one resumes), and bad CLI input."""
+summary.json (its header from the recorded machine and versions), valid PNG/PDF files, output where the
+user says (and never into a tracked folder by default), the run cache (a second invocation recomputes
+nothing; an interrupted one resumes), seeds in every sampled figure's plan, ``--check`` against a
+gallery, ``--dry-run`` estimates, and bad CLI input."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from paper_figures import cli, pipeline, registry, report
+from paper_figures import cli, estimate, intervals, pipeline, registry, report
 from paper_figures.cache import Run, RunCache
+from paper_figures.figures.common import seed_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,12 +54,12 @@ def test_output_goes_to_a_folder_in_the_current_directory(thresholds_out: Path) 
 def test_thresholds_numbers_match_closed_forms(thresholds_out: Path) -> None:
     fig = json.loads((thresholds_out / "summary.json").read_text())["figures"]["thresholds"]
     numbers = fig["numbers"]
-    assert numbers["max_relative_error"] < 1e-4
+    assert numbers["max_relative_error"]["mean"] < 1e-4 and numbers["max_relative_error"]["method"] == "deterministic"
     b = 0.9  # closed forms of the paper's threshold table (eta * lambda*), independent of aeos_theory
     closed = {"adam": (2 + 2 * b) / (1 - b), "nadam": (2 + 2 * b) / ((1 - b) * (1 + 2 * b)),
               "heavy_ball": 2 + 2 * b, "nesterov": (2 + 2 * b) / (1 + 2 * b)}
     for opt, value in closed.items():
-        assert numbers[opt]["empirical_constant_at_0.9"] == pytest.approx(value, rel=1e-4)
+        assert numbers[opt]["empirical_constant_at_0.9"]["mean"] == pytest.approx(value, rel=1e-4)
     rows = (thresholds_out / "data" / "thresholds.csv").read_text().splitlines()
     assert rows[0].startswith("optimizer,momentum") and len(rows) == 1 + 4 * 4
     _check_images(thresholds_out, "thresholds")
@@ -71,7 +74,59 @@ def test_gallery_shows_the_numbers_of_summary_json(thresholds_out: Path) -> None
     numbers = summary["figures"]["thresholds"]["numbers"]
     for key, value in report._flatten(numbers):
         assert f"| `{key}` | {report.format_number(value)} |" in gallery
-    assert f"| `max_relative_error` | {numbers['max_relative_error']:.4g} |" in gallery
+    assert f"| `max_relative_error` | {numbers['max_relative_error']['mean']:.4g} |" in gallery
+
+
+def test_summary_and_gallery_header_record_the_machine_and_versions(thresholds_out: Path) -> None:
+    """The invocation's environment in summary.json is this interpreter's, and the gallery's header is written
+    from it (never by hand); every figure records its CPU seconds and seeds."""
+    import platform
+    from importlib import metadata
+
+    summary = json.loads((thresholds_out / "summary.json").read_text())
+    env = summary["invocation"]["environment"]
+    assert env["python"] == platform.python_version() and env["cpus"] == os.cpu_count() and env["jobs"] == 1
+    for package in ("torch", "numpy", "numba"):
+        assert env[package] == metadata.version(package)
+    header = (thresholds_out / "README.md").read_text().split("## 1.")[0]
+    assert f"torch {env['torch']}, numpy {env['numpy']}, numba {env['numba']}" in header
+    assert f"{env['cpus']} cores" in header and f"{summary['invocation']['seconds']} s wall" in header
+    entry = summary["figures"]["thresholds"]
+    assert entry["cpu_seconds"] > 0 and entry["seeds"] == []
+
+
+def test_make_figures_writes_only_where_git_ignores(repo_root: Path) -> None:
+    """`make figures` runs the command with its default --out, and git ignores that folder and --check's."""
+    recipe = (repo_root / "Makefile").read_text().split("\nfigures:")[1].split("\n\n")[0]
+    assert "-m paper_figures" in recipe and "--out" not in recipe
+    for folder in (cli.DEFAULT_OUT, cli.DEFAULT_CHECK_OUT):
+        probe = subprocess.run(["git", "check-ignore", "-q", f"{folder}/summary.json"], cwd=repo_root)
+        assert probe.returncode == 0, f"{folder} is not ignored by git"
+
+
+#: Figures with nothing sampled (a bisection, a grid of runs from x0 = 1): no seeds.
+DETERMINISTIC = ("thresholds", "phase_diagrams")
+
+
+@pytest.mark.parametrize("scale, least", [("quick", 3), ("full", 5)])
+def test_every_sampled_figure_runs_each_condition_at_several_seeds(scale: str, least: int) -> None:
+    """At quick (full) scale every condition of a sampled figure, its config but the seed, runs at >= 3 (5)
+    seeds."""
+    ctx = registry.Context(scale=scale)
+    for name in registry.FIGURES:
+        runs = registry.load(name).plan(ctx)
+        conditions: dict[str, set[int]] = {}
+        for run in runs:
+            config = json.loads(json.dumps(run.config))
+            for holder in (config, config.get("run"), config.get("train")):
+                if isinstance(holder, dict):
+                    holder.pop("seed", None)
+            conditions.setdefault(run.fn + json.dumps(config, sort_keys=True), set()).add(seed_of(run.config))
+        counts = {len(seeds) for seeds in conditions.values()}
+        if name in DETERMINISTIC:
+            assert counts == {1}, name
+        else:
+            assert min(counts) >= least, (name, counts)
 
 
 def test_second_invocation_only_redraws(thresholds_out: Path, capsys) -> None:
@@ -87,13 +142,76 @@ def test_second_invocation_only_redraws(thresholds_out: Path, capsys) -> None:
     _check_images(thresholds_out, "thresholds")
 
 
-@pytest.mark.slow
-def test_quadratic_aeos_hovers_at_38(tmp_path: Path) -> None:
-    assert _main("--scale", "tiny", "--only", "quadratic_aeos", "--out", str(tmp_path), "--jobs", "1") == 0
-    numbers = json.loads((tmp_path / "summary.json").read_text())["figures"]["quadratic_aeos"]["numbers"]
+@pytest.fixture(scope="module")
+def quadratic_gallery(tmp_path_factory) -> Path:
+    """The quadratic_aeos figure at tiny scale (2 seeds): a small gallery to check against."""
+    out = tmp_path_factory.mktemp("gallery")
+    assert _main("--scale", "tiny", "--only", "quadratic_aeos", "--out", str(out), "--jobs", "1") == 0
+    return out
+
+
+def test_quadratic_aeos_hovers_at_38(quadratic_gallery: Path) -> None:
+    numbers = json.loads((quadratic_gallery / "summary.json").read_text())["figures"]["quadratic_aeos"]["numbers"]
     medians = [v["late_median_eta_S_P"] for k, v in numbers.items() if k.startswith("eta=")]
-    assert medians and all(abs(m - 38.0) <= 2.0 for m in medians)  # 38 = (2 + 2 * 0.9) / (1 - 0.9)
-    _check_images(tmp_path, "quadratic_aeos")
+    assert medians and all(m["n"] == 2 for m in medians)
+    # 38 = (2 + 2 * 0.9) / (1 - 0.9): every seed's late median near it, and inside the interval of the mean
+    assert all(abs(v - 38.0) <= 2.0 for m in medians for v in m["values"])
+    assert all(m["interval"][0] <= 38.0 <= m["interval"][1] for m in medians)
+    _check_images(quadratic_gallery, "quadratic_aeos")
+
+
+def test_check_agrees_with_its_own_gallery_and_fails_a_shifted_one(quadratic_gallery: Path, tmp_path: Path,
+                                                                  capsys) -> None:
+    """--check regenerates the figure into a scratch folder and prints one row per headline: on this machine
+    the fresh means equal the committed ones (exit 0); against a copy whose late median was moved 10 of
+    its interval widths away it reports DISAGREE and exits 1."""
+    scratch = tmp_path / "scratch"
+    capsys.readouterr()
+    assert _main("--check", "--against", str(quadratic_gallery), "--only", "quadratic_aeos", "--out", str(scratch),
+                 "--jobs", "1") == 0
+    table = capsys.readouterr().out
+    committed = json.loads((quadratic_gallery / "summary.json").read_text())
+    headlines = dict(intervals.headlines(committed["figures"]["quadratic_aeos"]["numbers"]))
+    for number in headlines:
+        assert any(line.split()[:2] == ["quadratic_aeos", number] and line.split()[-1] == "inside"
+                   for line in table.splitlines()), (number, table)
+    assert table.splitlines()[-1] == f"{len(headlines)} numbers: {len(headlines)} inside"
+
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    moved = committed["figures"]["quadratic_aeos"]["numbers"]["eta=0.01"]["late_median_eta_S_P"]
+    width = moved["interval"][1] - moved["interval"][0]
+    moved.update(mean=moved["mean"] + 10 * width, interval=[v + 10 * width for v in moved["interval"]])
+    (shifted / "summary.json").write_text(json.dumps(committed))
+    assert _main("--check", "--against", str(shifted), "--only", "quadratic_aeos", "--out", str(scratch),
+                 "--jobs", "1") == 1
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if "eta=0.01.late_median_eta_S_P" in line)
+    assert row.split()[-1] == "DISAGREE" and "1 number(s) disagree" in captured.err
+
+
+def test_check_runs_at_the_gallery_scale_only(quadratic_gallery: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--check", "--quick", "--against", str(quadratic_gallery), "--no-progress"])
+    assert exc.value.code == 2 and "--check compares at the scale of the --against gallery (tiny)" in \
+        capsys.readouterr().err
+
+
+def test_full_dry_run_prints_runs_seeds_steps_and_rescaled_cpu_time(quadratic_gallery: Path, capsys) -> None:
+    """--full --dry-run computes nothing and prints, for the figure, the full plan's runs, seeds and steps,
+    and its CPU time: the gallery's measured CPU seconds times (full plan's modelled cost / tiny plan's)."""
+    before = sorted(p.name for p in quadratic_gallery.iterdir())
+    assert _main("--full", "--dry-run", "--against", str(quadratic_gallery), "--only", "quadratic_aeos") == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in quadratic_gallery.iterdir()) == before
+    full = registry.load("quadratic_aeos").plan(registry.Context(scale="full"))
+    tiny = registry.load("quadratic_aeos").plan(registry.Context(scale="tiny"))
+    measured = json.loads((quadratic_gallery / "summary.json").read_text())["figures"]["quadratic_aeos"]["cpu_seconds"]
+    seconds = measured * sum(r.cost for r in full) / sum(r.cost for r in tiny)
+    row = next(line for line in out.splitlines() if line.startswith("quadratic_aeos"))
+    steps = sorted({r.config["steps"] for r in full})
+    assert row.split()[1:5] == [str(len(full)), "10", "(0-9)", f"{steps[0]}-{steps[-1]}"]
+    assert row.split()[-1] == "measured" and estimate._duration(seconds) in row
 
 
 @pytest.mark.slow
@@ -104,10 +222,11 @@ def test_figures_with_their_own_run_functions_run_end_to_end(tmp_path: Path) -> 
                  "--jobs", "2") == 0
     figures = json.loads((tmp_path / "summary.json").read_text())["figures"]
     density = figures["spectral_density"]["numbers"]
-    assert density["step"] == 150 and 0 < density["eta_S_P"] < 2 * density["threshold"] and density["S"] > 0
+    assert density["step"] == 150 and density["S"]["n"] == 2
+    assert all(0 < v < 2 * density["threshold"] for v in density["eta_S_P"]["values"])
     gd = figures["central_flows"]["numbers"]["gd"]
-    assert gd["edge_step"] is not None and gd["central_max_edge_deviation"] < 0.05
-    assert gd["central_median_relative_error"] < 0.1
+    assert None not in gd["edge_step"] and max(gd["central_max_edge_deviation"]["values"]) < 0.05
+    assert max(gd["central_median_relative_error"]["values"]) < 0.1
     for name in ("spectral_density", "central_flows"):
         _check_images(tmp_path, name)
 

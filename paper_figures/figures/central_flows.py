@@ -10,6 +10,9 @@ length of the period-2 oscillation, |w_t - 2 w_(t-1) + w_(t-2)| / 4 measured fro
 (:mod:`deep.measure.oscillation`) against the central flow's sqrt(tr Sigma).  Adam's flow carries its first
 moment but not the period-2 oscillation's own passage through it (an approximation, documented in
 :mod:`aeos_theory.central_flow`): the numbers say how far it is from the run.
+
+Seeds: 3 per optimizer at quick (5 at full); each seed draws the network's start, shared by the run and its
+two flows.  Quick runs GD and RMSProp 400 steps and Adam 700 (full: 3000 each) on 300 images at width 32.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import numpy as np
 from aeos_base import files
 from aeos_theory import get_optimizer
 from aeos_theory.flow_rules import edge_onset, moving_average, rms, tracking_error
-from paper_figures import report, style
+from paper_figures import intervals, report, style
 from paper_figures.cache import Run
 from paper_figures.figures import training
-from paper_figures.figures.common import column, fmt, rounded, threshold_constant
+from paper_figures.figures.common import by_condition, column, fmt, rounded, threshold_constant
 from paper_figures.registry import Context
 
 #: (optimizer, hyperparameters): GD reaches 2/eta by progressive sharpening, RMSProp and Adam by the
@@ -46,21 +49,23 @@ def network(ctx: Context) -> dict[str, Any]:
 def steps(ctx: Context, optimizer: str) -> tuple[int, int]:
     """(steps, record every) per optimizer at this scale."""
     if optimizer == "adam":
-        return ctx.pick((200, 20), (1000, 25), (3000, 50))
-    return ctx.pick((160, 20), (600, 20), (3000, 50))
+        return ctx.pick((200, 20), (700, 25), (3000, 50))
+    return ctx.pick((160, 20), (400, 20), (3000, 50))
 
 
 def plan(ctx: Context) -> list[Run]:
+    """Per optimizer and seed: the discrete run, its stable flow and its central flow (in that order)."""
     runs = []
     for name, hyper in OPTIMIZERS:
         n_steps, every = steps(ctx, name)
-        discrete = training.train_run(f"{name} discrete", optimizer=name, hyper=hyper, steps=n_steps,
-                                      measure_every=every, base=network(ctx))
-        runs.append(discrete)
-        for central in (False, True):
-            runs.append(Run("deep.flows:flow_experiment", {"run": dict(discrete.config), "central": central},
-                            label=f"{name} {'central' if central else 'stable'} flow",
-                            cost=discrete.cost * (12 if central else 4)))
+        for seed in ctx.seeds():
+            discrete = training.train_run(f"{name} discrete", optimizer=name, hyper=hyper, steps=n_steps,
+                                          measure_every=every, base=network(ctx), seed=seed)
+            runs.append(discrete)
+            for central in (False, True):
+                runs.append(Run("deep.flows:flow_experiment", {"run": dict(discrete.config), "central": central},
+                                label=f"{name} {'central' if central else 'stable'} flow seed {seed}",
+                                cost=discrete.cost * (12 if central else 4)))
     return runs
 
 
@@ -107,14 +112,32 @@ def compare(result: dict, stable: dict, central: dict, optimizer: str) -> dict[s
     }
 
 
-def rows_for_csv(optimizer: str, result: dict, stable: dict, central: dict) -> list[dict[str, Any]]:
+#: The numbers of :func:`compare` reported over seeds (the others are listed per seed).
+HEADLINE = ("central_median_relative_error", "stable_median_relative_error", "central_max_edge_deviation",
+            "discrete_late_median_edge_ratio", "oscillation_total_predicted_over_measured")
+
+
+def over_seeds(seeds: Sequence[int], per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers of one optimizer over seeds: each :data:`HEADLINE` key as
+    :func:`paper_figures.intervals.over_seeds` (a stable flow that stopped, "inf", counts as no value), and
+    every other key of :func:`compare` as its list of per-seed values."""
+    out: dict[str, Any] = {}
+    for key in per_seed[0]:
+        values = [p[key] for p in per_seed]
+        out[key] = (intervals.over_seeds([None if v == "inf" else v for v in values], seeds) if key in HEADLINE
+                    else values)
+    out["stable_flow_stopped"] = sum(p["stable_median_relative_error"] == "inf" for p in per_seed)
+    return out
+
+
+def rows_for_csv(optimizer: str, result: dict, stable: dict, central: dict, seed: int = 0) -> list[dict[str, Any]]:
     """data/central_flows.csv: one row per record step of the run, the flows' values at the same step."""
     sf = {s: i for i, s in enumerate(stable["records"]["step"])}
     cf = {s: i for i, s in enumerate(central["records"]["step"])}
     rows = []
     for i, s in enumerate(training.series(result, "step")):
         j, k = sf.get(s), cf.get(s)
-        rows.append({"optimizer": optimizer, "step": int(s),
+        rows.append({"optimizer": optimizer, "seed": seed, "step": int(s),
                      "discrete_loss": result["metrics"]["train_loss"][i],
                      "stable_flow_loss": stable["records"]["train_loss"][j] if j is not None else None,
                      "central_flow_loss": central["records"]["train_loss"][k] if k is not None else None,
@@ -127,75 +150,88 @@ def rows_for_csv(optimizer: str, result: dict, stable: dict, central: dict) -> l
     return rows
 
 
-def _draw(axes, optimizer: str, result: dict, stable: dict, central: dict, numbers: dict) -> None:
+def _draw(axes, optimizer: str, triples: Sequence[tuple[dict, dict, dict]], numbers: dict) -> None:
+    """One row of panels for ``optimizer``: every seed thin, the mean over seeds bold; ``triples`` holds each
+    seed's (discrete run, stable flow, central flow)."""
     ax_loss, ax_edge, ax_osc = axes
     c_run, c_stable, c_central = style.PALETTE[7], style.PALETTE[1], style.PALETTE[0]
-    step, loss = training.series(result, "step"), training.series(result, "train_loss")
-    s_step, c_step = flow_series(stable, "step"), flow_series(central, "step")
-    ax_loss.plot(step, loss, color=c_run, lw=0.6, alpha=0.35, label="discrete run")
-    ax_loss.plot(step, moving_average(loss), color=c_run, lw=1.0, label="run, 3-record average")
-    ax_loss.plot(s_step, flow_series(stable, "train_loss"), color=c_stable, ls="--", label="stable flow")
-    ax_loss.plot(c_step, flow_series(central, "train_loss"), color=c_central, label="central flow")
+    runs, stables, centrals = zip(*triples)
+    steps = [training.series(r, "step") for r in runs]
+    s_steps, c_steps = [flow_series(f, "step") for f in stables], [flow_series(f, "step") for f in centrals]
+    style.seeds_and_mean(ax_loss, steps, [moving_average(training.series(r, "train_loss")) for r in runs], color=c_run,
+                         label="run, 3-record average")
+    style.seeds_and_mean(ax_loss, s_steps, [flow_series(f, "train_loss") for f in stables], color=c_stable, ls="--",
+                         label="stable flow")
+    style.seeds_and_mean(ax_loss, c_steps, [flow_series(f, "train_loss") for f in centrals], color=c_central,
+                         label="central flow")
     style.logscale(ax_loss)
     ax_loss.set_ylabel(f"{get_optimizer(optimizer).label}: train loss (MSE)")
     level = threshold_constant(optimizer, **dict(OPTIMIZERS)[optimizer])
-    ax_edge.plot(step, training.series(result, "eta_S_P"), color=c_run, marker="o", ms=2, lw=0.6)
-    ax_edge.plot(s_step, flow_series(stable, "eta_S_P"), color=c_stable, ls="--")
-    ax_edge.plot(c_step, flow_series(central, "eta_S_P"), color=c_central)
-    style.threshold_line(ax_edge, level, f"threshold {level:.4g}", va="top", where=0.55, pad=3)
+    style.seeds_and_mean(ax_edge, steps, [training.series(r, "eta_S_P") for r in runs], color=c_run, marker="o", ms=2)
+    style.seeds_and_mean(ax_edge, s_steps, [flow_series(f, "eta_S_P") for f in stables], color=c_stable, ls="--")
+    style.seeds_and_mean(ax_edge, c_steps, [flow_series(f, "eta_S_P") for f in centrals], color=c_central)
+    style.threshold_line(ax_edge, level, f"threshold\n{level:.4g}")
     ax_edge.set_ylim(0, 1.6 * level)
     ax_edge.set_ylabel(r"$\eta\,S_P$" + (r" ($=\eta S$)" if optimizer == "gd" else ""))
-    if numbers["edge_step"] is not None:
-        for ax in axes:
-            ax.axvline(numbers["edge_step"], color="0.6", lw=0.6, ls=":")
-    osc = training.series(result, "oscillation_total")
-    ax_osc.plot(step, osc, color=c_run, marker="o", ms=2, lw=0, label="measured (discrete iterates)")
-    predicted = flow_series(central, "oscillation_total")
-    ax_osc.plot(c_step, predicted, color=c_central, label="predicted (central flow)")
-    top = float(np.nanmax(np.append(osc, predicted)))
+    for onset in numbers["edge_step"]:
+        if onset is not None:
+            for ax in axes:
+                ax.axvline(onset, color="0.6", lw=0.6, ls=":")
+    osc = [training.series(r, "oscillation_total") for r in runs]
+    predicted = [flow_series(f, "oscillation_total") for f in centrals]
+    style.seeds_and_mean(ax_osc, steps, osc, color=c_run, marker="o", ms=2, label="oscillation measured (iterates)")
+    style.seeds_and_mean(ax_osc, c_steps, predicted, color=c_central, label="oscillation predicted (central flow)")
+    top = float(np.nanmax(np.concatenate([*osc, *predicted])))
     ax_osc.set_ylim(0, 1.3 * top if top > 0 else 1.0)
     ax_osc.set_ylabel("oscillation length (param.)")
     for ax in axes:
         ax.set_xlabel("step")
 
 
-def _percent(value: Any) -> str:
-    if value == "inf":
-        return "infinitely far (it stopped)"
-    return f"{fmt(100 * value, 3)}%" if value is not None else "n/a"
+def _percent(headline: dict) -> str:
+    return intervals.text(headline, 3, scale=100, unit="%")
 
 
 def _caption_part(name: str, n: dict) -> str:
     label = get_optimizer(name).label
-    if n["edge_step"] is None:
-        return f"{label}: the run did not reach 95% of its threshold in these steps (no comparison at the edge)."
-    stable = (f"the stable flow's {_percent(n['stable_median_relative_error'])}"
-              + (f" ({fmt(n['stable_over_central_error'], 3)} times as far)" if n["stable_over_central_error"] != "inf"
-                 else f": it ran off the edge, eta * S_P above 10 times the threshold at step {fmt(n['stable_flow_end'])}"))
-    deviation = n["central_max_edge_deviation"]
-    return (f"{label}: at the edge from step {fmt(n['edge_step'])}; from there the central flow's loss is "
-            f"{_percent(n['central_median_relative_error'])} from the run's average (median), {stable}; its eta * "
-            f"S_P within {_percent(deviation)} of the threshold (the run's median edge ratio "
-            f"{fmt(n['discrete_late_median_edge_ratio'], 3)}); predicted oscillation length "
-            f"{fmt(n['oscillation_total_predicted_rms'], 3)} (rms) against {fmt(n['oscillation_total_measured_rms'], 3)} "
-            f"measured, ratio {fmt(n['oscillation_total_predicted_over_measured'], 3)}.")
+    seeds = len(n["edge_step"])
+    reached = [s for s in n["edge_step"] if s is not None]
+    if not reached:
+        return f"{label}: no seed's run reached 95% of its threshold in these steps (no comparison at the edge)."
+    stopped = n["stable_flow_stopped"]
+    stable = (f"the stable flow's {_percent(n['stable_median_relative_error'])}" if stopped < seeds else "")
+    if stopped:
+        ends = [fmt(e) for e, st in zip(n["stable_flow_end"], n["stable_flow_status"]) if st != "completed"]
+        stable += ((" (" if stable else "") + f"the stable flow ran off the edge in {stopped} of {seeds} seeds, "
+                   f"eta * S_P above 10 times the threshold at step {', '.join(ends)}" + (")" if stable else ""))
+    return (f"{label}: at the edge from step {', '.join(fmt(s) for s in n['edge_step'])} (per seed); from there the "
+            f"central flow's loss is {_percent(n['central_median_relative_error'])} from the run's average "
+            f"(median), {stable}; its eta * S_P within {_percent(n['central_max_edge_deviation'])} of the threshold "
+            f"(the run's median edge ratio {intervals.text(n['discrete_late_median_edge_ratio'], 3)}); predicted "
+            "over measured rms oscillation length "
+            f"{intervals.text(n['oscillation_total_predicted_over_measured'], 3)}.")
 
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
     numbers: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    fig, axes = style.figure(3, len(OPTIMIZERS), width="page", height=2.0 * len(OPTIMIZERS))
+    fig, axes = style.figure(3, len(OPTIMIZERS), width="page", height=2.0 * len(OPTIMIZERS) + 0.3)
+    groups = by_condition(runs, results, lambda r: (r.config.get("run") or r.config)["optimizer"])
     for row, (name, _) in enumerate(OPTIMIZERS):
-        result, stable, central = results[3 * row: 3 * row + 3]
-        numbers[name] = compare(result, stable, central, name)
-        rows += rows_for_csv(name, result, stable, central)
-        _draw(axes[row], name, result, stable, central, numbers[name])
-    style.legend(axes[0][0], loc="upper right")
-    style.legend(axes[0][2], loc="upper left")
+        seeds_all, found = groups[name]
+        triples = [tuple(found[i:i + 3]) for i in range(0, len(found), 3)]
+        seeds = seeds_all[::3]
+        numbers[name] = over_seeds(seeds, [compare(*triple, name) for triple in triples])
+        for seed, triple in zip(seeds, triples):
+            rows += rows_for_csv(name, *triple, seed=seed)
+        _draw(axes[row], name, triples, numbers[name])
+    style.legend(fig, [axes[0][0], axes[0][2]], ncols=3)
     data = files.write_csv(report.data_dir(out) / "central_flows.csv", rows)
     style.save(fig, out, "central_flows")
-    caption = ("Digits MLP, full batch, one start for the discrete run (grey: every record, and its "
-               "3-record moving average), its stable flow (dashed) and its central flow (blue); the dotted "
-               "line marks the run's first record at 95% of its threshold. "
+    n_seeds = len(groups[OPTIMIZERS[0][0]][0]) // 3
+    caption = (f"Digits MLP, full batch, {n_seeds} seeds per optimizer, each the start of a discrete run (grey: "
+               "its 3-record moving average), its stable flow (dashed) and its central flow (blue); thin: every "
+               "seed, bold: their mean; the dotted lines mark each run's first record at 95% of its threshold. "
+               "Numbers are means [95% intervals] over seeds. "
                + " ".join(_caption_part(name, numbers[name]) for name, _ in OPTIMIZERS))
     return {"numbers": numbers, "caption": caption, "data": [str(data.relative_to(out))]}

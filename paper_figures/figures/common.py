@@ -1,4 +1,5 @@
-"""Small helpers shared by the figures: reading result columns, rounding for the summary, threshold constants.
+"""Small helpers shared by the figures: reading result columns, rounding for the summary, threshold constants,
+grouping a figure's runs by condition over seeds.
 
 No physics lives here: late-time medians come from :mod:`sims.summary`, thresholds from
 :mod:`aeos_theory`.
@@ -6,7 +7,7 @@ No physics lives here: late-time medians come from :mod:`sims.summary`, threshol
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,3 +41,24 @@ def threshold_constant(optimizer: str, **hyper: float) -> float:
     from aeos_theory import threshold_constant as constant
 
     return constant(optimizer, **hyper)
+
+
+def seed_of(config: Mapping) -> int | None:
+    """The seed of a run's config: its own ``seed``, or that of the training run it follows (``run``,
+    ``train``); None for a run that samples nothing."""
+    for key in ("run", "train"):
+        if isinstance(config.get(key), Mapping):
+            return seed_of(config[key])
+    return int(config["seed"]) if "seed" in config else None
+
+
+def by_condition(runs: Sequence, results: Sequence[dict], condition: Callable[[Any], Hashable]
+                 ) -> dict[Hashable, tuple[list[int], list[dict]]]:
+    """Results grouped by ``condition(run)`` (in plan order): condition -> (seeds, results), the seeds in
+    the order planned."""
+    groups: dict[Hashable, tuple[list[int], list[dict]]] = {}
+    for run, result in zip(runs, results):
+        seeds, found = groups.setdefault(condition(run), ([], []))
+        seeds.append(seed_of(run.config))
+        found.append(result)
+    return groups

@@ -14,9 +14,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from aeos_base import files
-from paper_figures import report, style
+from paper_figures import intervals, report, style
 from paper_figures.cache import Run
 from paper_figures.registry import Context
 
@@ -30,6 +32,7 @@ PANELS: dict[str, tuple[str, dict, bool]] = {
     "Adam (frozen P), beta1 = 0.9": ("adam", {"beta1": 0.9}, True),
 }
 ETA_RANGE = (1e-3, 1e-1)
+STABLE, DIVERGENT = "#56B4E9", "#E69F00"  # sky blue, orange (Okabe-Ito)
 
 
 def plan(ctx: Context) -> list[Run]:
@@ -38,7 +41,7 @@ def plan(ctx: Context) -> list[Run]:
     return [Run("sims.experiments:phase_diagram",
                 {"optimizer": opt, "hyper": hyper, "frozen": frozen, "n": n, "steps": steps,
                  "eta_range": list(ETA_RANGE)},
-                label=f"phase {opt}", cost=2.0) for opt, hyper, frozen in PANELS.values()]
+                label=f"phase {opt}", cost=n * n * steps * 1e-6) for opt, hyper, frozen in PANELS.values()]
 
 
 def _boundary_errors(res: Mapping) -> np.ndarray:
@@ -63,13 +66,13 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         div = np.asarray(res["divergent"], dtype=bool)
         pred = np.asarray(res["predicted_divergent"], dtype=bool)
         errs = _boundary_errors(res)
-        spacing = float(np.log(res["lambdas"][1] / res["lambdas"][0]))
+        spacing = float(res["lambdas"][1] / res["lambdas"][0]) - 1.0
         numbers[panel] = {
             "threshold_constant": res["constant"],
-            "cells_agreeing_with_theory": float((div == pred).mean()),
+            "cells_agreeing_with_theory": intervals.exact(float((div == pred).mean()), 1.0 / div.size),
             "cells": int(div.size),
-            "max_boundary_relative_error": float(errs.max()) if errs.size else None,
-            "grid_relative_spacing": float(np.exp(spacing) - 1.0),
+            "max_boundary_relative_error": intervals.exact(float(errs.max()), spacing) if errs.size else None,
+            "grid_relative_spacing": spacing,
         }
         grids[panel] = {  # rows: lambda, columns: eta; "1" = divergent
             "optimizer": res["optimizer"], "hyper": res["hyper"], "etas": res["etas"], "lambdas": res["lambdas"],
@@ -77,34 +80,33 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
             "theory_divergent": ["".join(str(int(v)) for v in row) for row in pred]}
     data = files.write_json(report.data_dir(out) / "phase_diagrams.json", grids)
 
-    fig, axes = style.figure(len(results), 1, width="page", height=2.3)
-    cmap = ListedColormap(["#56B4E9", "#E69F00"])  # stable: sky blue, divergent: orange (Okabe-Ito)
+    fig, axes = style.figure(len(results), 1, width="page", height=2.5)
+    cmap = ListedColormap([STABLE, DIVERGENT])
     for ax, panel, res in zip(axes[0], PANELS, results):
         etas, lams = np.asarray(res["etas"]), np.asarray(res["lambdas"])
         ax.pcolormesh(etas, lams, np.asarray(res["divergent"]), cmap=cmap, vmin=0, vmax=1, shading="nearest",
                       rasterized=True)
         ax.plot(etas, res["constant"] / etas, "k--", lw=1.0)
-        ax.text(0.04, 0.9, f"$\\lambda^* = {res['constant']:.4g}/\\eta$", transform=ax.transAxes, fontsize=6.5,
-                va="top")
-        ax.text(0.96, 0.06, "stable", transform=ax.transAxes, ha="right", fontsize=6.5)
-        ax.text(0.96, 0.94, "divergent", transform=ax.transAxes, ha="right", va="top", fontsize=6.5)
-        style.logscale(ax, "x")
-        style.logscale(ax, "y")
-        ax.set_title(panel, loc="left", fontsize=7)
+        style.logscale(ax, "x", decades_only=True)
+        style.logscale(ax, "y", decades_only=True)
+        ax.set_title(f"{panel}\n" + rf"$\lambda^* = {res['constant']:.4g}/\eta$", loc="left", fontsize=7)
         ax.set_xlabel(r"step size $\eta$")
         ax.grid(False)
     axes[0, 0].set_ylabel(r"curvature $\lambda$ (preconditioned; 1/x$^2$)")
+    boundary = Line2D([], [], color="k", ls="--", label=r"exact boundary $\lambda^* = c/\eta$")
+    regions = [Patch(color=STABLE, label="stable"), Patch(color=DIVERGENT, label="divergent")]
+    style.legend(fig, handles=[*regions, boundary], ncols=3)
     style.save(fig, out, "phase_diagrams")
 
-    agree = {k: v["cells_agreeing_with_theory"] for k, v in numbers.items()}
     caption = (
         "Each pixel is one simulated run (`sims.simulate_batch`, "
         f"{runs[0].config['steps']} steps from x0 = 1) on L = 1/2 lambda x^2: sky blue stable, orange "
         "divergent (overflow or |x_T| > |x_0|); Adam runs with the preconditioner frozen at P = 1. Dashed: "
         "the exact boundary lambda* = c/eta from `aeos_theory.stability_threshold`. Fraction of cells on "
-        "the side theory predicts: " + "; ".join(f"{k}: {v:.4f}" for k, v in agree.items())
+        "the side theory predicts: " + "; ".join(f"{k}: {v['cells_agreeing_with_theory']['mean']:.4f}"
+                                                 for k, v in numbers.items())
         + ". Largest gap between the empirical boundary of an eta column and theory: "
-        + "; ".join(f"{k}: {v['max_boundary_relative_error']:.3g}" for k, v in numbers.items()
+        + "; ".join(f"{k}: {v['max_boundary_relative_error']['mean']:.3g}" for k, v in numbers.items()
                     if v["max_boundary_relative_error"] is not None)
         + f" (grid spacing {numbers[next(iter(numbers))]['grid_relative_spacing']:.3g} relative).")
     return {"numbers": numbers, "caption": caption, "data": [str(data.relative_to(out))]}

@@ -2,7 +2,9 @@
 
 A run is a :class:`deep.TrainConfig` as a dict; its folder ``<run_dir>/train`` holds deep's own
 ``config.json``, ``metrics.csv`` and ``checkpoint.pt``, so an interrupted figure run resumes where
-deep checkpointed.  The cached result is the metrics table as columns.
+deep checkpointed.  The cached result is the metrics table as columns.  Every condition runs at the
+seeds of :meth:`paper_figures.registry.Context.seeds`; :func:`seed_numbers` turns the runs of one
+condition into headline numbers over seeds and :func:`plot_seeds` draws them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aeos_base import files
-from paper_figures import style
+from paper_figures import intervals, style
 from paper_figures.cache import Run
 from paper_figures.figures.common import column, rounded
 from sims.summary import late_median, late_range
@@ -25,18 +27,45 @@ from sims.summary import late_median, late_range
 DIGITS_MLP: dict[str, Any] = {"dataset": "digits", "n": 1000, "model": "mlp", "width": 200, "depth": 2,
                               "activation": "tanh", "loss": "mse"}
 
-#: Rough seconds per step on one CPU core (for scheduling the longest runs first, not for results).
-_COST_PER_STEP = {"mlp": 0.008, "cnn": 0.03, "transformer": 0.05, "resnet": 0.05}
+#: Seconds per unit of :func:`cost_of` on one CPU core (fitted to the quick MLP runs; for scheduling the
+#: longest runs first and for the --dry-run estimate, which rescales it by each figure's measured cost).
+_SECONDS_PER_FLOP = 8e-11
+#: Gradient-equivalents of one sharpness record over the full batch (Lanczos on H and on P^-1/2 H P^-1/2).
+_RECORD_GRADIENTS = 150
+
+
+def _flops_per_example(config: Mapping[str, Any]) -> float:
+    """A rough multiply count of one example's forward pass (input 64 for digits, 3072 for CIFAR-10)."""
+    width, depth = config.get("width", 200), config.get("depth", 2)
+    model, dataset = config.get("model", "mlp"), config.get("dataset", "digits")
+    pixels, channels = {"digits": (64, 1), "cifar10": (1024, 3)}.get(dataset, (64, 1))
+    if model == "transformer":
+        context = config.get("context", 64)
+        return context * (depth * 12 * width ** 2 + 100 * width) + depth * context ** 2 * width
+    if model in ("cnn", "resnet"):
+        layers = depth if model == "cnn" else 2 * depth + 1
+        return pixels * 9 * (channels * width + (layers - 1) * width ** 2) / (2 if model == "cnn" else 1)
+    return pixels * channels * width + (depth - 1) * width ** 2 + 10 * width
+
+
+def cost_of(config: Mapping[str, Any]) -> float:
+    """Estimated CPU seconds of a training run: forward-backward passes over the batch each step, plus
+    :data:`_RECORD_GRADIENTS` full-batch gradients per sharpness record."""
+    n = config.get("n") or 1000
+    batch = config.get("batch_size") or n
+    records = config["steps"] // max(config["measure_every"], 1) + 1
+    passes = 3 * config["steps"] * batch + records * _RECORD_GRADIENTS * n
+    return _SECONDS_PER_FLOP * _flops_per_example(config) * passes
 
 
 def train_run(label: str, *, optimizer: str, hyper: Mapping[str, float], steps: int, measure_every: int,
               base: Mapping[str, Any] = DIGITS_MLP, seed: int = 0, **fields: Any) -> Run:
-    """The :class:`Run` of one deep training run (``base`` network + these fields)."""
+    """The :class:`Run` of one deep training run (``base`` network + these fields) at ``seed``; its label
+    ends with the seed."""
     config = {"threads": 1, **dict(base), **fields, "optimizer": optimizer,
               "hyper": {k: float(v) for k, v in hyper.items()}, "steps": int(steps),
               "measure_every": int(measure_every), "seed": int(seed)}
-    cost = steps * _COST_PER_STEP.get(config.get("model", "mlp"), 0.01)
-    return Run("paper_figures.figures.training:train", config, label=label, cost=cost)
+    return Run("paper_figures.figures.training:train", config, label=f"{label} seed {seed}", cost=cost_of(config))
 
 
 def train(run_dir: Path, **config: Any) -> dict:
@@ -102,6 +131,27 @@ def run_numbers(result: Mapping[str, Any], eta: float, fraction: float = 0.4) ->
     return out
 
 
+#: The numbers of :func:`run_numbers` that :func:`seed_numbers` reports over seeds by default.
+HEADLINE = ("late_median_eta_S_P", "sharpness_last")
+
+
+def seed_numbers(seeds: Sequence[int], results: Sequence[Mapping[str, Any]], eta: float,
+                 headline: Sequence[str] = HEADLINE, fraction: float = 0.4) -> dict[str, Any]:
+    """The numbers of one condition run at ``seeds``: each key of ``headline`` (keys of :func:`run_numbers`)
+    as :func:`paper_figures.intervals.over_seeds`, and every seed's status (with where it diverged)."""
+    per_seed = [run_numbers(r, eta, fraction) for r in results]
+    out: dict[str, Any] = {key: intervals.over_seeds([p[key] for p in per_seed], seeds) for key in headline}
+    out["status"] = [p["status"] if p["status"] != "diverged" else f"diverged at {p['diverged_at']}" for p in per_seed]
+    return out
+
+
+def plot_seeds(ax, results: Sequence[Mapping[str, Any]], name: str, *, scale: float = 1.0, color: str,
+               label: str | None = None, marker: str | None = None) -> np.ndarray:
+    """``scale * name`` against step for every seed's run (thin) and their mean (bold); returns the mean."""
+    return style.seeds_and_mean(ax, [series(r, "step") for r in results], [scale * series(r, name) for r in results],
+                                color=color, label=label, marker=marker)
+
+
 def rows_for_csv(label: str, result: Mapping[str, Any], **extra: Any) -> list[dict[str, Any]]:
     """The run's metrics as CSV rows, tagged with ``label`` and ``extra`` columns."""
     metrics = result["metrics"]
@@ -117,23 +167,24 @@ def plot_metric(ax, result: Mapping[str, Any], name: str, *, scale: float = 1.0,
     ax.plot(steps[ok], v[ok], **kw)
 
 
-def draw_triptych(axes: Sequence, results: Sequence[Mapping], etas: Sequence[float], labels: Sequence[str],
+def draw_triptych(axes: Sequence, groups: Sequence[Sequence[Mapping]], etas: Sequence[float], labels: Sequence[str],
                   level: float, level_label: str, adaptive: bool = True) -> None:
-    """Three panels: train loss (log), eta * S_P (or eta * S) with the threshold line, raw S (log if wide)."""
+    """Three panels, each condition's seeds thin and their mean bold: train loss (log), eta * S_P (or
+    eta * S) with the threshold line, raw S (log if wide).  ``groups``: one list of seed runs per condition."""
     ax_loss, ax_level, ax_raw = axes
-    colors = style.colors(len(results))
+    colors = style.colors(len(groups))
     raw: list[float] = []
     losses: list[float] = []
-    for color, res, eta, label in zip(colors, results, etas, labels):
-        losses += list(series(res, "train_loss"))
-        plot_metric(ax_loss, res, "train_loss", color=color, label=label)
-        plot_metric(ax_level, res, "preconditioned_sharpness" if adaptive else "sharpness", scale=eta,
-                    color=color, marker="o", ms=2.5, label=label)
-        plot_metric(ax_raw, res, "sharpness", color=color, marker="o", ms=2.5, label=label)
-        raw += list(series(res, "sharpness"))
+    for color, results, eta, label in zip(colors, groups, etas, labels):
+        losses += [v for res in results for v in series(res, "train_loss")]
+        raw += [v for res in results for v in series(res, "sharpness")]
+        plot_seeds(ax_loss, results, "train_loss", color=color, label=label)
+        plot_seeds(ax_level, results, "preconditioned_sharpness" if adaptive else "sharpness", scale=eta,
+                   color=color, marker="o")
+        plot_seeds(ax_raw, results, "sharpness", color=color, marker="o")
     style.auto_log(ax_loss, losses, decades=1.0)
     ax_loss.set_ylabel("train loss (MSE)")
-    style.threshold_line(ax_level, level, level_label, va="bottom", where=0.3, pad=9)
+    style.threshold_line(ax_level, level, level_label)
     ax_level.set_ylabel(r"$\eta\,S_P$ (dimensionless)" if adaptive else r"$\eta\,S$ (dimensionless)")
     ax_level.set_ylim(0, level * 1.5)
     ax_raw.set_ylabel(r"sharpness $S=\lambda_{max}(H)$ (loss/param$^2$)")
