@@ -96,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
     nproc = checks.integer("--nproc", args.nproc, low=1)
     gallery = None
     if args.check or args.dry_run:
-        from paper_figures import check
+        from paper_figures import check, report
 
-        gallery = check.committed_summary(Path(args.against) if args.against else check.COMMITTED)
+        folder = Path(args.against) if args.against else check.COMMITTED
+        # --check needs the gallery's numbers; --dry-run falls back on the cost model without its measurements
+        gallery = check.committed_summary(folder) if args.check else report.load_summary(folder)
     scale = args.scale or (gallery["scale"] if args.check else _default_scale())
     if args.check and scale != gallery["scale"]:
         raise ValueError(f"--check compares at the scale of the --against gallery ({gallery['scale']}); got {scale}")
@@ -126,13 +128,16 @@ def run(args: argparse.Namespace) -> int:
         return command.EXIT_INTERRUPTED
     if not args.check:
         return status
-    from paper_figures import check, report
-
     rows = check.compare(gallery, report.load_summary(out), names)
     print(check.table(rows))
+    against = args.against or check.COMMITTED
+    if not any(r.committed is not None for r in rows):
+        print(f"check failed: {against} holds no headline numbers for these figures (regenerate it: make gallery)",
+              file=sys.stderr)
+        return command.EXIT_FAILED
     bad = check.failed(rows)
     if bad or status:
-        print(f"check failed: {len(bad)} number(s) disagree with {args.against or check.COMMITTED}"
+        print(f"check failed: {len(bad)} number(s) disagree with {against}"
               + (" and some figures were not drawn" if status else ""), file=sys.stderr)
         return command.EXIT_FAILED
     return command.EXIT_OK

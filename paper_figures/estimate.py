@@ -89,8 +89,10 @@ def table(estimates: Sequence[Estimate], scale: str, gallery: Mapping[str, Any])
         for r in e.runs:
             seen.setdefault(r.key, r.cost * per_cost)
     widths = [max(len(row[i]) for row in cells) for i in range(6)]
-    lines = [f"aeos figures at scale {scale}: what it would compute (nothing is run). CPU time extrapolated from the "
-             f"measured {gallery.get('scale', '?')} gallery's costs (one CPU core per run):"]
+    basis = (f"extrapolated from the measured CPU time of the {gallery.get('scale')} gallery's runs"
+             if any(e.basis == "measured" for e in estimates) else "from the cost model alone (no measured gallery)")
+    lines = [f"aeos figures at scale {scale}: what it would compute (nothing is run). CPU time {basis}, "
+             "one core per run:"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(2, "  ".join("-" * w for w in widths))
     lines.append(f"total: {len(seen)} distinct runs, about {_duration(sum(seen.values()))} of CPU "

@@ -6,8 +6,8 @@ and names every
 * label (a text in a panel, a legend) whose box meets a data artist of a panel it lies over: a
   line's segments or markers, scattered points, error bars, a filled area or an image (threshold lines,
   gid ``"threshold"``, are references, not data);
-* pair of labels whose boxes meet: titles, axis labels, visible tick labels, texts, threshold labels and
-  legends, anywhere in the figure.
+* pair of labels whose boxes meet or come closer than :data:`GAP`: titles, axis labels, visible tick
+  labels, texts, threshold labels and legends, anywhere in the figure.
 
 :func:`paper_figures.style.save` prints them as warnings, and the tests require none on every figure.
 """
@@ -26,8 +26,8 @@ from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-#: Boxes closer than this (pixels) count as touching.
-MARGIN = 0.5
+#: Two labels closer than this (pixels) run together ("10000" and "15000" side by side read "1000015000").
+GAP = 2.0
 
 
 def _name(text: Text | None, fallback: str) -> str:
@@ -148,9 +148,9 @@ def problems(fig: Figure, draw: bool = True) -> list[str]:
         if not over_data:
             continue
         for index, ax in enumerate(fig.axes, start=1):
-            if _covers_data(ax, box.padded(-MARGIN), renderer):
+            if _covers_data(ax, box, renderer):
                 out.append(f"{name} covers data of panel {index}")
     for (a, box_a, _, _), (b, box_b, _, _) in combinations(found, 2):
-        if box_a.padded(-MARGIN).overlaps(box_b.padded(-MARGIN)):
+        if box_a.padded(GAP / 2).overlaps(box_b.padded(GAP / 2)):
             out.append(f"{a} overlaps {b}")
     return out

@@ -28,7 +28,25 @@ the sims runs), so the cache keys each seed's run apart and a run shared by two 
   legends outside the panels (:func:`paper_figures.style.legend`), so no text covers data.
 
 Quick mode keeps every figure within the 10-minute budget of the whole quick gallery on 2 cores by
-shrinking steps or models, never seeds below 3; each figure's docstring says what it shrinks.
+shrinking steps or models, never seeds below 3; each figure's docstring says what it shrinks.  A
+training figure, in short::
+
+    def plan(ctx):
+        return [training.train_run(f"MLP adam batch={b}", optimizer="adam", hyper={"eta": 1e-3}, steps=1000,
+                                   measure_every=100, base=deep_adam.networks(ctx)["MLP"], batch_size=b, seed=s)
+                for b in (32, 128) for s in ctx.seeds()]
+
+    def finish(ctx, runs, results, out):
+        groups = by_condition(runs, results, lambda run: run.config["batch_size"])
+        numbers = {f"batch={b}": training.seed_numbers(seeds, found, 1e-3)  # late_median_eta_S_P, sharpness_last
+                   for b, (seeds, found) in groups.items()}
+        ...  # data first (files.write_csv), then training.plot_seeds per group, style.threshold_line,
+        ...  # style.legend(fig), style.save(fig, out, NAME)
+        caption = "... " + intervals.text(numbers["batch=32"]["late_median_eta_S_P"]) + " ..."
+        return {"numbers": numbers, "caption": caption, "data": [...]}
+
+A new figure also gets its expected threshold lines and legend entries in ``tests/test_figure_drawing.py``
+(``THRESHOLDS``, ``LEGENDS``), which reads them from the drawn figure.
 """
 
 from __future__ import annotations

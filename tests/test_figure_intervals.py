@@ -68,6 +68,9 @@ def test_verdicts() -> None:
     assert intervals.verdict(committed, None) == intervals.MISSING
     assert intervals.verdict(committed, {**_h(1, 1, 1), "mean": None, "interval": None}) == intervals.MISSING
     assert intervals.verdict(committed, {**_h(37, 37, 37), "interval": None}) == intervals.UNDEFINED
+    none = {**_h(1, 1, 1), "mean": None, "interval": None}
+    assert intervals.verdict(none, none) == intervals.NO_VALUE and intervals.NO_VALUE not in intervals.FAILING
+    assert intervals.verdict(none, committed) == intervals.UNDEFINED
     # intervals that meet after summary.json's rounding to 4 significant digits are not called apart
     assert intervals.verdict(_h(1.0, 1.0, 1.0), _h(1.0004, 1.0004, 1.0004)) == intervals.INSIDE
     assert intervals.verdict(_h(1.0, 1.0, 1.0), _h(1.002, 1.002, 1.002)) == intervals.DISAGREE

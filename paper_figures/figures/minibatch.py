@@ -5,7 +5,8 @@ always measured on the full training set, with P from the optimizer's state.  Th
 (batch = n) are deep_adam's (shared cache).
 
 Seeds: 3 per batch size at quick (5 at full); the seed draws the initialisation and the minibatches.
-Quick runs 1000 steps (full: 6000).
+Quick runs batches of 32, 128 and 256 of deep_adam's 500 digits for 1000 steps (full: up to 2000 of
+1000 images, 6000 steps).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TITLE = f"Minibatch Adam: full-batch eta * S_P rises toward {LEVEL:.4g} as the b
 
 def plan(ctx: Context) -> list[Run]:
     base = deep_adam.networks(ctx)["MLP"]
-    sizes = ctx.pick([50], [32, 128, 512], [32, 128, 512, 2000])
+    sizes = ctx.pick([50], [32, 128, 256], [32, 128, 512, 2000])
     n_steps, every = ctx.pick((300, 50), (1000, 100), (6000, 100))
     runs = [training.train_run(f"MLP adam batch={b}", optimizer="adam", hyper={"eta": ETA}, steps=n_steps,
                                measure_every=every, base=base, batch_size=b, seed=seed)

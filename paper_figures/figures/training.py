@@ -30,32 +30,43 @@ DIGITS_MLP: dict[str, Any] = {"dataset": "digits", "n": 1000, "model": "mlp", "w
 #: Seconds per unit of :func:`cost_of` on one CPU core (fitted to the quick MLP runs; for scheduling the
 #: longest runs first and for the --dry-run estimate, which rescales it by each figure's measured cost).
 _SECONDS_PER_FLOP = 8e-11
-#: Gradient-equivalents of one sharpness record over the full batch (Lanczos on H and on P^-1/2 H P^-1/2).
-_RECORD_GRADIENTS = 150
+#: Seconds of per-step overhead (Python, optimizer, logging) whatever the model's size.
+_SECONDS_PER_STEP = 2e-3
+#: Gradient-equivalents of one sharpness record over the full batch (Lanczos on H and on P^-1/2 H P^-1/2:
+#: about 16 Hessian-vector products of ~2.5 gradients each, measured on the quick MLP runs).
+_RECORD_GRADIENTS = 40
+
+
+#: CPU seconds per multiply of each model relative to the MLP's (small convolutions and attention run less
+#: efficiently; fitted to the quick runs).
+_EFFICIENCY = {"mlp": 1.0, "cnn": 2.0, "resnet": 2.0, "transformer": 2.4}
 
 
 def _flops_per_example(config: Mapping[str, Any]) -> float:
-    """A rough multiply count of one example's forward pass (input 64 for digits, 3072 for CIFAR-10)."""
+    """A rough multiply count of one example's forward pass (input 64 for digits, 3072 for CIFAR-10), times
+    the model's :data:`_EFFICIENCY`."""
     width, depth = config.get("width", 200), config.get("depth", 2)
     model, dataset = config.get("model", "mlp"), config.get("dataset", "digits")
     pixels, channels = {"digits": (64, 1), "cifar10": (1024, 3)}.get(dataset, (64, 1))
     if model == "transformer":
         context = config.get("context", 64)
-        return context * (depth * 12 * width ** 2 + 100 * width) + depth * context ** 2 * width
-    if model in ("cnn", "resnet"):
+        flops = context * (depth * 12 * width ** 2 + 100 * width) + depth * context ** 2 * width
+    elif model in ("cnn", "resnet"):
         layers = depth if model == "cnn" else 2 * depth + 1
-        return pixels * 9 * (channels * width + (layers - 1) * width ** 2) / (2 if model == "cnn" else 1)
-    return pixels * channels * width + (depth - 1) * width ** 2 + 10 * width
+        flops = pixels * 9 * (channels * width + (layers - 1) * width ** 2) / (2 if model == "cnn" else 1)
+    else:
+        flops = pixels * channels * width + (depth - 1) * width ** 2 + 10 * width
+    return flops * _EFFICIENCY.get(model, 1.0)
 
 
 def cost_of(config: Mapping[str, Any]) -> float:
     """Estimated CPU seconds of a training run: forward-backward passes over the batch each step, plus
-    :data:`_RECORD_GRADIENTS` full-batch gradients per sharpness record."""
+    :data:`_RECORD_GRADIENTS` full-batch gradients per sharpness record, plus a fixed overhead per step."""
     n = config.get("n") or 1000
     batch = config.get("batch_size") or n
     records = config["steps"] // max(config["measure_every"], 1) + 1
     passes = 3 * config["steps"] * batch + records * _RECORD_GRADIENTS * n
-    return _SECONDS_PER_FLOP * _flops_per_example(config) * passes
+    return _SECONDS_PER_FLOP * _flops_per_example(config) * passes + _SECONDS_PER_STEP * config["steps"]
 
 
 def train_run(label: str, *, optimizer: str, hyper: Mapping[str, float], steps: int, measure_every: int,
@@ -187,7 +198,7 @@ def draw_triptych(axes: Sequence, groups: Sequence[Sequence[Mapping]], etas: Seq
     style.threshold_line(ax_level, level, level_label)
     ax_level.set_ylabel(r"$\eta\,S_P$ (dimensionless)" if adaptive else r"$\eta\,S$ (dimensionless)")
     ax_level.set_ylim(0, level * 1.5)
-    ax_raw.set_ylabel(r"sharpness $S=\lambda_{max}(H)$ (loss/param$^2$)")
+    ax_raw.set_ylabel(r"raw sharpness $S$ (loss/param$^2$)")
     style.auto_log(ax_raw, raw)
     for ax in axes:
         ax.set_xlabel("step")

@@ -4,7 +4,7 @@ The same Adaptive Edge of Stability in a different architecture and loss: cross-
 prediction on windows of ``pydoc_data.topics`` (``deep`` dataset ``text``), eta * S_P rising to the
 threshold 38 and hovering around it while the raw sharpness S grows by an order of magnitude.
 
-Seeds: 3 at quick (5 at full).  Quick trains 256 windows of 16 characters at width 32 for 500 steps
+Seeds: 3 at quick (5 at full).  Quick trains 128 windows of 16 characters at width 32 for 500 steps
 (full: 512 windows of 64 characters, width 64, 3000 steps, two step sizes).
 """
 
@@ -27,8 +27,8 @@ TITLE = f"Character-level Transformer under full-batch Adam: eta * S_P hovers ar
 
 def plan(ctx: Context) -> list[Run]:
     base = {"dataset": "text", "model": "transformer", "loss": "ce", "activation": "gelu",
-            "n": ctx.pick(32, 256, 512), "context": ctx.pick(16, 16, 64), "width": ctx.pick(16, 32, 64),
-            "depth": 2, "chunk_size": ctx.pick(32, 256, 128)}
+            "n": ctx.pick(32, 128, 512), "context": ctx.pick(16, 16, 64), "width": ctx.pick(16, 32, 64),
+            "depth": 2, "chunk_size": ctx.pick(32, 128, 128)}
     etas = ctx.pick([1e-3], [1e-3], [3e-4, 1e-3])
     n_steps, every = ctx.pick((100, 25), (500, 50), (3000, 50))
     return [training.train_run(f"transformer adam eta={eta:g}", optimizer="adam", hyper={"eta": eta},
