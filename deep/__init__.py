@@ -69,7 +69,8 @@ _MOVED = {
 }
 
 __all__ = sorted(_PUBLIC)
-_public_getattr, __dir__ = lazy_attributes(__name__, _PUBLIC, _MOVED)
+_public_getattr, __dir__ = lazy_attributes(__name__, _PUBLIC, _MOVED,
+                                           ("curvature", "measure", "training", "flows", "cli"))
 
 
 def __getattr__(name: str):
