@@ -147,7 +147,7 @@ def test_adam_central_flow_tracks_the_sharpening_model_run():
 def test_network_curvature_gradient_is_the_derivative_of_hessian_products(one_torch_thread):
     data = deep.load_digits(60)
     model = deep.build_model("mlp", data.input_shape, 10, width=8, depth=1, seed=1).double()
-    op = deep.hessian_operator(model, deep.mse, data)
+    op = deep.curvature_operator(model, deep.mse, data)
     gen = torch.Generator().manual_seed(0)
     U, V = (torch.randn(3, op.n, generator=gen, dtype=torch.float64) for _ in range(2))
     D = op.curvature_gradients(U, V)

@@ -32,8 +32,8 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
-#: Columns of ``metrics.csv``.  The row of step t is written after t updates, before update t + 1, so
-#: it pairs quantities of three moments:
+#: Columns of ``metrics.csv``.  The row of step t is written after t updates, before update t + 1; it
+#: describes theta_t and the update t that produced it:
 #:
 #: * ``step`` t; ``train_loss`` and ``train_accuracy`` at theta_t, full batch; ``sharpness``
 #:   S = lambda_max(H(theta_t));
@@ -51,10 +51,12 @@ SUMMARY = "summary.json"
 #:   S_P in units of 1/lr (inf when lr is 0: no curvature makes a step of 0 unstable); ``edge_ratio`` = eta_S_P / eta_threshold (1 at the edge);
 #: * ``hvps`` used by the measurement, ``converged`` (1/0: Lanczos met its tolerance) and ``wall_time``,
 #:   the cumulative training time in seconds;
-#: * ``oscillation``: |<theta_t - 2 theta_(t-1) + theta_(t-2), u/|u|>| / 4 with u the top eigenvector of
-#:   P_t^-1 (H + W) (:mod:`deep.measure.oscillation`): the amplitude, in parameter units, of the period-2
-#:   oscillation along it (NaN before step 2), which a central flow predicts; ``oscillation_total``:
-#:   |theta_t - 2 theta_(t-1) + theta_(t-2)| / 4, the whole length of that oscillation, whatever its direction.
+#: * ``oscillation``: the rms over every step s since the previous row of
+#:   |<theta_s - 2 theta_(s-1) + theta_(s-2), u/|u|>| / 4, with u the top eigenvector of P^-1 (H + W) measured
+#:   at the previous row (:mod:`deep.measure.oscillation`): the amplitude, in parameter units, of the period-2
+#:   oscillation along it, which a central flow predicts (NaN in a row whose window has no step >= 2, or
+#:   before the first measured u); ``oscillation_total``: the rms of the whole length
+#:   |theta_s - 2 theta_(s-1) + theta_(s-2)| / 4 over the same steps, whatever its direction.
 #:
 #: A row written because the run diverged at step t holds the loss that stopped it (in a minibatch run,
 #: that batch's loss at theta_t), lr and the threshold, and NaN for the accuracy and every measurement.
