@@ -58,8 +58,11 @@ def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: Any
     (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).
     ``step=t`` (t >= 1, t = 1 the first ``.step()``): the t-th update exactly as torch applies it,
     e.g. Adam (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), NAdam with its momentum schedule
-    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the registry's
-    closed form (:func:`threshold_constant`); numpy arrays broadcast as there.
+    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  For the adaptive
+    optimizers the threshold describes updates t >= 2: the first one divides the gradient by its own size
+    (P_1 = |g_1| + eps, a sign step), which no frozen-P threshold describes (``step=1`` returns the frozen
+    map's value all the same).  Evaluates the registry's closed form (:func:`threshold_constant`); numpy
+    arrays broadcast as there.
     """
     spec = get_optimizer(optimizer)
     if any(_is_array(value) for value in hyper.values()):
