@@ -161,7 +161,8 @@ def derive_mean_square(optimizer: str) -> sp.Expr:
         positive = [i for i, v in enumerate(values) if abs(v.imag) < 1e-9 and v.real > 0]
         chosen.add(min(positive, key=lambda i: values[i].real) if positive else None)
     if len(chosen) != 1 or None in chosen:
-        raise ValueError(f"the binding root of the mean-square boundary of {optimizer!r} depends on the hyperparameters")
+        raise ValueError(f"the binding root of the mean-square boundary of {optimizer!r} depends on the "
+                         f"hyperparameters")
     return sp.simplify(roots[chosen.pop()])
 
 

@@ -51,8 +51,8 @@ import sympy as sp
 from scipy.optimize import brentq
 
 from aeos_base import checks
-from aeos_theory.mean_square import batch_noise, batch_noise3, mean_square_constant, settled_hyper
-from aeos_theory.optimizers import LAMBDA, SYMBOLS, STEP_SYMBOLS, get_optimizer
+from aeos_theory.mean_square import batch_noise, mean_square_constant, settled_hyper
+from aeos_theory.optimizers import LAMBDA, STEP_SYMBOLS, SYMBOLS, get_optimizer
 from aeos_theory.stability import threshold_constant
 
 #: The largest second-moment map built densely: (state size)^2 rows (k d)^2, k = 1 (gd) or 2.
@@ -320,7 +320,7 @@ def _stationary_mode(matrix: np.ndarray, k: int) -> np.ndarray:
     """The x-block of the PSD eigenvector of the second-moment map for its largest real eigenvalue."""
     values, vectors = np.linalg.eig(matrix)
     top = vectors[:, int(np.argmax(values.real))].real
-    size = int(round(np.sqrt(top.size)))
+    size = round(np.sqrt(top.size))
     second = top.reshape(size, size)
     second = (second + second.T) / 2
     block = second[: size // k, : size // k]
