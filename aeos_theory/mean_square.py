@@ -48,6 +48,11 @@ kappa*(nu) (1 + nu):
 * adam: eta Q* = 2 (1 + beta1) / (1 + beta1 - 2 beta1 rho), from (2 + 2 beta1)/(1 - beta1) (38 at
   beta1 = 0.9) to 2.
 
+The batch sharpness BS = E[h_B^3]/E[h_B^2] >= Q adds the batch curvature's skewness
+(:func:`edge_batch_sharpness`): eta BS* = kappa*(nu) (1 + 3 nu + gamma)/(1 + nu), gamma =
+E[(h_B - mu)^3]/mu^3; it equals eta Q* only when h_B takes at most one nonzero value (b = n, equal h_i,
+or b = 1 with every h_i either 0 or one common L).
+
 For gd, heavy_ball, rmsprop and adam this identity also holds in any dimension, for non-commuting
 per-example Hessians, with Q = E|g_B|^2 / E[x^T g] and rho = E|g|^2 / E|g_B|^2 evaluated on the
 stationary second moment at the boundary: the fixed point S = A(S) of the (x, buffer) second moments
@@ -230,6 +235,30 @@ def edge_gauge(optimizer: str, signal_fraction: float, **hyper: float) -> float:
     """
     rho = checks.real("signal_fraction", signal_fraction, low=0.0, high=1.0, low_inclusive=False)
     return mean_square_constant(optimizer, 1.0 / rho - 1.0, **hyper) / rho
+
+
+def edge_batch_sharpness(optimizer: str, noise: float, skew: float = 0.0, **hyper: float) -> float:
+    """eta BS at the mean-square boundary in one direction: the batch sharpness BS = E[h_B^3]/E[h_B^2]
+    (= E[g_B^T H_B g_B]/E|g_B|^2 with g_B = h_B x) times eta*, exact at every batch size:
+
+        eta* BS = kappa*(nu) (1 + 3 nu + gamma) / (1 + nu),
+
+    with nu = Var(h_B)/mu^2 (``noise``) and gamma = E[(h_B - mu)^3]/mu^3 (``skew``; for a b-subset of n
+    curvatures h_i, gamma = c3(b, n) k3/mu^3 with k3 = (1/n) sum (h_i - mu)^3, :func:`batch_noise3`).
+    gd: 2 (1 + 3 nu + gamma)/(1 + nu)^2, which is >= 2 (E[h_B] E[h_B^3] >= E[h_B^2]^2), and 2 exactly at
+    b = n (nu = gamma = 0).
+
+    >>> round(edge_batch_sharpness("adam", 0.0, beta1=0.9), 12)
+    38.0
+    >>> round(edge_batch_sharpness("gd", 1.0, 1.0), 12)   # 2 (1 + 3 + 1) / 4
+    2.5
+    """
+    nu = checks.real("noise", noise, low=0.0)
+    gamma = checks.real("skew", skew)
+    if 1 + 3 * nu + gamma <= 0:
+        raise ValueError(f"skew must satisfy 1 + 3 noise + skew > 0 (E[h_B^3] > 0), got noise = {nu!r}, "
+                         f"skew = {gamma!r}")
+    return mean_square_constant(optimizer, nu, **hyper) * (1 + 3 * nu + gamma) / (1 + nu)
 
 
 def batch_noise(b: int, n: int) -> float:

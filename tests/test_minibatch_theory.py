@@ -25,6 +25,7 @@ from aeos_theory.mean_square import (
     batch_noise,
     batch_noise3,
     derive_mean_square,
+    edge_batch_sharpness,
     edge_gauge,
     mean_square_constant,
     noise_from_moments,
@@ -271,6 +272,19 @@ def test_scalar_batch_sharpness_closed_form():
         assert edge.noise == pytest.approx(noise_from_moments(h.mean(), h.var(), b, 5), rel=1e-12)
 
 
+@pytest.mark.parametrize("optimizer,hyper", [("gd", {}), ("heavy_ball", {"beta": 0.9}), ("adam", {"beta1": 0.9})])
+def test_batch_sharpness_closed_form_in_noise_and_skew(optimizer, hyper):
+    """eta* BS = kappa*(nu)(1 + 3 nu + gamma)/(1 + nu) against eta* (closed form) times E[h_B^3]/E[h_B^2]
+    from enumeration, with gamma = c3 k3 / mu^3."""
+    h = np.array([0.2, 3.0, 0.5, 1.0, 7.0, 0.05, 2.2])
+    mu, k3 = h.mean(), np.mean((h - h.mean()) ** 3)
+    for b in range(1, 8):
+        values = np.array([h[list(s)].mean() for s in subsets(7, b)])
+        expected = mean_square_eta(optimizer, h, b, **hyper) * np.mean(values**3) / np.mean(values**2)
+        nu, gamma = noise_from_moments(mu, h.var(), b, 7), batch_noise3(b, 7) * k3 / mu**3
+        assert edge_batch_sharpness(optimizer, nu, gamma, **hyper) == pytest.approx(expected, rel=1e-12), b
+
+
 def test_null_space_of_every_hessian_is_ignored():
     hessians = rank_one(6, 2, seed=8)
     padded = np.zeros((6, 3, 3))
@@ -298,6 +312,7 @@ def test_null_space_of_every_hessian_is_ignored():
     (lambda: mean_square_eta("sgdx", [1.0], 1), "sgdx"),
     (lambda: mean_square_constant("gd", -1.0), "noise"),
     (lambda: edge_gauge("gd", 0.0), "signal_fraction"),
+    (lambda: edge_batch_sharpness("gd", 0.0, -1.0), "skew"),
     (lambda: edge_gauge("gd", 1.5), "signal_fraction"),
     (lambda: second_moment_map("gd", [1.0], 1), "eta"),
     (lambda: mean_square_eta("gd", np.stack([np.eye(41), 2 * np.eye(41)]), 1), "rows"),
