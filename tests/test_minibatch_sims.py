@@ -82,6 +82,12 @@ def test_measured_boundary_matches_the_closed_form(optimizer, b):
     assert measured.eta == pytest.approx(mean_square_eta(optimizer, CURVATURES, b, **HYPER[optimizer]), rel=0.01)
 
 
+def test_measured_boundary_with_dampening():
+    hyper = {"beta": 0.5, "dampening": 0.3}
+    measured = empirical_eta("heavy_ball", CURVATURES, 2, **RUNS, **hyper)
+    assert measured.eta == pytest.approx(mean_square_eta("heavy_ball", CURVATURES, 2, **hyper), rel=0.01)
+
+
 @pytest.mark.parametrize("b", [1, 2, 4, 8])
 def test_measured_boundary_matches_the_numerical_criterion_for_non_commuting_hessians(b):
     hessians = rank_one(12, 2, seed=2)
