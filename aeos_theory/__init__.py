@@ -22,6 +22,9 @@ Main entry points:
   time-averaged trajectory at the edge), over any problem ``sims`` or ``deep`` supplies, with its two
   numerical pieces, the complementarity solve (:mod:`aeos_theory.complementarity`) and a damped
   Chebyshev step (:mod:`aeos_theory.chebyshev`);
+* :mod:`aeos_theory.mean_square` and :mod:`aeos_theory.minibatch`: mean-square stability of minibatch
+  optimizers (batches drawn without replacement), closed forms in one direction and the second-moment map
+  in any dimension;
 * ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
 
 It holds theory only: what every layer shares besides (argument checks, atomic files, the command-line

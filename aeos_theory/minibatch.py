@@ -53,7 +53,7 @@ from scipy.optimize import brentq
 from aeos_base import checks
 from aeos_theory.mean_square import batch_noise, mean_square_constant, settled_hyper
 from aeos_theory.optimizers import LAMBDA, STEP_SYMBOLS, SYMBOLS, get_optimizer
-from aeos_theory.stability import threshold_constant
+from aeos_theory.thresholds import threshold_constant
 
 #: The largest second-moment map built densely: (state size)^2 rows (k d)^2, k = 1 (gd) or 2.
 MAX_MAP_SIZE = 1600

@@ -13,6 +13,8 @@ Main entry points:
   descent direction raises the curvature, and :func:`simulate_sharpening`);
 * :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp and Adam on the
   same models (:mod:`aeos_theory.central_flow`), the time-averaged trajectory the runs oscillate around;
+* :mod:`sims.minibatch`: many minibatch runs on quadratics with per-example Hessians and the measured
+  mean-square stability boundary (:mod:`sims.minibatch_experiments`: the agreement with the theory);
 * :mod:`sims.experiments`: the paper's simulation experiments as functions returning data (the figures
   call them); :mod:`sims.summary`: late-time medians of recorded series;
 * ``aeos simulate`` and ``aeos bisect`` on the command line (:mod:`sims.cli`).
@@ -41,7 +43,8 @@ _LAZY = {
     "simulate_sharpening": "sims.sharpening",
     "central_flow": "sims.flows",
 }
-_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows")
+_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows",
+               "minibatch", "minibatch_experiments")
 
 
 def __getattr__(name: str) -> Any:
