@@ -5,7 +5,7 @@ ICLR 2025, arXiv 2410.24206; Adam's momentum by the quasi-static approximation d
 module supplies a network as their :class:`~aeos_theory.central_flow.FlowProblem`, built from the
 package's own curvature toolkit:
 
-* at each point w, one Hessian operator (:func:`deep.hessian_operator`: the full batch's gradient graph
+* at each point w, one Hessian operator (:func:`deep.curvature.hessian.hessian_operator`: the full batch's gradient graph
   kept, so the gradient comes free and every product is one backward pass);
 * the top eigenpairs of K = eta P^-1/2 H P^-1/2 by the warm-started Lanczos solver
   (:func:`deep.measure.eigenpairs_of` on a :class:`deep.PreconditionedOperator`), starting from the
