@@ -27,7 +27,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..curvature.preconditioners import group_diagonal, preconditioner_diagonal
+from ..curvature.block_preconditioners import preconditioner_of, step_sizes
+from ..curvature.params import ParamLayout
 
 
 def flat_parameters(model: nn.Module) -> Tensor:
@@ -36,13 +37,15 @@ def flat_parameters(model: nn.Module) -> Tensor:
 
 
 def top_direction(optimizer: torch.optim.Optimizer | None, model: nn.Module, eigenvector: Tensor) -> Tensor:
-    """u = D^1/2 q for the top eigenvector q of the edge operator D^1/2 (H + W) D^1/2, D = diag(lr_g / P)
-    (P and each group's lr read from ``optimizer``; q itself when ``optimizer`` is None)."""
+    """u = D^1/2 q for the top eigenvector q of the edge operator D^1/2 (H + W) D^1/2, D = e / P (P, block
+    by block, and each tensor's step size e from its group's lr, read from ``optimizer``; q itself when
+    ``optimizer`` is None)."""
     q = eigenvector.reshape(-1)
     if optimizer is None:
         return q
-    step_size = group_diagonal(optimizer, model, lambda g: g["lr"]) / preconditioner_diagonal(optimizer, model).double()
-    return step_size.sqrt().to(device=q.device, dtype=q.dtype) * q
+    layout = ParamLayout.of(model)
+    sizes = step_sizes(optimizer, model, layout, lambda opt, group: float(group["lr"]))
+    return preconditioner_of(optimizer, model, layout).scaled(sizes).inv_sqrt(q.double()).to(q)
 
 
 def period_two_amplitude(w: Tensor, w_prev: Tensor, w_prev2: Tensor, direction: Tensor | None = None) -> float:
