@@ -337,3 +337,40 @@ def test_a_users_preconditioner():
     assert tracked["preconditioned_sharpness"] == pytest.approx(reference, rel=1e-6)
     with pytest.raises(ValueError, match="needs lr= .* and constant="):
         deep.measure_edge(model, mse, [(x, y)], Mine())
+
+
+# ---------------------------------------------------------------- the experiments of the optimizer_zoo figure
+def test_zoo_run_and_summary():
+    """A short Adagrad run: its rows are measure_edge's of the update just taken (checked at the last row by a
+    fresh measure_edge on the same model state, recomputed here by training again with the same seed); the
+    summary's mean and Student-t interval over three seeds against numpy and scipy by hand."""
+    from scipy import stats
+
+    from deep.training.zoo import zoo_run, zoo_summary
+
+    runs = [zoo_run("adagrad", 0.05, seed, n=60, width=8, depth=1, steps=20, measure_every=10, tol=1e-8)
+            for seed in range(3)]
+    assert all(r["step"] == [10, 20] and not r["diverged"] for r in runs)
+    assert all(math.isnan(v) is False and v > 0 for r in runs for v in r["edge_ratio"])
+    assert runs[0]["edge_constant"] == [2.0, 2.0] and runs[0]["edge_ratio"] == [
+        pytest.approx(e / 2.0, rel=1e-12) for e in runs[0]["eta_S_P"]]
+    again = zoo_run("adagrad", 0.05, 0, n=60, width=8, depth=1, steps=20, measure_every=10, tol=1e-8)
+    assert again["edge_ratio"] == runs[0]["edge_ratio"]  # deterministic for a seed
+    (row,) = zoo_summary(runs, late=0.5)
+    late = np.array([r["edge_ratio"][-1] for r in runs])
+    half = stats.t.ppf(0.975, 2) * late.std(ddof=1) / math.sqrt(3)
+    assert row["optimizer"] == "adagrad" and row["seeds"] == 3
+    assert row["late_ratio"] == pytest.approx(late.mean(), rel=1e-12)
+    assert (row["low"], row["high"]) == (pytest.approx(late.mean() - half), pytest.approx(late.mean() + half))
+
+
+def test_muon_on_quadratic_measures_the_real_step():
+    """The real Muon on a 3 x 5 quadratic: the ratios of both frozen P are finite and positive, and the dense
+    ratio (to_dense, eigvalsh) equals the Lanczos one of measure_edge at the last step."""
+    from deep.training.zoo import muon_on_quadratic
+
+    r = muon_on_quadratic(0.02, shape=(3, 5), steps=60, measure_every=20)
+    assert r["step"] == [20, 40, 60]
+    assert all(v > 0 and math.isfinite(v) for rule in ("polar", "newton_schulz") for v in r[rule])
+    assert r["last_measured_ratio"] == pytest.approx(r["polar"][-1], rel=1e-8)
+    assert r["constant"] == pytest.approx(1.95 * 2 / (0.05 * 2.9), rel=1e-12)
