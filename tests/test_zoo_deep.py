@@ -293,7 +293,7 @@ def test_soap_p_is_the_one_its_step_used_across_a_refresh_of_its_eigenbasis():
     layout = ParamLayout.of(model)
     pre = preconditioner_of(opt, model, layout)
     inverse = np.linalg.matrix_power(pre.to_dense().numpy(), 2)
-    t, b1, b2, lr, wd = 3, 0.95, 0.95, 0.01, 1e-2
+    t, b1, lr, wd = 3, 0.95, 0.01, 1e-2
     m = np.concatenate([opt.state[p]["exp_avg"].numpy().reshape(-1) for p in model.parameters()])
     after = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
     step = lr / (1 - b1**t)  # SOAP's lr sqrt(1 - b2^t)/(1 - b1^t) on (sqrt(v) + eps)^-1: P holds the sqrt

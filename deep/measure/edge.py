@@ -32,6 +32,13 @@ choice (the ratio is the largest of the groups' own ratios).  AdamW's c_t holds 
 (2 - lr_g wd_g), so its usual groups (a no-decay group for biases and norms, or groups at different lr)
 differ by half the spread of lr_g wd_g, relative: 5e-4 for a no-decay group beside lr = 1e-2, wd = 0.1,
 accepted.  Groups with different betas, or whose lr_g wd_g are more than about 2e-3 apart, are refused.
+
+**Beyond a diagonal P and one lr.**  D = e / P in general: P block by block (Muon, Shampoo, SOAP:
+:mod:`deep.curvature.block_preconditioners`) and e each tensor's step size, the group's lr times Muon's
+shape adjustment, or Adafactor's relative step and clipping as its step used them.  Several optimizers
+sharing one model (Muon on the matrices, AdamW on the rest) give a :class:`CombinedEdge`: one edge per
+optimizer on its own parameters and a combined ratio.  A user's preconditioner takes ``lr=`` and
+``constant=``.  RAdam's phase (warm, P = I, or rectified) and Muon's approximation are in ``note``.
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ from torch import Tensor, nn
 
 from aeos_base import checks
 from aeos_theory import identify, threshold_constant
-
 from aeos_theory.zoo import radam_rectified_from, radam_rho
 
 from ..curvature.block_preconditioners import (BlockPreconditioner, decay_of, is_preconditioner, owners,
