@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from aeos_base import checks
-from aeos_theory.optimizers import get_optimizer, validate
+from aeos_theory.optimizers import OPTIMIZERS, get_optimizer, validate
 from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
 
 #: A coordinate with |x_j| above this (or NaN) marks the run as diverged (1e100 times any sane start).
@@ -100,13 +100,22 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
         etas = _as_float_array("eta", eta)
         eta = float(np.max(etas)) if etas.size and np.all(etas > 0) else -1.0
     values = validate(optimizer, {"eta": eta, **hyper})
-    return CODES[optimizer], values, pack_hyper(values)
+    return kernel_code(optimizer), values, pack_hyper(values)
+
+
+def kernel_code(optimizer: str) -> int:
+    """The kernel code of a simulated optimizer; ValueError naming the optimizers that have one otherwise."""
+    if not get_optimizer(optimizer).simulated:
+        simulated = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
+        raise ValueError(f"optimizer {optimizer!r} has no simulation kernel (sims runs {', '.join(simulated)}); "
+                         "its threshold is aeos_theory.stability_threshold and deep measures its edge")
+    return CODES[optimizer]
 
 
 def curvature_shift(optimizer: str, values: dict) -> float:
     """The coupled weight decay wd, which adds wd I to the curvature the optimizer descends (0 when the
     optimizer's decay is decoupled, as AdamW's, or absent)."""
-    return values.get("weight_decay", 0.0) if get_optimizer(optimizer).decay == "coupled" else 0.0
+    return get_optimizer(optimizer).coupled_decay(values)
 
 
 def _check_blowup(blowup: float) -> float:

@@ -20,13 +20,15 @@ from aeos_theory.hyperparams import flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
 PROBLEMS = ("dense", "sharpening")
+#: The optimizers with a numba kernel (the registry's others have thresholds, not simulations).
+SIMULATED = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
 SERIES = ("step", "loss", "sharpness", "preconditioned_sharpness", "eta_threshold")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` and ``bisect`` subcommands."""
     p = sub.add_parser("simulate", help="one optimizer run on a quadratic or the sharpening model (numba)")
-    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
+    p.add_argument("--optimizer", default="adam", choices=SIMULATED, help="optimizer (default adam)")
     p.add_argument("--eta", type=float, required=True, help="step size")
     command.add_number_flags(p, flag_help(skip=("eta",)))
     p.add_argument("--problem", default="dense", choices=PROBLEMS,
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_simulate)
 
     b = sub.add_parser("bisect", help="empirical frozen-P threshold by bisection, against the exact one")
-    b.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
+    b.add_argument("--optimizer", default="adam", choices=SIMULATED, help="optimizer (default adam)")
     b.add_argument("--eta", type=float, required=True, help="step size")
     command.add_number_flags(b, flag_help(skip=("eta",)))
     b.add_argument("--rtol", type=float, default=1e-7, help="relative width of the bisection (default 1e-7)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from aeos_theory.optimizers import validate
-from sims.api import curvature_shift
+from sims.api import curvature_shift, kernel_code
 from sims.updates import CODES, HP_NAMES, pack_hyper
 
 
@@ -39,6 +39,7 @@ def empirical_threshold(optimizer: str, eta: float | np.ndarray, *, rtol: float 
         raise ValueError("eta is passed positionally, not as a keyword hyperparameter")
     if optimizer not in CODES:
         validate(optimizer, {})  # raises the package's unknown-optimizer error
+    kernel_code(optimizer)  # refuses an optimizer without a kernel
     try:
         arrays = np.broadcast_arrays(np.asarray(eta, dtype=np.float64),
                                      *(np.asarray(v, dtype=np.float64) for v in hyper.values()))

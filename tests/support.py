@@ -97,6 +97,8 @@ def step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.nd
     x -= lr (1 - mu_t)/(1 - Pi_t) g / P + lr mu_{t+1} / (1 - Pi_t mu_{t+1}) m / P.
     RMSprop: buf = momentum buf + g / P; x -= lr buf (or x -= lr g / P without momentum).
     """
+    if name in ZOO_MAPS:
+        return zoo_step_map(name, h, p, hyper, t)
     lr, w = hyper["eta"], hyper.get("weight_decay", 0.0)
     coupled = 0.0 if name == "adamw" else w
     g = np.array([h + coupled, 0.0])  # the (preconditioned) gradient G acting on (x, buffer)
@@ -130,6 +132,66 @@ def step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.nd
     return np.array([x_row, m])
 
 
+#: The optimizers beyond the paper's seven whose maps :func:`zoo_step_map` writes out.
+ZOO_MAPS = ("adagrad", "adamax", "adadelta", "radam", "asgd", "adafactor", "muon", "muon_plain", "shampoo", "soap")
+
+
+def radam_rectification(t: int, b2: float) -> float:
+    """torch's RAdam: rho_inf = 2/(1 - b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t); the rectification
+    sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)) when rho_t > 5, else None."""
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+    if rho_t <= 5:
+        return None
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+
+
+def zoo_step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.ndarray:
+    """torch's t-th update of the optimizers beyond the paper's seven on L = 1/2 h x^2, P = p frozen, as a
+    matrix on (x, buffer); written from the sources (``_single_tensor_*`` of torch.optim, pytorch_optimizer).
+
+    Adagrad: g += wd x; x -= lr / (1 + (t - 1) lr_decay) g / P.  Adamax: Adam's (P = exp_inf).  Adadelta:
+    g += wd x; x -= lr g / P.  RAdam: g += wd x; m = b1 m + (1 - b1) g; x -= lr / (1 - b1^t) r_t m / P when
+    rho_t > 5, x -= lr / (1 - b1^t) m otherwise.  ASGD: g += wd x; x *= 1 - lambd eta_t; x -= eta_t g,
+    eta_t = lr / (1 + lambd lr (t - 1))^alpha.  Adafactor (its step factor k = 1): x *= 1 - lr wd;
+    x -= lr g / P.  Muon: b = mu b + (1 - mu) g; M = (1 - mu) g + mu b (nesterov) or b; x *= 1 - lr wd;
+    x -= lr M / P (shape adjustment 1).  Shampoo (momentum 0): g += wd x; x -= lr g / P.  SOAP: m = b1 m +
+    (1 - b1) g; x -= lr / (1 - b1^t) m / P; x *= 1 - lr wd.  t = None: settled (the decays and
+    corrections at their limit; Adagrad's and ASGD's decayed lr is taken as the undecayed one)."""
+    lr, w = hyper["eta"], hyper.get("weight_decay", 0.0)
+    one, buf = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    none = np.array([0.0, 0.0])
+    if name in ("adagrad", "adadelta", "shampoo", "asgd"):
+        g = np.array([h + w, 0.0])
+        if name == "adagrad":
+            lr = lr / (1 + ((t or 1) - 1) * hyper["lr_decay"])
+        if name == "asgd":
+            lr = lr / (1 + hyper["lambd"] * lr * ((t or 1) - 1)) ** hyper["decay_power"]
+            return np.array([(1 - hyper["lambd"] * lr) * one - lr * g, none])
+        return np.array([one - lr * g / p, none])
+    if name == "adafactor":
+        return np.array([(1 - lr * w) * one - lr * np.array([h, 0.0]) / p, none])
+    if name in ("muon", "muon_plain"):
+        mu = hyper["beta"]
+        b = mu * buf + (1 - mu) * np.array([h, 0.0])
+        m = (1 - mu) * np.array([h, 0.0]) + mu * b if name == "muon" else b
+        return np.array([(1 - lr * w) * one - lr * m / p, b])
+    b1 = hyper["beta1"]
+    coupled = 0.0 if name == "soap" else w
+    m = b1 * buf + (1 - b1) * np.array([h + coupled, 0.0])
+    bias = 1.0 if t is None else 1 - b1**t
+    if name == "adamax":
+        return np.array([one - lr / bias * m / p, m])
+    if name == "soap":
+        return np.array([(1 - lr * w) * (one - lr / bias * m / p), m])
+    rect = 1.0 if t is None else radam_rectification(t, hyper["beta2"])
+    if t is None and hyper["beta2"] <= 2 / 3:  # rho_inf <= 5: the warm phase for ever
+        rect = None
+    if rect is None:
+        return np.array([one - lr / bias * m, m])
+    return np.array([one - lr / bias * rect * m / p, m])
+
+
 def spectral_radius(matrix: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvals(matrix))))
 
@@ -137,7 +199,8 @@ def spectral_radius(matrix: np.ndarray) -> float:
 def bisect_threshold(name: str, hyper: dict, t: int | None, rtol: float = 1e-12) -> float:
     """lambda* of torch's t-th update by bisection on the spectral radius of :func:`step_map` (P = 1):
     the curvature of the objective, h + wd for coupled weight decay."""
-    coupled = 0.0 if name == "adamw" else hyper.get("weight_decay", 0.0)
+    coupled = 0.0 if name in ("adamw", "adafactor", "muon", "muon_plain", "soap") else hyper.get("weight_decay", 0.0)
+    coupled += hyper.get("lambd", 0.0)  # ASGD's decay x *= 1 - lambd eta_t is a coupled decay at the same rate
     lo, hi = 0.0, 1.0 / hyper["eta"]
     while spectral_radius(step_map(name, hi - coupled, 1.0, hyper, t)) < 1:
         lo, hi = hi, 2 * hi

@@ -16,8 +16,10 @@ Main entry points:
   :func:`spectral_density` / :func:`density_estimate` (:mod:`.density`);
 * what feeds them: :mod:`.inputs` (data, losses and models made uniform; :class:`Shard`), :mod:`.params`
   (parameter blocks and flat vectors), :mod:`.hessian` (one class per HVP strategy), :mod:`.ggn`,
-  :mod:`.preconditioners` (P read from a ``torch.optim`` optimizer's state), :mod:`.reductions` (sums
-  over the ranks of a :class:`Shard`).
+  :mod:`.preconditioners` (a diagonal P read from a ``torch.optim`` optimizer's state),
+  :mod:`.block_preconditioners` (the protocol for any P, block by block: Muon, Shampoo, SOAP, a user's own;
+  :func:`preconditioner_of`, the one entry point), :mod:`.step_records` (what a step used but did not keep),
+  :mod:`.reductions` (sums over the ranks of a :class:`Shard`).
 
 It imports nothing of ``deep``'s other sub-packages: :mod:`deep.measure`, :mod:`deep.training` and
 :mod:`deep.flows` build on it.
@@ -37,6 +39,10 @@ _PUBLIC = {
     "hessian_trace": ".trace", "trace_estimate": ".trace", "TraceResult": ".trace", "ESTIMATORS": ".trace",
     "spectral_density": ".density", "density_estimate": ".density", "SpectralDensity": ".density",
     "preconditioner_diagonal": ".preconditioners",
+    "preconditioner_of": ".block_preconditioners", "BlockPreconditioner": ".block_preconditioners",
+    "DiagonalBlock": ".block_preconditioners", "KroneckerBlock": ".block_preconditioners",
+    "EigenbasisBlock": ".block_preconditioners", "as_preconditioner": ".block_preconditioners",
+    "BlockPreconditionedOperator": ".operators",
 }
 __all__ = sorted(_PUBLIC)
 __getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

@@ -14,7 +14,9 @@ Building blocks, composed rather than re-solved:
 * :class:`CallableOperator`: any user function v -> A v of a symmetric A;
 * :class:`DiagonalOperator`: v -> d * v;  ``A + B`` a :class:`SumOperator` (e.g. H + diag(wd));
 * :class:`PreconditionedOperator`: v -> P^-1/2 A P^-1/2 v for a diagonal P > 0, whose eigenvalues are
-  those of P^-1 A (S_P = lambda_max(P^-1/2 H P^-1/2)).
+  those of P^-1 A (S_P = lambda_max(P^-1/2 H P^-1/2)); :class:`BlockPreconditionedOperator` the same for
+  any P that applies P^-1/2 block by block (Muon, Shampoo, SOAP, a user's own:
+  :mod:`deep.curvature.block_preconditioners`).
 """
 
 from __future__ import annotations
@@ -175,6 +177,33 @@ class PreconditionedOperator(CurvatureOperator):
     def start_direction(self) -> Tensor | None:
         g = self.hessian.start_direction()
         return None if g is None else self.inv_sqrt_p * g
+
+
+class BlockPreconditionedOperator(CurvatureOperator):
+    """v -> P^-1/2 A P^-1/2 v for any preconditioner P that applies P^-1/2 to flat vectors (``inv_sqrt``, the
+    protocol of :mod:`deep.curvature.block_preconditioners`: Kronecker factors, eigenbases, a user's own),
+    by composition.  Its eigenvalues are those of P^-1 A; with P scaled by step sizes (D^1/2 = e^1/2 P^-1/2)
+    the top one is eta_S_P."""
+
+    def __init__(self, hessian: CurvatureOperator, preconditioner) -> None:
+        hessian = as_operator(hessian)
+        if not callable(getattr(preconditioner, "inv_sqrt", None)):
+            raise ValueError(f"preconditioner must apply P^-1/2 through inv_sqrt(v); got {type(preconditioner).__name__}")
+        if getattr(preconditioner, "n", hessian.n) != hessian.n:
+            raise ValueError(f"preconditioner must act on vectors of length {hessian.n}; got {preconditioner.n}")
+        super().__init__(hessian.n, hessian.dtype, hessian.device)
+        self.hessian, self.preconditioner = hessian, preconditioner
+        self.layout, self.strategy = hessian.layout, hessian.strategy
+
+    def _half(self, v: Tensor) -> Tensor:
+        return self.preconditioner.inv_sqrt(v).to(device=self.device, dtype=self.dtype)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self._half(self.hessian.matvec(self._half(v)))
+
+    def start_direction(self) -> Tensor | None:
+        g = self.hessian.start_direction()
+        return None if g is None else self._half(g)
 
 
 def as_operator(obj, n: int | None = None, *, dtype: torch.dtype = torch.float32,

@@ -25,6 +25,7 @@ _PUBLIC = {
     "sharpness": ".sharpness", "preconditioned_sharpness": ".sharpness", "top_eigenpairs": ".sharpness",
     "gradient_overlap": ".sharpness", "layer_mass": ".sharpness",
     "measure_edge": ".edge", "Edge": ".edge", "EdgeSetting": ".edge", "edge_setting": ".edge",
+    "CombinedEdge": ".edge",
     "SharpnessTracker": ".tracker", "period_two_amplitude": ".oscillation",
 }
 __all__ = sorted(_PUBLIC)

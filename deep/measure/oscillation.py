@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..curvature.preconditioners import group_diagonal, preconditioner_diagonal
+from ..curvature.block_preconditioners import preconditioner_of, step_sizes
+from ..curvature.params import ParamLayout
 from .edge import LearningRates, learning_rates
 
 
@@ -42,16 +43,17 @@ def flat_parameters(model: nn.Module) -> Tensor:
 
 def top_direction(optimizer: torch.optim.Optimizer | None, model: nn.Module, eigenvector: Tensor,
                   lr: LearningRates = None) -> Tensor:
-    """u = D^1/2 q for the top eigenvector q of the edge operator D^1/2 (H + W) D^1/2, D = diag(lr_g / P)
-    (P read from ``optimizer``, each group's lr that of its last update, or ``lr``; q itself when
+    """u = D^1/2 q for the top eigenvector q of the edge operator D^1/2 (H + W) D^1/2, D = e / P (P, block
+    by block, read from ``optimizer``, and each tensor's step size e from the lr its group's last update used,
+    or ``lr``; q itself when
     ``optimizer`` is None)."""
     q = eigenvector.reshape(-1)
     if optimizer is None:
         return q
+    layout = ParamLayout.of(model)
     rate_of = {id(g): r for g, r in zip(optimizer.param_groups, learning_rates(optimizer, lr))}
-    step_size = (group_diagonal(optimizer, model, lambda g: rate_of[id(g)])
-                 / preconditioner_diagonal(optimizer, model).double())
-    return step_size.sqrt().to(device=q.device, dtype=q.dtype) * q
+    sizes = step_sizes(optimizer, model, layout, lambda opt, group: rate_of[id(group)])
+    return preconditioner_of(optimizer, model, layout).scaled(sizes).inv_sqrt(q.double()).to(q)
 
 
 def period_two_amplitude(w: Tensor, w_prev: Tensor, w_prev2: Tensor, direction: Tensor | None = None) -> float:

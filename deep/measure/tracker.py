@@ -23,8 +23,9 @@ from ..curvature.eigen import DEFAULT_MAX_ITER, SharpnessResult, eigenpairs_of
 from ..curvature.inputs import Data, LossFn
 from ..curvature.operators import CurvatureOperator
 from ..curvature.params import ParamLayout, ParamSelection
+from ..curvature.block_preconditioners import is_preconditioner
 from ..curvature.preconditioners import coupled_decay_diagonal, is_identity
-from .edge import EdgeSetting, LearningRates, edge_operator, edge_setting
+from .edge import EdgeSetting, LearningRates, edge_operator, edge_setting, measure_edge
 from .sharpness import gradient_overlap, top_eigenpairs
 
 
@@ -35,8 +36,9 @@ class SharpnessTracker:
     ``sharpness`` (S), ``preconditioned_sharpness`` (S_P of H + W, the coupled weight decay included;
     nan when optimizer is None, or when the groups have different learning rates; S + wd, at no extra
     cost, for SGD whose groups share one lr and one weight decay), the edge of :mod:`deep.measure.edge`
-    (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``, ``step``, ``lr`` the first group's lr used by the update just taken; nan / None
-    for an optimizer the registry does not describe, such as Adagrad, or with ``params``), ``hvps`` (total
+    (``eta_S_P``, ``edge_constant`` c_t, ``edge_ratio``, ``step``, ``lr`` the first group's lr used by the
+    update just taken, ``note``; nan / None with ``params`` or ``curvature="ggn"``, or for a user's
+    preconditioner given as ``optimizer``, whose S_P alone is measured), ``hvps`` (total
     Hessian-vector products this call), ``hvps_sharpness``, ``hvps_preconditioned``, ``converged`` (both
     solves); with k >= 2 also ``eigenvalue_ratio`` and ``preconditioned_eigenvalue_ratio``
     (lambda_2 / lambda_1); with ``diagnostics=True`` also ``gradient_overlap`` (cosine of the gradient
@@ -46,6 +48,8 @@ class SharpnessTracker:
     The first measurement (and any after a non-finite one) starts cold.  Warm starts save most when
     measurements are frequent (``benchmarks/README.md``).  ``curvature="ggn"`` tracks the Gauss-Newton
     matrix instead of H (a second tracker gives S of G beside S of H); ``params`` a parameter block.
+    A list of optimizers sharing the model (Muon + AdamW) gives S_P of the block-diagonal P, the combined
+    ``edge_ratio`` and ``edge_ratios`` by optimizer (:class:`deep.measure.edge.CombinedEdge`).
     """
 
     def __init__(self, *, k: int = 1, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0,
@@ -93,6 +97,14 @@ class SharpnessTracker:
                                "hvps": raw.hvps, "hvps_sharpness": raw.hvps, "hvps_preconditioned": 0,
                                "converged": raw.converged}
         pre = None
+        if isinstance(optimizer, (list, tuple)) and not is_preconditioner(optimizer):
+            return self._combined(out, raw, model, loss_fn, data, list(optimizer))
+        if optimizer is not None and is_preconditioner(optimizer):
+            pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
+            self.last_preconditioned = pre
+            out.update(preconditioned_sharpness=pre.top, hvps=raw.hvps + pre.hvps, hvps_preconditioned=pre.hvps,
+                       converged=raw.converged and pre.converged)
+            optimizer = None
         if optimizer is not None:
             edge = self.params is None and self.curvature == "hessian" and _in_registry(optimizer)
             setting = edge_setting(optimizer, model, step, lr=lr) if edge else None
@@ -102,7 +114,7 @@ class SharpnessTracker:
                        converged=raw.converged and pre.converged)
             if setting is not None:
                 out.update(eta_S_P=eta_s_p, edge_constant=setting.constant, edge_ratio=eta_s_p / setting.constant,
-                           step=setting.step, lr=setting.lr[0])
+                           step=setting.step, lr=setting.lr[0], note=setting.note)
         if self.k >= 2:
             out["eigenvalue_ratio"] = raw.eigenvalues[1] / raw.eigenvalues[0]
             out["preconditioned_eigenvalue_ratio"] = (pre.eigenvalues[1] / pre.eigenvalues[0]
@@ -115,12 +127,13 @@ class SharpnessTracker:
                         setting: EdgeSetting | None) -> tuple[SharpnessResult, float, float]:
         """The preconditioned solve, S_P and eta_S_P.
 
-        * Groups with different lr (when the edge is measured): on the edge operator D^1/2 (H + W) D^1/2,
-          D = diag(lr_g / P), whose top eigenvalue is eta_S_P; no single lr turns S_P into it, so S_P is nan.
+        * Tensors with different step sizes (groups at different lr, Muon's shape adjustment, Adafactor's
+          relative step; when the edge is measured): on the edge operator D^1/2 (H + W) D^1/2, D = e / P,
+          whose top eigenvalue is eta_S_P; no single lr turns S_P into it, so S_P is nan.
         * Otherwise eta_S_P = lr S_P, with S_P free for SGD with one weight decay wd (P = I, W = wd I:
           S_P = S + wd from the raw solve) and solved on P's operator P^-1/2 (H + W) P^-1/2 else.
         """
-        if setting is not None and len(set(setting.lr)) > 1:
+        if setting is not None and len(set(setting.step_size.scale.values())) > 1:
             pre = self._solve("preconditioned", model, loss_fn, data,
                               edge_operator(model, loss_fn, data, setting, strategy=self.strategy))
             return pre, math.nan, pre.top
@@ -132,6 +145,23 @@ class SharpnessTracker:
         else:
             pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
         return pre, pre.top, (setting.lr[0] * pre.top if setting is not None else math.nan)
+
+    def _combined(self, out: dict[str, Any], raw: SharpnessResult, model, loss_fn, data, optimizers: list) -> dict:
+        """Several optimizers sharing the model (Muon + AdamW): S_P of the block-diagonal P, the combined
+        ``edge_ratio`` and each part's ratio (``edge_ratios``, by package name), from
+        :func:`deep.measure.measure_edge`; eta_S_P and edge_constant are nan (each part has its own)."""
+        pre = self._solve("preconditioned", model, loss_fn, data, optimizers)
+        self.last_preconditioned = pre
+        combined = measure_edge(model, loss_fn, data, optimizers, tol=self.tol, max_iter=self.max_iter, seed=self.seed,
+                                strategy=self.strategy)
+        out.update(preconditioned_sharpness=pre.top, edge_ratio=combined.ratio,
+                   edge_ratios={p.optimizer: p.ratio for p in combined.parts},
+                   hvps=raw.hvps + pre.hvps + combined.hvps, hvps_preconditioned=pre.hvps + combined.hvps,
+                   converged=raw.converged and pre.converged and combined.converged)
+        if self.k >= 2:
+            out["eigenvalue_ratio"] = raw.eigenvalues[1] / raw.eigenvalues[0]
+            out["preconditioned_eigenvalue_ratio"] = pre.eigenvalues[1] / pre.eigenvalues[0]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """The warm-start vectors (CPU tensors or None), for checkpoints."""
@@ -148,6 +178,6 @@ class SharpnessTracker:
 
 
 def _in_registry(optimizer: torch.optim.Optimizer) -> bool:
-    """True when the optimizer's class is one the registry describes (Adagrad, say, is readable but not)."""
+    """True when the optimizer's class is one the registry describes (every class whose P is read is)."""
     cls = type(optimizer).__name__
     return any(cls == s.torch_class or cls in s.torch_aliases for s in OPTIMIZERS.values())
