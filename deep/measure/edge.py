@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from aeos_base import checks
 from aeos_theory import identify, threshold_constant
 
+from ..curvature.door import check_measurement_inputs
 from ..curvature.eigen import DEFAULT_MAX_ITER, eigenpairs_of
 from ..curvature.hessian import hessian_operator
 from ..curvature.inputs import LossFn
@@ -179,6 +180,7 @@ def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim
     Lanczos stops at relative residual ``tol``; ``strategy`` is the HVP strategy
     (:mod:`deep.curvature.hessian`).  The model, its gradients and the optimizer's state are left untouched.
     """
+    data = check_measurement_inputs(model, loss_fn, data)  # the door, before the optimizer is read
     setting = edge_setting(optimizer, model, step, lr=lr)
     if setting.frozen:
         return Edge(setting.step, setting.optimizer, setting.lr, 0.0, setting.constant, 0.0, 0, True, None)
