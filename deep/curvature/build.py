@@ -23,7 +23,7 @@ from .hessian import hessian_operator
 from .inputs import LossFn, check_model
 from .operators import CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .params import ParamLayout, ParamSelection
-from .preconditioners import coupled_decay_diagonal, is_identity, preconditioner_diagonals
+from .preconditioners import check_descent, coupled_decay_diagonal, is_identity, preconditioner_diagonals
 
 #: The curvature matrices :func:`curvature_operator` builds.
 CURVATURES = ("hessian", "ggn")
@@ -47,7 +47,7 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
         optimizer: None for A itself; else P^-1/2 (A + W) P^-1/2 with P the diagonal of the optimizer's
             last step (I for SGD) and W its coupled weight decay, the curvature of the objective
             L + wd/2 |theta|^2 it descends (W = 0 for AdamW's decoupled decay).  ValueError for an
-            unsupported optimizer, or one that has not stepped.
+            unsupported optimizer, one that has not stepped, or one that ascends (``maximize=True``).
         curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G).
         strategy: how a product H v is computed (:data:`deep.curvature.hessian.STRATEGIES`; "auto" keeps the
             full batch's gradient graph within ``memory_budget``); G has one strategy.
@@ -66,6 +66,7 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
     if optimizer is None:
         return op
     p_diag = preconditioner_of(optimizer, model, op.layout)  # validates the optimizer even when P = I
+    check_descent(optimizer)
     decay = coupled_decay_diagonal(optimizer, model, op.layout.names)
     if bool(torch.any(decay != 0)):
         op = op + DiagonalOperator(decay.to(device=op.device, dtype=op.dtype))
