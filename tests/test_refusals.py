@@ -201,13 +201,13 @@ def door_passes(monkeypatch):
     from deep.curvature import door
 
     calls = []
-    full = door._data_problem
+    full = door._check_data
 
     def counted(*args):
         calls.append(args[2])
         return full(*args)
 
-    monkeypatch.setattr(door, "_data_problem", counted)
+    monkeypatch.setattr(door, "_check_data", counted)
     return calls
 
 
@@ -259,6 +259,13 @@ def test_a_bad_shard_stops_every_rank(tmp_path):
 
 
 def _rank_with_a_nan(rank: int, rendezvous: str, out: str) -> None:
+    """One rank; the process ends through run_as_rank (os._exit: gloo's threads can abort a normal exit)."""
+    from deep.training.distributed import run_as_rank
+
+    run_as_rank(lambda: _measure_a_shard_with_a_nan(rank, rendezvous, out))
+
+
+def _measure_a_shard_with_a_nan(rank: int, rendezvous: str, out: str) -> int:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -277,6 +284,7 @@ def _rank_with_a_nan(rank: int, rendezvous: str, out: str) -> None:
         Path(out, f"rank{rank}.txt").write_text(message)
     finally:
         dist.destroy_process_group()
+    return 0
 
 
 # ------------------------------------------------------------------ the smaller inconsistencies

@@ -25,9 +25,9 @@ Every public measurement calls it once: :func:`deep.sharpness`, :func:`deep.prec
 call), :func:`deep.hessian_trace`, :func:`deep.spectral_density`, :func:`deep.curvature_operator` and
 every operator of :mod:`deep.curvature.hessian` and :mod:`deep.curvature.ggn` built directly, and
 :func:`deep.central_flow` (once, at its start: the flow's own later points are its results, not inputs).
-A new measurement calls it first and hands the returned :class:`deep.curvature.inputs.CheckedData` to
-the operators it builds, which then skip the door (a call with the ``CheckedData`` of the same model and
-loss checks the parameters only).
+A new measurement (a minibatch sharpness, say) calls it first, once, and hands the returned
+:class:`deep.curvature.inputs.CheckedData` to the operators it builds, which then skip the door (a call
+with the ``CheckedData`` of the same model and loss checks the parameters only).
 
 Cost: one pass over the data (``isfinite`` of every chunk, the range of integer targets), one forward
 and loss on the first chunk, ``isfinite`` of the parameters; measured against a measurement in
