@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
     p.add_argument("--lr", "--eta", dest="eta", type=float, required=True, help=HYPERS["eta"].doc)
     command.add_number_flags(p, flag_help(skip=("eta",)))
-    p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="number of updates, at most 2^24 = 16777216 (torch.optim's float32 step count) (default 1000)")
     p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning-rate schedule: constant, or warmup_cosine (linear warmup over --warmup-steps, "
@@ -95,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from .training.config import TrainConfig
     from .training.distributed import launch, run_as_rank
 
+    if not args.out.strip():  # the words of aeos figures
+        raise ValueError("--out must be a folder path; got an empty string")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out must be a folder, got the file {args.out!r}")
     if args.nproc is None:  # torchrun's own --nproc-per-node takes every prefix of --nproc: infer it
         args.nproc = int(os.environ.get("WORLD_SIZE", "1"))
     config = TrainConfig(hyper=command.given(args, HYPERS), **{f: getattr(args, f) for f in _FIELDS})

@@ -98,7 +98,9 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
         raise ValueError("eta is passed positionally, not as a keyword hyperparameter")
     if np.ndim(eta) != 0:  # an array of etas: validate the rest with the largest (strictest for eta * wd < 1)
         etas = _as_float_array("eta", eta)
-        eta = float(np.max(etas)) if etas.size and np.all(etas > 0) else -1.0
+        if etas.size == 0:
+            raise ValueError("eta must be a real number or a non-empty array of them; got an empty array")
+        eta = float(np.max(etas)) if np.all(etas > 0) else float(etas[etas <= 0][0])  # else: the value refused
     values = validate(optimizer, {"eta": eta, **hyper})
     return kernel_code(optimizer), values, pack_hyper(values)
 
@@ -119,10 +121,7 @@ def curvature_shift(optimizer: str, values: dict) -> float:
 
 
 def _check_blowup(blowup: float) -> float:
-    blowup = float(blowup)
-    if not (np.isfinite(blowup) and blowup > 0):
-        raise ValueError(f"blowup must satisfy 0 < blowup < inf, got {blowup!r}")
-    return blowup
+    return checks.real("blowup", blowup, low=0.0, low_inclusive=False)
 
 
 def simulate(

@@ -3,7 +3,7 @@
     aeos simulate --optimizer adam --eta 0.01 --steps 20000 --out series.csv   # the dense quadratic
     aeos simulate --optimizer gd --eta 0.01 --steps 10000 --problem sharpening
     aeos bisect --optimizer nadam --eta 0.01 --beta1 0.9                       # bisection vs theory
-    python -m sims.cli ...                                                      # the same, sims alone
+    python -m sims ...                                                          # the same, sims alone
 
 ``simulate`` prints where eta * S_P settled (median over the last 40% of the run) next to the exact
 threshold constant and, with ``--out``, writes the recorded series as CSV.  The figures of the paper
@@ -97,9 +97,9 @@ def run_bisect(args: argparse.Namespace) -> int:
     return command.EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sims.cli``: this package's subcommands alone."""
-    return command.main([register], argv, prog="python -m sims.cli", description="Optimizer simulations on quadratics")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m sims.cli") -> int:
+    """``python -m sims`` (or ``python -m sims.cli``): this package's subcommands alone."""
+    return command.main([register], argv, prog=prog, description="Optimizer simulations on quadratics")
 
 
 if __name__ == "__main__":

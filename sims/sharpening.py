@@ -160,7 +160,9 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
     whose ``sharpness`` (S) now varies with t, alongside ``preconditioned_sharpness`` (S_P)."""
     from sims.api import SimulationResult, _check_blowup, _prepare, curvature_shift
 
-    model = model or SharpeningModel()
+    if model is not None and not isinstance(model, SharpeningModel):
+        raise ValueError(f"model must be a sims.SharpeningModel or None; got {type(model).__name__}")
+    model = model if model is not None else SharpeningModel()
     code, values, hp = _prepare(optimizer, eta, hyper)
     steps = checks.integer("steps", steps, low=0)
     record_every = checks.integer("record_every", record_every, low=1)

@@ -231,9 +231,14 @@ def test_one_public_way_to_build_an_operator_and_old_names_say_where_they_went()
 
 
 def test_non_finite_products_give_nan_not_a_crash():
-    model, x, y = tiny_problem()
-    with torch.no_grad():
-        model[0].weight[0, 0] = float("nan")  # a diverged network
+    """sqrt(z^2) at z = 0: finite outputs and loss, so the inputs pass the door, but NaN gradients (a NaN in
+    the inputs or a weight is refused at the door: tests/test_refusals.py)."""
+    class Root(torch.nn.Module):
+        def forward(self, z):
+            return torch.sqrt(z * z)
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False), Root()).double()
+    x, y = torch.zeros(4, 3, dtype=torch.float64), torch.ones(4, 2, dtype=torch.float64)
     with pytest.warns(LanczosConvergenceWarning, match="non-finite"):
         res = top_eigenpairs(model, mse, [(x, y)])
     assert np.isnan(res.top) and res.converged is False and res.hvps == 1

@@ -14,7 +14,8 @@ Main entry points:
 * :func:`eigenpairs_of` (:mod:`.eigen`) on :func:`~deep.curvature.lanczos.lanczos`: top-k eigenpairs, cold or
   warm started; :func:`hessian_trace` / :func:`trace_estimate` (:mod:`.trace`);
   :func:`spectral_density` / :func:`density_estimate` (:mod:`.density`);
-* what feeds them: :mod:`.inputs` (data, losses and models made uniform; :class:`Shard`), :mod:`.params`
+* what feeds them: :mod:`.inputs` (data, losses and models made uniform; :class:`Shard`), :mod:`.door`
+  (:func:`check_measurement_inputs`, the checks every measurement passes once), :mod:`.params`
   (parameter blocks and flat vectors), :mod:`.hessian` (one class per HVP strategy), :mod:`.ggn`,
   :mod:`.preconditioners` (a diagonal P read from a ``torch.optim`` optimizer's state),
   :mod:`.block_preconditioners` (the protocol for any P, block by block: Muon, Shampoo, SOAP, a user's own;
@@ -34,6 +35,7 @@ _PUBLIC = {
     "CurvatureOperator": ".operators", "CallableOperator": ".operators", "DiagonalOperator": ".operators",
     "PreconditionedOperator": ".operators", "as_operator": ".operators",
     "STRATEGIES": ".hessian", "GGNOperator": ".ggn", "ParamLayout": ".params", "Shard": ".inputs",
+    "check_measurement_inputs": ".door",
     "LanczosResult": ".lanczos", "LanczosConvergenceWarning": ".lanczos",
     "eigenpairs_of": ".eigen", "SharpnessResult": ".eigen",
     "hessian_trace": ".trace", "trace_estimate": ".trace", "TraceResult": ".trace", "ESTIMATORS": ".trace",

@@ -25,6 +25,7 @@ from .hessian import hessian_operator
 from .inputs import LossFn, check_model
 from .operators import BlockPreconditionedOperator, CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .params import ParamSelection
+from .preconditioners import check_descent
 
 #: The curvature matrices :func:`curvature_operator` builds.
 CURVATURES = ("hessian", "ggn")
@@ -55,7 +56,8 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
             Several optimizers that share the model (Muon for the matrices and AdamW for the rest) give P
             block by block.  A user's preconditioner (:mod:`deep.curvature.block_preconditioners`: anything
             with ``inv_sqrt``) gives P^-1/2 A P^-1/2 with no W.  ValueError for an unsupported optimizer, or
-            one that has not stepped.
+            one that has not stepped, or one that ascends
+            (``maximize=True``).
         curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G).
         strategy: how a product H v is computed (:data:`deep.curvature.hessian.STRATEGIES`; "auto" keeps the
             full batch's gradient graph within ``memory_budget``); G has one strategy.
@@ -75,6 +77,8 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
         return op
     preconditioner = preconditioner_of(optimizer, model, op.layout)  # validates the optimizer even when P = I
     if not is_preconditioner(optimizer):
+        for one in optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]:
+            check_descent(one)
         decay = decay_of(optimizer, model, op.layout)
         if bool(torch.any(decay != 0)):
             op = op + DiagonalOperator(decay.to(device=op.device, dtype=op.dtype))

@@ -11,7 +11,8 @@ is all-reduced over the shard's process group, so each rank gets the full-batch 
 Every strategy is a :class:`deep.curvature.operators.CurvatureOperator` over the parameter block ``params``
 (:mod:`deep.curvature.params`; all trainable parameters by default).  It works on a detached snapshot of theta
 taken at construction through ``torch.func.functional_call``: the model's parameters, ``.grad`` and
-buffers are never changed, and later changes to the model are not seen.  Mode-dependent modules
+buffers are never changed, and later changes to the model are not seen.  Model, loss and data pass the
+door of :mod:`deep.curvature.door` at construction (once: data it already checked is not checked again).  Mode-dependent modules
 (Dropout, BatchNorm) run in eval mode during each product (:func:`deep.curvature.inputs.evaluation`).
 
 =======================  ==========================================================================
@@ -50,7 +51,8 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from aeos_base import checks
 
-from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation
+from .door import check_measurement_inputs
+from .inputs import CheckedData, Data, LossFn, check_loss, check_model, chunks, evaluation
 from .operators import CurvatureOperator
 from .params import ParamLayout, ParamSelection
 from .reductions import group_of, reduce_mean
@@ -76,7 +78,9 @@ class ModelOperator(CurvatureOperator):
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None) -> None:
         self.model, self.loss_fn = check_model(model), check_loss(loss_fn)
-        self.data: Data = as_data(data)
+        if not (isinstance(data, CheckedData) and data.checked_for(model, loss_fn)):
+            data = check_measurement_inputs(model, loss_fn, data, params)  # the door (deep.curvature.door)
+        self.data: Data = data
         self.group = group_of(self.data)  # a deep.Shard: every chunk sum is all-reduced over its ranks
         self.layout = ParamLayout.of(model, params)
         super().__init__(self.layout.n, self.layout.dtype, self.layout.device)

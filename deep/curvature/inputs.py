@@ -6,12 +6,18 @@ Data (the full batch over which L(theta) is taken) may be
   convention); chunk i of n_i examples enters the full-batch loss with weight n_i / N, so a DataLoader's
   short last batch is weighted correctly;
 * a :class:`deep.Dataset` (split into chunks of at most :data:`DATASET_CHUNK` examples);
-* a single ``(X, y)`` pair of tensors with the same first dimension;
+* a single ``(X, y)`` pair of tensors (a tuple or a list of two);
 * a :class:`Shard` (``deep.Shard``): this rank's chunks of a full batch split over the ranks of a
   ``torch.distributed`` process group, whose sums :mod:`deep.training.distributed` all-reduces.
 
 Floating-point inputs and targets are cast to the model's dtype and every tensor is moved to its
-device; integer targets (class indices, token ids) keep their dtype.
+device; integer tensors (class indices, token ids) keep their dtype: integer *inputs* are never made
+floats (they may be the token ids of an embedding), so a model that needs floats refuses them at the
+door.  numpy arrays are converted (``torch.as_tensor``) and then follow the same rules.
+
+Every public measurement checks its inputs once before computing anything
+(:func:`deep.curvature.door.check_measurement_inputs`: shapes, finiteness, the loss of the first chunk)
+and hands the checked data on as :class:`CheckedData`, which the operators it builds do not check again.
 
 ``loss_fn(outputs, targets)`` must return the *mean* over its chunk: a function (``deep.mse``,
 ``torch.nn.functional.mse_loss``, ...) or a ``torch.nn`` loss module with ``reduction="mean"``
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -55,9 +62,30 @@ def check_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (Tensor, np.ndarray)) and x.ndim > 0
+
+
 def _is_pair_of_tensors(data: Any) -> bool:
-    return (isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
-            and data[0].ndim > 0 and data[1].ndim > 0 and data[0].shape[0] == data[1].shape[0])
+    """One (X, y) pair: a tuple or list of two tensors (or numpy arrays); a list of chunks holds pairs, never
+    tensors, so the two cannot be confused.  Their first dimensions are compared at the door."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(t) for t in data)
+
+
+class CheckedData:
+    """Data that passed :func:`deep.curvature.door.check_measurement_inputs` for ``model`` and ``loss_fn``:
+    the chunks of :func:`as_data` (a :class:`Shard` included), re-iterable.  Operators built on it for the
+    same model and loss skip the door, so a measurement that builds several operators checks once."""
+
+    def __init__(self, data: Data, model: nn.Module, loss_fn: LossFn) -> None:
+        self.data, self.model, self.loss_fn = data, model, loss_fn
+
+    def __iter__(self) -> Iterator:
+        return iter(self.data)
+
+    def checked_for(self, model: nn.Module, loss_fn: LossFn) -> bool:
+        """True when these chunks were checked with this very model and loss function."""
+        return self.model is model and self.loss_fn is loss_fn
 
 
 class Shard:
@@ -77,12 +105,12 @@ class Shard:
 
 def as_data(data: Any) -> Data:
     """The full batch as a re-iterable of ``(inputs, targets)`` chunks (see the module docstring)."""
-    if isinstance(data, Shard):
+    if isinstance(data, (Shard, CheckedData)):
         return data
     if callable(getattr(data, "chunks", None)) and hasattr(data, "X") and hasattr(data, "y"):
         return data.chunks(DATASET_CHUNK)  # a deep.Dataset (deep.training.data), known by what it offers
     if _is_pair_of_tensors(data):
-        return [data]
+        return [tuple(data)]
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise ValueError("data must be (inputs, targets) chunks, a deep.Dataset, an (X, y) pair of tensors or a "
                          f"DataLoader; got {type(data).__name__}")
@@ -93,6 +121,8 @@ def as_data(data: Any) -> Data:
 
 
 def _to(x: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(x, np.ndarray):
+        x = torch.as_tensor(x)
     if not isinstance(x, Tensor):
         return x
     return x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)
@@ -102,6 +132,9 @@ def chunks(data: Data, device: torch.device, dtype: torch.dtype) -> Iterator[tup
     """Yield ``(inputs_tuple, targets, n_i)`` for each chunk, cast to ``dtype`` and moved to ``device``."""
     empty = True
     for chunk in data:
+        if _is_array(chunk):  # unpacking would split a tensor along its first axis
+            raise ValueError(f"data must yield (inputs, targets) pairs; got a {type(chunk).__name__} of shape "
+                             f"{tuple(chunk.shape)} (pass one pair as (X, y), several as [(X1, y1), (X2, y2)])")
         try:
             inputs, targets = chunk
         except (TypeError, ValueError):

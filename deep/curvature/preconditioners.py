@@ -244,3 +244,10 @@ def preconditioner_diagonal(optimizer: torch.optim.Optimizer, model: torch.nn.Mo
     named = _trainable(model)
     diags = preconditioner_diagonals(optimizer, [p for _, p in named], [n for n, _ in named])
     return torch.cat([d.reshape(-1) for d in diags])
+
+
+def check_descent(optimizer: torch.optim.Optimizer) -> None:
+    """ValueError when a param group ascends (``maximize=True``): S_P and its threshold describe descent (the
+    same rule, and words, as :func:`aeos_theory.identify` for :func:`deep.measure_edge`)."""
+    if any(group.get("maximize", False) for group in optimizer.param_groups):
+        raise ValueError("optimizer param group has maximize=True; the thresholds assume descent")

@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from aeos_base import checks
 from aeos_theory.central_flow import FlowResult, central_flow_of
 
+from ..curvature.door import check_measurement_inputs
 from ..curvature.eigen import eigenpairs_of
 from ..curvature.hessian import ModelOperator, hessian_operator
-from ..curvature.inputs import Data, LossFn, as_data, check_loss, check_model, chunks
+from ..curvature.inputs import Data, LossFn, check_loss, check_model, chunks
 from ..curvature.operators import PreconditionedOperator
 from ..curvature.params import ParamLayout
 from ..measure.oscillation import flat_parameters
@@ -53,7 +54,8 @@ class NetworkFlow:
                  max_hvps: int = 100, seed: int = 0) -> None:
         self.model = copy.deepcopy(check_model(model)).to(_DTYPES[checks.choice("dtype", dtype, tuple(_DTYPES))])
         self.model.eval()  # Dropout / BatchNorm: the deterministic network the measurements use
-        self.loss_fn, self.data = check_loss(loss_fn), as_data(data)
+        self.loss_fn = check_loss(loss_fn)
+        self.data = check_measurement_inputs(self.model, self.loss_fn, data)  # once: later points are results
         self.layout = ParamLayout.of(self.model)
         self.tol = checks.real("tol", tol, low=0.0, low_inclusive=False, high=1.0)
         self.max_hvps = checks.integer("max_hvps", max_hvps, low=2)

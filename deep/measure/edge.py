@@ -55,9 +55,16 @@ from aeos_base import checks
 from aeos_theory import identify, threshold_constant
 from aeos_theory.zoo import radam_rectified_from, radam_rho
 
-from ..curvature.block_preconditioners import (BlockPreconditioner, decay_of, is_preconditioner, owners,
-                                               preconditioner_of, step_sizes)
+from ..curvature.block_preconditioners import (
+    BlockPreconditioner,
+    decay_of,
+    is_preconditioner,
+    owners,
+    preconditioner_of,
+    step_sizes,
+)
 from ..curvature.build import precondition
+from ..curvature.door import check_measurement_inputs
 from ..curvature.eigen import DEFAULT_MAX_ITER, eigenpairs_of
 from ..curvature.hessian import hessian_operator
 from ..curvature.inputs import LossFn
@@ -266,6 +273,7 @@ def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer, *,
     rest): a :class:`CombinedEdge`, one edge per optimizer and the combined ratio; or a user's preconditioner
     P with ``lr=`` eta and ``constant=`` c (:mod:`deep.curvature.block_preconditioners`).
     """
+    data = check_measurement_inputs(model, loss_fn, data)  # the door, before the optimizer is read
     if isinstance(optimizer, (list, tuple)) and not is_preconditioner(optimizer):
         return _combined_edge(model, loss_fn, data, list(optimizer), lr=lr, tol=tol, max_iter=max_iter, init=init,
                               seed=seed, strategy=strategy, muon=muon)

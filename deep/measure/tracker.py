@@ -19,11 +19,12 @@ from torch import Tensor, nn
 from aeos_base import checks
 from aeos_theory import OPTIMIZERS
 
+from ..curvature.block_preconditioners import is_preconditioner
+from ..curvature.door import check_measurement_inputs
 from ..curvature.eigen import DEFAULT_MAX_ITER, SharpnessResult, eigenpairs_of
-from ..curvature.inputs import Data, LossFn
+from ..curvature.inputs import CheckedData, Data, LossFn
 from ..curvature.operators import CurvatureOperator
 from ..curvature.params import ParamLayout, ParamSelection
-from ..curvature.block_preconditioners import is_preconditioner
 from ..curvature.preconditioners import coupled_decay_diagonal, is_identity
 from .edge import EdgeSetting, LearningRates, edge_operator, edge_setting, measure_edge
 from .sharpness import gradient_overlap, top_eigenpairs
@@ -61,10 +62,20 @@ class SharpnessTracker:
         self._init: dict[str, Tensor | None] = {"sharpness": None, "preconditioned": None}
         self.last_sharpness: SharpnessResult | None = None
         self.last_preconditioned: SharpnessResult | None = None
+        self._door: tuple[Any, CheckedData | None] = (None, None)  # the last data object and its checked form
 
     def reset(self) -> None:
         """Forget the warm-start vectors (the next measurement starts cold)."""
         self._init = {"sharpness": None, "preconditioned": None}
+
+    def _checked(self, model: nn.Module, loss_fn: LossFn, data: Data) -> CheckedData:
+        """``data`` through the door: in full when new, the parameters only when it is the last call's object."""
+        source, checked = self._door
+        if data is source and checked is not None and checked.checked_for(model, loss_fn):
+            return check_measurement_inputs(model, loss_fn, checked, self.params)
+        checked = check_measurement_inputs(model, loss_fn, data, self.params)
+        self._door = (data, checked)
+        return checked
 
     def _solve(self, key: str, model, loss_fn, data, optimizer) -> SharpnessResult:
         """Warm-started top eigenpairs of H (optimizer None), of the optimizer's preconditioned operator, or
@@ -89,7 +100,14 @@ class SharpnessTracker:
                 lr: LearningRates = None) -> dict[str, Any]:
         """Measure S (and S_P and the edge of the update just taken, if an optimizer is given) at the model's
         current parameters; ``step`` and ``lr`` as for :func:`deep.measure_edge` (only SGD needs ``step``;
-        ``lr`` is the last update's, remembered as the step ran when not given)."""
+        ``lr`` is the last update's, remembered as the step ran when not given).
+
+        Inputs pass the door of :mod:`deep.curvature.door` once per call: the whole door at the first call
+        and whenever the data object, the model or the loss differs from the last call's; the parameters
+        alone (they change every step) when the same data object comes again, whose contents are then
+        taken to be unchanged (the door's pass over the data would cost a forward of the first chunk at
+        every call; ``benchmarks/README.md``)."""
+        data = self._checked(model, loss_fn, data)
         raw = self._solve("sharpness", model, loss_fn, data, None)
         self.last_sharpness = raw
         out: dict[str, Any] = {"sharpness": raw.top, "preconditioned_sharpness": math.nan, "eta_S_P": math.nan,

@@ -12,6 +12,11 @@ from aeos_theory.optimizers import get_optimizer
 
 from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
 
+#: The most updates a run may take: torch.optim counts steps in a float32 tensor (``state["step"]``), whose
+#: integers are exact up to 2^24 = 16,777,216; beyond it the count stops growing, and the bias correction and
+#: the threshold c_t of each update would describe another step.
+MAX_STEPS = 2**24
+
 
 @dataclass
 class TrainConfig:
@@ -23,7 +28,8 @@ class TrainConfig:
     loss: ``mse`` (1/2 ||f - onehot||^2 averaged over examples) or ``ce``.
     optimizer, hyper: package optimizer name and hyperparameters named as in :mod:`aeos_theory`
         (``eta`` is required; missing ones take the optimizer's defaults).
-    steps: number of updates; measure_every: record a row every this many updates (and at the end).
+    steps: number of updates (at most :data:`MAX_STEPS`); measure_every: record a row every this many updates
+        (and at the end).
     schedule, warmup_steps, final_lr_ratio: the learning-rate schedule (:mod:`deep.training.schedules`):
         ``constant`` or ``warmup_cosine`` (linear warmup over ``warmup_steps`` updates, then a cosine
         decay to ``final_lr_ratio * eta``).
@@ -79,7 +85,7 @@ class TrainConfig:
         if self.model in ("cnn", "resnet") and self.dataset == "synthetic":
             raise ValueError(f"model {self.model!r} needs images (dataset digits or cifar10); got 'synthetic'")
         self.resolved_hyper()
-        checks.integer("steps", self.steps, low=0)
+        checks.integer("steps", self.steps, low=0, high=MAX_STEPS)
         checks.integer("measure_every", self.measure_every, low=1)
         checks.integer("seed", self.seed, low=0)
         checks.integer("context", self.context, low=1)

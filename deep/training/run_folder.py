@@ -113,6 +113,8 @@ class RunFolder:
         self.path = Path(path)
         if not str(path).strip():
             raise ValueError("out_dir must be a folder path; got an empty string")
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"out_dir must be a folder, got the file {str(path)!r}")
         self.config, self.metrics = self.path / runlog.CONFIG, self.path / runlog.METRICS
         self.checkpoint, self.summary = self.path / runlog.CHECKPOINT, self.path / runlog.SUMMARY
 

@@ -6,7 +6,9 @@
   keeps every row it wrote and a checkpoint never covers a row the disk does not hold.  Floats are
   written with ``repr`` (exact round trip).
 * ``checkpoint.pt`` is written atomically (:func:`aeos_base.files.atomic_write`): a kill leaves either
-  the old or the new checkpoint whole.
+  the old or the new checkpoint whole.  Its first line holds the length and SHA-256 of the rest, the
+  bytes of ``torch.save`` (every tensor, RNG state and number of the checkpoint), checked before anything
+  is loaded: a corrupted or truncated checkpoint is refused, naming the file, never resumed.
 * ``summary.json`` is written last; its presence means the run is over (status and final step).
 
 How a folder proves what it holds (config, versions, row hashes, one writer) is
@@ -16,9 +18,11 @@ How a folder proves what it holds (config, versions, row hashes, one writer) is
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping
@@ -141,21 +145,61 @@ class RowCounter:
         pass
 
 
+#: The first line of ``checkpoint.pt``: this tag, the payload's length and its SHA-256; the payload (the bytes
+#: of ``torch.save``) follows the newline.
+CHECKPOINT_TAG = b"aeos-checkpoint 1"
+_HEADER = re.compile(rb"aeos-checkpoint 1 bytes=(\d+) sha256=([0-9a-f]{64})")
+_RECOVER = "delete it to restart the run from step 0, or restore a copy of it"
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """``torch.save`` of ``state`` onto ``path``, atomically."""
-    files.atomic_write(path, lambda fh: torch.save(dict(state), fh))
+    """``torch.save`` of ``state`` onto ``path`` behind a one-line header holding the payload's length and
+    SHA-256, written atomically in one file (a kill leaves the old checkpoint or the new one, each whole
+    with its digest)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    payload = buffer.getvalue()
+    header = CHECKPOINT_TAG + f" bytes={len(payload)} sha256={hashlib.sha256(payload).hexdigest()}\n".encode()
+
+    def write(fh) -> None:
+        fh.write(header)
+        fh.write(payload)
+
+    files.atomic_write(path, write)
+
+
+def _payload(path: Path, blob: bytes) -> bytes:
+    """The payload of a checkpoint file's bytes once its length and SHA-256 match the header; RecordError
+    naming the file, saying what is wrong and how to recover, otherwise."""
+    from aeos_base.command import RecordError
+
+    end = blob.find(b"\n", 0, 200)
+    header = _HEADER.fullmatch(blob[:end]) if end >= 0 else None
+    if header is None:
+        if blob.startswith(CHECKPOINT_TAG[:15]):
+            raise RecordError(f"{path} is corrupted (its header is damaged); {_RECOVER}")
+        raise RecordError(f"{path} cannot be read as a checkpoint (it has no aeos-checkpoint header: not a "
+                          f"checkpoint of aeos train, or one written before checkpoints carried a digest); {_RECOVER}")
+    payload, length = blob[end + 1:], int(header.group(1))
+    if len(payload) != length:
+        raise RecordError(f"{path} is corrupted (truncated or extended: {len(payload)} bytes where its header "
+                          f"says {length}); {_RECOVER}")
+    if hashlib.sha256(payload).hexdigest() != header.group(2).decode():
+        raise RecordError(f"{path} is corrupted (its bytes do not match the SHA-256 written with them); {_RECOVER}")
+    return payload
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The dict saved by :func:`save_checkpoint` (tensors on CPU); RecordError naming the file when it
-    cannot be read (truncated, corrupt, not a checkpoint)."""
+    """The dict saved by :func:`save_checkpoint` (tensors on CPU), after its bytes are proven against the
+    SHA-256 in its header; RecordError naming the file when they are not (corrupted, truncated), or when it
+    cannot be read (not a checkpoint)."""
     from aeos_base.command import RecordError
 
+    path = Path(path)
+    payload = _payload(path, path.read_bytes())
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as err:  # unpickling errors, EOFError, RuntimeError of a torn zip file, ...
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors: a payload this version of torch cannot read
         detail = " ".join(str(err).split())[:200] or "no detail"
         raise RecordError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {detail})") from None
     if not isinstance(state, dict):
