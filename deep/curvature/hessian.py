@@ -46,14 +46,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import grad, jvp, vmap
 
 from aeos_base import checks
 
-from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation
+from .inputs import Data, LossFn, as_data, check_loss, check_model, chunks, evaluation, forward
 from .operators import CurvatureOperator
 from .params import ParamLayout, ParamSelection
 from .reductions import group_of, reduce_mean
+from .twice import check_graph, second_derivatives
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
@@ -90,11 +91,31 @@ class ModelOperator(CurvatureOperator):
         """(inputs, targets, n_i) of every chunk, on the operator's device and dtype."""
         return chunks(self.data, self.device, self.dtype)
 
+    def matvec(self, v: Tensor) -> Tensor:
+        """A v (:meth:`CurvatureOperator.matvec`); a model or loss without a second derivative is a
+        ValueError naming the module responsible (:mod:`deep.curvature.twice`)."""
+        with self.twice_differentiable():
+            return super().matvec(v)
+
+    __call__ = matvec
+
+    def twice_differentiable(self):
+        """The context of every product: torch's error for an operation without a second derivative
+        becomes one ValueError naming the module (or the loss) that uses it."""
+        def first_chunk():
+            inputs, targets, _ = next(iter(self.chunks()))
+            return inputs, targets
+
+        def call(model, inputs):
+            with evaluation(model):
+                return forward(model, {}, inputs)
+        return second_derivatives(self.model, self.loss_fn, first_chunk, call)
+
     def chunk_loss(self, inputs, targets):
         """theta_B -> L_i(theta_B) of one chunk (a function of the {name: tensor} dict of the block)."""
         def loss(params: dict[str, Tensor]) -> Tensor:
             with evaluation(self.model):
-                return self.loss_fn(functional_call(self.model, (params, self._fixed), inputs), targets)
+                return self.loss_fn(forward(self.model, (params, self._fixed), inputs), targets)
         return loss
 
     def loss(self) -> float:
@@ -126,6 +147,10 @@ class ModelOperator(CurvatureOperator):
         ``torch.func``: ``vmap`` over the m pairs of the gradient of theta -> <u, H_i(theta) v>, itself
         three reverse passes (no forward mode, so every loss works, ``F.mse_loss`` included); chunks are
         weighted by size (and all-reduced over a :class:`deep.Shard`'s ranks)."""
+        with self.twice_differentiable():
+            return self._curvature_gradients(U, V)
+
+    def _curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
         U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
         V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
         if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
@@ -170,6 +195,7 @@ def _double_backward(loss, params: dict[str, Tensor], tangents: dict[str, Tensor
     order = list(leaves.values())
     with torch.enable_grad():
         g = torch.autograd.grad(loss(leaves), order, create_graph=True, materialize_grads=True)
+        check_graph(list(g))
         live = [i for i, gi in enumerate(g) if gi.requires_grad]  # a gradient constant in theta: H rows 0
         if not live:
             return [torch.zeros_like(t) for t in order]
@@ -198,7 +224,7 @@ class ForwardOverReverse(ModelOperator):
                 return jvp(grad(loss), (self._params,), (tangents,))[1]
             except (RuntimeError, NotImplementedError) as err:
                 text = str(err)
-                if "ZeroTensor" not in text and "forward AD" not in text:
+                if "ZeroTensor" not in text and "forward AD" not in text and "forward mode AD" not in text:
                     raise
                 self.strategy = "reverse_over_reverse (forward AD unsupported by the loss)"
         return _double_backward(loss, self._params, tangents)
@@ -255,6 +281,8 @@ class CachedDoubleBackward(ModelOperator):
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                 loss = self.chunk_loss(inputs, targets)(leaves)
                 g = torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True)
+            if self.total_chunks == 1:
+                check_graph(list(g))
             if self.graph_bytes + counter.bytes > self.memory_budget:
                 self._rest.append((inputs, targets, n))  # this chunk's graph is dropped here
                 continue
@@ -286,7 +314,8 @@ class CachedDoubleBackward(ModelOperator):
     def start_direction(self) -> Tensor:
         """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
         if self._graph is None:
-            self._build()
+            with self.twice_differentiable():
+                self._build()
         order, total = self._graph
         g = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         if total:
