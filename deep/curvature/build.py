@@ -63,8 +63,13 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
         op: CurvatureOperator = GGNOperator(model, loss_fn, data, params, memory_budget)
     else:
         op = hessian_operator(model, loss_fn, data, strategy=strategy, params=params, memory_budget=memory_budget)
-    if optimizer is None:
-        return op
+    return op if optimizer is None else in_metric(op, optimizer, model)
+
+
+def in_metric(op: CurvatureOperator, optimizer: torch.optim.Optimizer, model: nn.Module) -> CurvatureOperator:
+    """P^-1/2 (A + W) P^-1/2 for an operator ``op`` = A over ``model``'s parameters: P the diagonal of the
+    optimizer's last step, W its coupled weight decay (:func:`curvature_operator`).  Products go through
+    ``op``, so one kept graph serves A and the preconditioned operator alike."""
     p_diag = preconditioner_of(optimizer, model, op.layout)  # validates the optimizer even when P = I
     decay = coupled_decay_diagonal(optimizer, model, op.layout.names)
     if bool(torch.any(decay != 0)):

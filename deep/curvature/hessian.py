@@ -120,6 +120,9 @@ class ModelOperator(CurvatureOperator):
 
     def loss(self) -> float:
         """L(theta) = sum_i (n_i/N) L_i(theta) at the snapshot (units of ``loss_fn``)."""
+        kept = getattr(self, "_loss_sum", None)  # the cached strategy: summed while its graph was built
+        if kept is not None:
+            return float(reduce_mean(kept.clone(), self._count, self.group))
         total, count = torch.zeros(1, dtype=torch.float64, device=self.device), 0
         with torch.no_grad():
             for inputs, targets, n in self.chunks():
@@ -264,6 +267,7 @@ class CachedDoubleBackward(ModelOperator):
         self.memory_budget = (default_memory_budget(self.device) if memory_budget is None
                               else checks.integer("memory_budget", memory_budget, low=0))
         self._graph: tuple[list[Tensor], list[Tensor]] | None = None
+        self._loss_sum: Tensor | None = None  # sum_i n_i L_i, summed while the graph is built
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
@@ -271,6 +275,7 @@ class CachedDoubleBackward(ModelOperator):
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
         order = [leaves[name] for name in self.layout.names]
         total: list[Tensor] | None = None
+        loss_sum = torch.zeros(1, dtype=torch.float64, device=self.device)
         for inputs, targets, n in self.chunks():
             self.total_chunks += 1
             self._count += n
@@ -281,6 +286,7 @@ class CachedDoubleBackward(ModelOperator):
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                 loss = self.chunk_loss(inputs, targets)(leaves)
                 g = torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True)
+            loss_sum += n * float(loss.detach())
             if self.total_chunks == 1:
                 check_graph(list(g))
             if self.graph_bytes + counter.bytes > self.memory_budget:
@@ -290,6 +296,7 @@ class CachedDoubleBackward(ModelOperator):
             self.cached_chunks += 1
             total = [n * gi for gi in g] if total is None else [t + n * gi for t, gi in zip(total, g)]
         self._graph = (order, total or [])
+        self._loss_sum = None if self._rest else loss_sum  # else loss() takes its own pass
         if self._rest:
             self.strategy = (f"cached_double_backward ({self.cached_chunks} of {self.total_chunks} chunks cached, "
                              "the rest reverse_over_reverse)")
@@ -326,7 +333,7 @@ class CachedDoubleBackward(ModelOperator):
 
     def release(self) -> None:
         """Free the kept graph (it is rebuilt at the next product)."""
-        self._graph, self._rest = None, []
+        self._graph, self._rest, self._loss_sum = None, [], None
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
 

@@ -19,13 +19,14 @@ from torch import Tensor, nn
 from aeos_base import checks
 from aeos_theory import OPTIMIZERS
 
+from ..curvature.build import curvature_operator, in_metric
 from ..curvature.eigen import DEFAULT_MAX_ITER, SharpnessResult, eigenpairs_of
 from ..curvature.inputs import Data, LossFn
 from ..curvature.operators import CurvatureOperator
-from ..curvature.params import ParamLayout, ParamSelection
+from ..curvature.params import ParamSelection
 from ..curvature.preconditioners import coupled_decay_diagonal, is_identity
 from .edge import EdgeSetting, LearningRates, edge_operator, edge_setting
-from .sharpness import gradient_overlap, top_eigenpairs
+from .sharpness import gradient_overlap
 
 
 class SharpnessTracker:
@@ -62,31 +63,34 @@ class SharpnessTracker:
         """Forget the warm-start vectors (the next measurement starts cold)."""
         self._init = {"sharpness": None, "preconditioned": None}
 
-    def _solve(self, key: str, model, loss_fn, data, optimizer) -> SharpnessResult:
-        """Warm-started top eigenpairs of H (optimizer None), of the optimizer's preconditioned operator, or
-        of an operator given directly."""
+    def _solve(self, key: str, op: CurvatureOperator) -> SharpnessResult:
+        """Warm-started top eigenpairs of ``op`` (H, or an operator in the optimizer's metric)."""
         init = self._init[key]
-        n = ParamLayout.of(model, self.params).n
-        if init is not None and init.shape[0] != n:
+        if init is not None and init.shape[0] != op.n:
             init = None  # the model changed size: start cold
-        if isinstance(optimizer, CurvatureOperator):
-            res = eigenpairs_of(optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter, init=init,
-                                seed=self.seed, preconditioned=True)
-        else:
-            res = top_eigenpairs(model, loss_fn, data, optimizer, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                                 init=init, seed=self.seed, strategy=self.strategy, curvature=self.curvature,
-                                 params=self.params)
+        res = eigenpairs_of(op, k=self.k, tol=self.tol, max_iter=self.max_iter, init=init, seed=self.seed,
+                            preconditioned=key == "preconditioned")
         finite = bool(torch.isfinite(res.eigenvectors).all())
         self._init[key] = res.eigenvectors.detach().clone() if finite else None  # nan: next one starts cold
         return res
 
     def measure(self, model: nn.Module, loss_fn: LossFn, data: Data,
                 optimizer: torch.optim.Optimizer | None = None, step: int | None = None, *,
-                lr: LearningRates = None) -> dict[str, Any]:
+                lr: LearningRates = None, sharpness: bool = True, loss: bool = False) -> dict[str, Any]:
         """Measure S (and S_P and the edge of the update just taken, if an optimizer is given) at the model's
         current parameters; ``step`` and ``lr`` as for :func:`deep.measure_edge` (only SGD needs ``step``;
-        ``lr`` is the last update's, remembered as the step ran when not given)."""
-        raw = self._solve("sharpness", model, loss_fn, data, None)
+        ``lr`` is the last update's, remembered as the step ran when not given).  ``sharpness=False`` skips
+        the solve for S (``sharpness`` is then nan; S_P and the edge are still measured); ``loss=True`` adds
+        the full-batch ``loss`` (free with the default strategy: summed while the kept graph is built).
+        Both solves share one Hessian operator, so its graph is built once."""
+        base = curvature_operator(model, loss_fn, data, curvature=self.curvature, strategy=self.strategy,
+                                  params=self.params)
+        shortcut = optimizer is not None and is_identity(optimizer) and self.params is None
+        if sharpness or shortcut or optimizer is None:
+            raw = self._solve("sharpness", base)
+        else:
+            raw = SharpnessResult((math.nan,) * self.k, torch.full((base.n, self.k), math.nan), (math.nan,) * self.k,
+                                  0, True, False, base.strategy)
         self.last_sharpness = raw
         out: dict[str, Any] = {"sharpness": raw.top, "preconditioned_sharpness": math.nan, "eta_S_P": math.nan,
                                "edge_constant": math.nan, "edge_ratio": math.nan, "step": None, "lr": math.nan,
@@ -96,7 +100,7 @@ class SharpnessTracker:
         if optimizer is not None:
             edge = self.params is None and self.curvature == "hessian" and _in_registry(optimizer)
             setting = edge_setting(optimizer, model, step, lr=lr) if edge else None
-            pre, s_p, eta_s_p = self._preconditioned(raw, model, loss_fn, data, optimizer, setting)
+            pre, s_p, eta_s_p = self._preconditioned(raw, base, model, loss_fn, data, optimizer, setting)
             self.last_preconditioned = pre
             out.update(preconditioned_sharpness=s_p, hvps=raw.hvps + pre.hvps, hvps_preconditioned=pre.hvps,
                        converged=raw.converged and pre.converged)
@@ -107,11 +111,13 @@ class SharpnessTracker:
             out["eigenvalue_ratio"] = raw.eigenvalues[1] / raw.eigenvalues[0]
             out["preconditioned_eigenvalue_ratio"] = (pre.eigenvalues[1] / pre.eigenvalues[0]
                                                       if pre is not None else math.nan)
+        if loss:
+            out["loss"] = base.loss() if hasattr(base, "loss") else math.nan
         if self.diagnostics:
             out["gradient_overlap"] = gradient_overlap(model, loss_fn, data, raw.eigenvectors[:, 0], self.params)
         return out
 
-    def _preconditioned(self, raw: SharpnessResult, model, loss_fn, data, optimizer,
+    def _preconditioned(self, raw: SharpnessResult, base: CurvatureOperator, model, loss_fn, data, optimizer,
                         setting: EdgeSetting | None) -> tuple[SharpnessResult, float, float]:
         """The preconditioned solve, S_P and eta_S_P.
 
@@ -121,8 +127,7 @@ class SharpnessTracker:
           S_P = S + wd from the raw solve) and solved on P's operator P^-1/2 (H + W) P^-1/2 else.
         """
         if setting is not None and len(set(setting.lr)) > 1:
-            pre = self._solve("preconditioned", model, loss_fn, data,
-                              edge_operator(model, loss_fn, data, setting, strategy=self.strategy))
+            pre = self._solve("preconditioned", edge_operator(model, loss_fn, data, setting, strategy=self.strategy))
             return pre, math.nan, pre.top
         decay = coupled_decay_diagonal(optimizer, model)
         if is_identity(optimizer) and self.params is None and bool(torch.all(decay == decay[0])):
@@ -130,7 +135,7 @@ class SharpnessTracker:
             pre = SharpnessResult(tuple(e + w for e in raw.eigenvalues), raw.eigenvectors, raw.residuals, 0,
                                   raw.converged, True, raw.strategy, raw.which)
         else:
-            pre = self._solve("preconditioned", model, loss_fn, data, optimizer)
+            pre = self._solve("preconditioned", in_metric(base, optimizer, model))
         return pre, pre.top, (setting.lr[0] * pre.top if setting is not None else math.nan)
 
     def state_dict(self) -> dict[str, Any]:
