@@ -23,8 +23,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from aeos_base import files
 
 METRICS = "metrics.csv"
@@ -141,12 +139,16 @@ class RowCounter:
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """``torch.save`` of ``state`` onto ``path``, atomically."""
+    import torch  # here, not at the top: reading a finished run's records imports no torch
+
     files.atomic_write(path, lambda fh: torch.save(dict(state), fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict saved by :func:`save_checkpoint` (tensors on CPU); RecordError naming the file when it
     cannot be read (truncated, corrupt, not a checkpoint)."""
+    import torch
+
     from aeos_base.command import RecordError
 
     try:

@@ -54,7 +54,7 @@ from ..measure.edge import identify_group
 from ..measure.oscillation import flat_parameters, period_two_amplitude, top_direction
 from ..measure.tracker import SharpnessTracker
 from . import runlog
-from .config import TrainConfig
+from .config import DIVERGENCE_FACTOR, TrainConfig
 from .data import Dataset, chunks, load
 from .distributed import Ranks, broadcast, join, session, shard_slice
 from .losses import correct, count, get_loss
@@ -325,11 +325,6 @@ class Trainer:
     def wall_time(self) -> float:
         """Training wall time in seconds, summed over every resume."""
         return self.elapsed + time.perf_counter() - self.clock
-
-
-#: A run is diverged when its full-batch loss (or a minibatch loss) is not finite or exceeds this many
-#: times its loss at step 0.
-DIVERGENCE_FACTOR = 1e4
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
