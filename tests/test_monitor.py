@@ -50,7 +50,7 @@ def _loop(tmp_path, **monitor):
         row = mon.step()
         assert (row is not None) == (t % EVERY == 0)
         if row is not None:
-            (b1, b2), eps = opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
+            (_, b2), eps = opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
             v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
             p_diag = torch.sqrt(v / (1 - b2**t)) + eps
             with torch.no_grad():

@@ -44,7 +44,7 @@ def _adamw_steps(model, X, y, steps=5, lr=0.05):
 
 def _adam_p(opt, model) -> torch.Tensor:
     """P = sqrt(v / (1 - beta2^t)) + eps from AdamW's state, rebuilt here."""
-    (beta1, beta2), eps = opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
+    (_, beta2), eps = opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
     states = [opt.state[p] for p in model.parameters()]
     v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in states])
     return torch.sqrt(v / (1 - beta2 ** float(states[0]["step"]))) + eps

@@ -35,16 +35,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from aeos_base.command import RecordError
+from aeos_base.progress import progress as progress_reporter
 from aeos_theory import threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
@@ -70,7 +69,8 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
 
     Resumes from ``out_dir/checkpoint.pt`` when present (same config required, ValueError otherwise);
     returns at once when the folder holds a finished run.  ``progress`` shows a tqdm bar with the
-    live eta * S_P; ``command`` is recorded in ``config.json`` (the CLI passes its command line).
+    live eta * S_P on a terminal, and a line every tenth of the run when stderr is a file
+    (:mod:`aeos_base.progress`); ``command`` is recorded in ``config.json`` (the CLI passes its command line).
     See the module docstring for the columns and :func:`deep.training.runlog.read_metrics` to read them.
     """
     if not isinstance(config, TrainConfig):
@@ -153,8 +153,8 @@ class Trainer:
         self.writer = (runlog.MetricsWriter(self.folder.metrics, keep_rows=kept) if self.ranks.is_writer
                        else runlog.RowCounter(kept))
         self.theory_constant(step)  # the first call derives the formula (sympy)
-        self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
-                        desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
+        self.bar = progress_reporter(self.config.steps, initial=step, desc=f"{self.config.optimizer} eta={self.eta:g}",
+                                     unit="steps", enabled=progress)  # a bar on a terminal, lines in a log
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)  # the same numbers whatever the machine or --jobs
         self.clock = time.perf_counter()
