@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
     p.add_argument("--n", type=int, default=None, help="examples (default: digits 1000, cifar10 5000, text 512, "
                    "synthetic 1000)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size of the optimizer's steps (default: full batch); "
+                   "every measurement stays full batch")
     p.add_argument("--chunk-size", type=int, default=1000, help="physical batch for full-batch passes (default 1000)")
     p.add_argument("--width", type=int, default=None, help="hidden width / channels (default: the model's)")
     p.add_argument("--depth", type=int, default=None, help="hidden layers / blocks (default: the model's)")

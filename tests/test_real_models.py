@@ -252,3 +252,28 @@ def test_drop_last_that_drops_examples_is_warned_about_with_the_count():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         deep.sharpness(model, deep.mse, even)
+
+
+# ----------------------------------------------------------------------------- short reprs
+def test_results_print_short_without_their_tensors():
+    import sims
+    from sims.problems import dense_problem
+
+    from deep.curvature.lanczos import lanczos
+
+    model = nn.Sequential(nn.Linear(30, 40), nn.Tanh(), nn.Linear(40, 3))  # 1363 parameters
+    X, y = torch.randn(50, 30), torch.randn(50, 3)
+    opt = torch.optim.Adam(model.parameters())
+    deep.mse(model(X), y).backward()
+    opt.step()
+    op = curvature_operator(model, deep.mse, (X, y))
+    results = [deep.top_eigenpairs(model, deep.mse, (X, y)), lanczos(op), deep.measure_edge(model, deep.mse, (X, y), opt),
+               deep.hessian_trace(model, deep.mse, (X, y), hvps=20),
+               deep.spectral_density(model, deep.mse, (X, y), steps=10, probes=2),
+               sims.central_flow("gd", dense_problem(seed=0, d=5).H, dense_problem(seed=0, d=5).x0, eta=0.01, steps=50,
+                                 record_every=10)]
+    for result in results:
+        text = repr(result)
+        assert len(text) < 300 and "eigenvectors" not in text and "\n" not in text, text
+    assert repr(results[0]).startswith("SharpnessResult(eigenvalues=(")
+    assert "records: 6 rows of" in repr(results[-1])
