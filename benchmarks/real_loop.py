@@ -35,7 +35,7 @@ import deep
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width, heads):
         super().__init__()
         self.heads, self.ln1, self.ln2 = heads, nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
@@ -45,23 +45,21 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
                    for t in self.qkv(self.ln1(x)).split(C, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # flash kernel in training
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
         return x + self.mlp(self.ln2(x))
 
-
 class GPT(nn.Module):
-    def __init__(self, vocab: int, context: int, width: int = 32, heads: int = 4, layers: int = 2) -> None:
+    def __init__(self, vocab, context, width=32, heads=4, layers=2):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
         self.blocks = nn.Sequential(*[Block(width, heads) for _ in range(layers)])
         self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
-        self.head.weight = self.tok.weight  # tied embeddings
+        self.head.weight = self.tok.weight                           # tied: counted once
 
     def forward(self, idx):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
         return self.head(self.ln(self.blocks(x)))
-
 
 def lm_loss(logits, targets):
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
@@ -74,9 +72,9 @@ def run(steps: int, every: int | None, seed: int = 0, accuracy: bool = False, **
     torch.manual_seed(seed)
     model = GPT(data.num_classes, 32)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-    warmup = max(steps // 10, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(max(t - warmup, 0) / max(steps - warmup, 1), 1.0)))))
+    warmup = max(steps // 10, 1)  # the README's schedule: 100 of 1000, then a cosine to 0 at the last update
+    cosine = lambda t: 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(steps - 1 - warmup, 1)))  # noqa: E731
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (t + 1) / warmup if t < warmup else cosine(t))
     monitor = deep.Monitor(model, lm_loss, (data.X, data.y), opt, every=every, **settings) if every else None
     checks, excluded = [], 0.0
     start = time.perf_counter()
