@@ -102,8 +102,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--accuracy", action="store_true")
-    parser.add_argument("--settings", default="1e-3:1,1e-2:5",
-                        help="comma-separated tol:sharpness_every settings of the monitor (default 1e-3:1,1e-2:5)")
+    parser.add_argument("--settings", default="1e-2:1,1e-2:0",
+                        help="comma-separated tol:sharpness_every settings of the monitor (default 1e-2:1,1e-2:0: "
+                             "the README's monitor, and eta * S_P alone)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = [dict(tol=float(a), sharpness_every=int(b)) for a, b in (s.split(":") for s in args.settings.split(","))]
