@@ -12,7 +12,9 @@ updates, in interleaved pairs (plain, monitored, plain, monitored, ...).  Printe
 * the overhead as the wall time of a monitored run over the plain run of its pair, minus 1 (best pair);
 * the overhead the monitor counts itself (its seconds measuring over the rest of its run's seconds);
 * per measurement: the products (HVPs) and the cost in training steps, for each setting of ``--settings``
-  (``tol`` and ``sharpness_every``);
+  (``tol`` and ``sharpness_every``), and the overhead those products imply at the unit costs (one HVP, one
+  build of the kept graph, in training steps: best of 7 timings interleaved with training steps, the number
+  that holds up on a loaded machine);
 * with ``--accuracy``: each row's eta * S_P against a tight solve (cold, tol 1e-7) at the same parameters.
 
 The machine's load (``os.getloadavg``) is printed beside the numbers: other processes slow both runs alike
@@ -96,6 +98,34 @@ def run(steps: int, every: int | None, seed: int = 0, accuracy: bool = False, **
     return wall, monitor, checks
 
 
+def unit_costs(reps: int = 7) -> tuple[float, float]:
+    """(one HVP, one build of the kept graph) in training steps of the loop, each the best of ``reps`` timings
+    interleaved with the steps: robust to a loaded machine, unlike the wall time of whole runs."""
+    from deep.curvature.hessian import hessian_operator
+
+    data = deep.load_text(128, context=32)
+    torch.manual_seed(0)
+    model = GPT(data.num_classes, 32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    best = {"step": math.inf, "hvp": math.inf, "build": math.inf}
+    v = torch.randn(sum(p.numel() for p in model.parameters()))
+    for _ in range(reps):
+        start = time.perf_counter()
+        opt.zero_grad()
+        lm_loss(model(data.X), data.y).backward()
+        opt.step()
+        best["step"] = min(best["step"], time.perf_counter() - start)
+        op = hessian_operator(model, lm_loss, (data.X, data.y))
+        start = time.perf_counter()
+        op.start_direction()  # builds the graph (and reads g off it)
+        best["build"] = min(best["build"], time.perf_counter() - start)
+        for _ in range(3):  # the products of one measurement, through one kept graph
+            start = time.perf_counter()
+            op @ v
+            best["hvp"] = min(best["hvp"], time.perf_counter() - start)
+    return best["hvp"] / best["step"], best["build"] / best["step"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -110,6 +140,9 @@ def main() -> None:
     settings = [dict(tol=float(a), sharpness_every=int(b)) for a, b in (s.split(":") for s in args.settings.split(","))]
     print(f"GPT {sum(p.numel() for p in GPT(103, 32).parameters())} parameters, {args.steps} steps, measured every "
           f"{args.every}; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    hvp, build = unit_costs()
+    print(f"one HVP costs {hvp:.2f} training steps, one graph build {build:.2f} (best of 7, interleaved); "
+          f"load {os.getloadavg()[0]:.1f}")
     for setting in settings:
         ratios, counted, per_measure, hvps = [], [], [], []
         checks = []
@@ -121,7 +154,9 @@ def main() -> None:
             per_measure.append(monitor.seconds / len(monitor.rows) / (plain / args.steps))
             hvps += [r["hvps"] for r in monitor.rows]
             checks = check or checks
-        print(f"tol {setting['tol']:g}, S every {setting['sharpness_every']} measurements: overhead "
+        estimate = (build + statistics.mean(hvps) * hvp) / args.every
+        print(f"tol {setting['tol']:g}, S every {setting['sharpness_every']} measurements: from the unit costs "
+              f"{estimate:.1%}; overhead "
               f"{min(ratios):.1%} (pairs: {', '.join(f'{r:.1%}' for r in ratios)}); counted by the monitor "
               f"{min(counted):.1%}; a measurement costs {min(per_measure):.1f} training steps, "
               f"{statistics.mean(hvps):.1f} HVPs (min {min(hvps)}, max {max(hvps)}); load {os.getloadavg()[0]:.1f}")
