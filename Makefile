@@ -24,11 +24,13 @@ peers: $(STAMP)
 	$(PY) -m pip install --quiet -c benchmarks/constraints.txt einops opt-einsum linear_operator
 
 # The repository's gallery lives in paper_figures/out (aeos figures alone writes to ./aeos_figures).
+# Extra flags pass through: make figures ARGS='--only thresholds --jobs 2', make test ARGS='-x tests/test_theory.py'.
+ARGS ?=
 figures: $(STAMP)
-	$(PY) -m paper_figures --out paper_figures/out
+	$(PY) -m paper_figures --out paper_figures/out $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

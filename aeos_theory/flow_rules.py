@@ -149,6 +149,12 @@ class FlowResult:
     m: Any = None
     nu: Any = None
 
+    def __repr__(self) -> str:
+        rows = len(next(iter(self.records.values()), []))
+        why = f", reason={self.reason!r}" if self.reason else ""
+        return (f"FlowResult(optimizer={self.optimizer!r}, central={self.central}, status={self.status!r}, "
+                f"step={self.step:g}{why}, records: {rows} rows of {len(self.records)} columns)")
+
     def column(self, name: str) -> np.ndarray:
         """One record column as a float64 array."""
         return np.asarray(self.records[name], dtype=np.float64)

@@ -15,7 +15,8 @@ Main entry points (the names a user types; everything else is imported from its 
   the protocol :class:`CurvatureOperator` (and :func:`as_operator` for a user's own), :func:`hessian_trace`,
   :func:`spectral_density`, and :class:`Shard` for a full batch split over ``torch.distributed`` ranks;
 * training (:mod:`deep.training`): :func:`run` with a :class:`TrainConfig`, read back by
-  :func:`read_metrics`; offline data (:class:`Dataset`, :func:`load`, :func:`load_digits`,
+  :func:`read_metrics`; :class:`Monitor` for your own loop (``model_loss`` for Hugging Face style dict
+  batches); offline data (:class:`Dataset`, :func:`load`, :func:`load_digits`,
   :func:`load_text`, :func:`load_cifar10`), :func:`build_model`, the losses :func:`mse` and
   :func:`cross_entropy`, :func:`make_optimizer`;
 * prediction (:mod:`deep.flows`): :func:`central_flow`, the time-averaged trajectory at the edge;
@@ -45,7 +46,8 @@ _PUBLIC = {
     "Dataset": "deep.training.data", "load": "deep.training.data", "load_digits": "deep.training.data",
     "load_text": "deep.training.data", "load_cifar10": "deep.training.data",
     "build_model": "deep.training.models", "mse": "deep.training.losses", "cross_entropy": "deep.training.losses",
-    "make_optimizer": "deep.training.optim",
+    "make_optimizer": "deep.training.optim", "Monitor": "deep.training.monitor",
+    "model_loss": "deep.curvature.inputs",
     "central_flow": "deep.flows.network",
 }
 

@@ -298,3 +298,75 @@ def adam_trained(model, x, y, steps: int = 3):
         mse(model(x), y).backward()
         opt.step()
     return opt
+
+
+# ----------------------------------------------------------------------------- a newcomer's GPT
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-LayerNorm block with causal ``F.scaled_dot_product_attention`` and a GELU MLP (as people write one)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.ln1, self.ln2 = heads, nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+                   for t in self.qkv(self.ln1(x)).split(C, dim=2))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    """Token and position embeddings, SDPA blocks, a final LayerNorm and a head tied to the token embedding."""
+
+    def __init__(self, vocab: int = 11, context: int = 6, width: int = 8, heads: int = 2, layers: int = 1) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*[CausalSelfAttentionBlock(width, heads) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        return self.head(self.ln(self.blocks(x)))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over every position (nats per token)."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def token_data(n: int = 8, context: int = 6, vocab: int = 11, seed: int = 0):
+    """Random token windows and their next-token targets (long tensors (n, context))."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (n, context + 1), generator=g)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+
+def eigsh_top(model: nn.Module, loss, batches, scale: torch.Tensor | None = None) -> float:
+    """lambda_max(D H D), D = diag(scale) (I when None), by scipy eigsh (tol 1e-12) on H v computed here with
+    plain ``torch.autograd`` double backward on the model itself, attention on torch's math backend.
+    ``batches``: (X, y) pairs weighted by size."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    params = list(model.parameters())  # a tied weight appears once
+    n = sum(p.numel() for p in params)
+    total = sum(len(X) for X, _ in batches)
+    d = torch.ones(n, dtype=torch.float64) if scale is None else scale.double()
+
+    def matvec(v):
+        v = torch.as_tensor(np.asarray(v).reshape(-1), dtype=torch.float64) * d
+        out = torch.zeros(n, dtype=torch.float64)
+        with sdpa_kernel(SDPBackend.MATH):
+            for X, y in batches:
+                grads = torch.autograd.grad(loss(model(X), y) * len(X) / total, params, create_graph=True)
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                out += torch.cat([h.reshape(-1) for h in torch.autograd.grad(flat @ v.to(flat.dtype), params)]).double()
+        return (out * d).numpy()
+
+    return float(eigsh(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=1, which="LA", tol=1e-12,
+                       v0=np.ones(n))[0][0])

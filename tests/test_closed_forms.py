@@ -230,3 +230,25 @@ def test_the_derivation_names_still_import_lazily():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         aeos_theory.nope  # noqa: B018
     assert math.isclose(threshold(0.9, 1e-3), 38_000, rel_tol=1e-12)
+
+
+def test_rerunning_a_finished_train_imports_no_heavy_library(tmp_path, capsys):
+    """A finished run folder is proven and reported (config checked, summary and row hash, the last row) with no
+    torch: `aeos train` into it again answers at once."""
+    from paper_figures.console import main
+
+    flags = ["train", "--dataset", "digits", "--n", "60", "--model", "mlp", "--width", "4", "--depth", "1",
+             "--optimizer", "adam", "--lr", "1e-3", "--steps", "2", "--measure-every", "1", "--no-progress",
+             "--out", str(tmp_path / "run")]
+    assert main(flags) == 0
+    first = capsys.readouterr().out
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "paper_figures.console", *flags],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == first and out.stdout.startswith("completed at step 2; 3 rows")
+    imported = {line.rpartition("|")[2].strip().split(".")[0] for line in out.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "deep" in imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    other = subprocess.run([sys.executable, "-m", "paper_figures.console", *flags[:-3], "--lr", "2e-3",
+                            "--no-progress", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "holds a run with a different config" in other.stderr

@@ -73,8 +73,14 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
         op: CurvatureOperator = GGNOperator(model, loss_fn, data, params, memory_budget)
     else:
         op = hessian_operator(model, loss_fn, data, strategy=strategy, params=params, memory_budget=memory_budget)
-    if optimizer is None:
-        return op
+    return op if optimizer is None else in_metric(op, optimizer, model)
+
+
+def in_metric(op: CurvatureOperator, optimizer: Any, model: nn.Module) -> CurvatureOperator:
+    """P^-1/2 (A + W) P^-1/2 for an operator ``op`` = A over ``model``'s parameters: P the preconditioner of
+    the optimizer's last step (or of several optimizers, or a user's), W its coupled weight decay
+    (:func:`curvature_operator`).  Products go through ``op``, so one kept graph serves A and the
+    preconditioned operator alike."""
     preconditioner = preconditioner_of(optimizer, model, op.layout)  # validates the optimizer even when P = I
     if not is_preconditioner(optimizer):
         for one in optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]:

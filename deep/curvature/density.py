@@ -52,6 +52,11 @@ class SpectralDensity:
     sigma: float
     hvps: int
 
+    def __repr__(self) -> str:
+        probes, steps = self.nodes.shape
+        return (f"SpectralDensity({probes} probes x {steps} nodes, grid [{self.grid[0]:.4g}, {self.grid[-1]:.4g}] "
+                f"({len(self.grid)} points), sigma={self.sigma:.4g}, hvps={self.hvps})")
+
     def moment(self, p: int) -> float:
         """The quadrature estimate of (1/n) tr(A^p), from the nodes and weights (not the smoothed curve)."""
         return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))

@@ -137,7 +137,14 @@ def _check_data(model: nn.Module, loss_fn: LossFn, data, device: torch.device, d
             _check_loss_value(where, loss_fn, outputs, targets)
 
 
-def _check_rows(where: str, inputs: tuple, targets: Any) -> None:
+def _check_rows(where: str, inputs: tuple | dict, targets: Any) -> None:
+    if isinstance(inputs, dict):  # a dict batch: its tensors share the first dimension
+        rows = {key: v for key, v in inputs.items() if isinstance(v, Tensor) and v.ndim > 0}
+        if len({v.shape[0] for v in rows.values()}) > 1:
+            shown = ", ".join(f"{key} {_shape(v)}" for key, v in rows.items())
+            raise ValueError(f"{where}: a dict batch's tensors must have the same first dimension (one row per "
+                             f"example); got {shown}")
+        return
     first = inputs[0]
     if not (isinstance(first, Tensor) and isinstance(targets, Tensor)):
         return
@@ -146,7 +153,9 @@ def _check_rows(where: str, inputs: tuple, targets: Any) -> None:
                          f"got inputs of shape {_shape(first)} and targets of shape {_shape(targets)}")
 
 
-def _check_finite(where: str, inputs: tuple, targets: Any, dtype: torch.dtype) -> None:
+def _check_finite(where: str, inputs: tuple | dict, targets: Any, dtype: torch.dtype) -> None:
+    if isinstance(inputs, dict):  # a dict batch is its own targets
+        inputs, targets = tuple(inputs.values()), None
     for kind, tensors in (("inputs", inputs), ("targets", (targets,))):
         for t in tensors:
             if isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
@@ -158,8 +167,9 @@ def _forward(where: str, model: nn.Module, inputs: tuple, dtype: torch.dtype) ->
     """The model's outputs on the first chunk; ValueError saying why the model cannot take the inputs."""
     try:
         with torch.no_grad(), evaluation(model):
-            return model(*inputs)
+            return model(**inputs) if isinstance(inputs, dict) else model(*inputs)
     except Exception as err:  # whatever the model raises: a shape, a dtype, a type
+        inputs = tuple(inputs.values()) if isinstance(inputs, dict) else inputs
         shown = ", ".join(_describe(x) for x in inputs)
         integers = [x for x in inputs if isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex())]
         hint = (f"; integer inputs are passed as they are (token ids for an embedding): for a "

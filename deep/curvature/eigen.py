@@ -13,7 +13,7 @@ first step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -53,7 +53,7 @@ class SharpnessResult:
     """
 
     eigenvalues: tuple[float, ...]
-    eigenvectors: Tensor
+    eigenvectors: Tensor = field(repr=False)
     residuals: tuple[float, ...]
     hvps: int
     converged: bool

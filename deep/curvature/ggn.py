@@ -22,14 +22,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from aeos_base import checks
 
 from .hessian import GraphMeter, ModelOperator, default_memory_budget
-from .inputs import LossFn, evaluation
+from .inputs import LossFn, evaluation, forward
 from .params import ParamSelection
 from .reductions import reduce_mean
+from .twice import check_graph
 
 
 class _ChunkGraphs:
@@ -38,13 +38,17 @@ class _ChunkGraphs:
     def __init__(self, op: "GGNOperator", leaves: dict[str, Tensor], order: list[Tensor], inputs, targets) -> None:
         with torch.enable_grad():
             with evaluation(op.model):
-                self.out = functional_call(op.model, (leaves, op._fixed), inputs)
+                self.out = forward(op.model, (leaves, op._fixed), inputs)
+            if not isinstance(self.out, Tensor):
+                raise ValueError("curvature='ggn' needs a model that returns a tensor of outputs; got a "
+                                 f"{type(self.out).__name__}")
             out_leaf = self.out.detach().requires_grad_(True)
             self.out_leaf = out_leaf
             self.dl_df = torch.autograd.grad(op.loss_fn(out_leaf, targets), out_leaf, create_graph=True)[0]
             self.u = torch.zeros_like(self.out, requires_grad=True)
             self.jt_u = torch.autograd.grad(self.out, order, grad_outputs=self.u, create_graph=True,
                                             materialize_grads=True)
+        check_graph([*self.jt_u, self.dl_df])
         self.order = order
 
     def product(self, parts: list[Tensor]) -> list[Tensor]:
@@ -118,6 +122,7 @@ class GGNOperator(ModelOperator):
     def start_direction(self) -> Tensor:
         """The full-batch gradient g = sum_i (n_i/N) J_i^T dL_i/df (from the kept graphs)."""
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
-        for graphs, n in self._each_chunk():
-            acc.add_(self.layout.flatten(graphs.gradient()).detach(), alpha=n)
+        with self.twice_differentiable():
+            for graphs, n in self._each_chunk():
+                acc.add_(self.layout.flatten(graphs.gradient()).detach(), alpha=n)
         return reduce_mean(acc, self._count, self.group)

@@ -47,15 +47,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import grad, jvp, vmap
 
 from aeos_base import checks
 
 from .door import check_measurement_inputs
-from .inputs import CheckedData, Data, LossFn, check_loss, check_model, chunks, evaluation
+from .inputs import CheckedData, Data, LossFn, check_loss, check_model, chunks, evaluation, forward
 from .operators import CurvatureOperator
 from .params import ParamLayout, ParamSelection
 from .reductions import group_of, reduce_mean
+from .twice import check_graph, second_derivatives
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
@@ -94,15 +95,38 @@ class ModelOperator(CurvatureOperator):
         """(inputs, targets, n_i) of every chunk, on the operator's device and dtype."""
         return chunks(self.data, self.device, self.dtype)
 
+    def matvec(self, v: Tensor) -> Tensor:
+        """A v (:meth:`CurvatureOperator.matvec`); a model or loss without a second derivative is a
+        ValueError naming the module responsible (:mod:`deep.curvature.twice`)."""
+        with self.twice_differentiable():
+            return super().matvec(v)
+
+    __call__ = matvec
+
+    def twice_differentiable(self):
+        """The context of every product: torch's error for an operation without a second derivative
+        becomes one ValueError naming the module (or the loss) that uses it."""
+        def first_chunk():
+            inputs, targets, _ = next(iter(self.chunks()))
+            return inputs, targets
+
+        def call(model, inputs):
+            with evaluation(model):
+                return forward(model, {}, inputs)
+        return second_derivatives(self.model, self.loss_fn, first_chunk, call)
+
     def chunk_loss(self, inputs, targets):
         """theta_B -> L_i(theta_B) of one chunk (a function of the {name: tensor} dict of the block)."""
         def loss(params: dict[str, Tensor]) -> Tensor:
             with evaluation(self.model):
-                return self.loss_fn(functional_call(self.model, (params, self._fixed), inputs), targets)
+                return self.loss_fn(forward(self.model, (params, self._fixed), inputs), targets)
         return loss
 
     def loss(self) -> float:
         """L(theta) = sum_i (n_i/N) L_i(theta) at the snapshot (units of ``loss_fn``)."""
+        kept = getattr(self, "_loss_sum", None)  # the cached strategy: summed while its graph was built
+        if kept is not None:
+            return float(reduce_mean(kept.clone(), self._count, self.group))
         total, count = torch.zeros(1, dtype=torch.float64, device=self.device), 0
         with torch.no_grad():
             for inputs, targets, n in self.chunks():
@@ -130,6 +154,10 @@ class ModelOperator(CurvatureOperator):
         ``torch.func``: ``vmap`` over the m pairs of the gradient of theta -> <u, H_i(theta) v>, itself
         three reverse passes (no forward mode, so every loss works, ``F.mse_loss`` included); chunks are
         weighted by size (and all-reduced over a :class:`deep.Shard`'s ranks)."""
+        with self.twice_differentiable():
+            return self._curvature_gradients(U, V)
+
+    def _curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
         U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
         V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
         if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
@@ -174,6 +202,7 @@ def _double_backward(loss, params: dict[str, Tensor], tangents: dict[str, Tensor
     order = list(leaves.values())
     with torch.enable_grad():
         g = torch.autograd.grad(loss(leaves), order, create_graph=True, materialize_grads=True)
+        check_graph(list(g))
         live = [i for i, gi in enumerate(g) if gi.requires_grad]  # a gradient constant in theta: H rows 0
         if not live:
             return [torch.zeros_like(t) for t in order]
@@ -202,7 +231,7 @@ class ForwardOverReverse(ModelOperator):
                 return jvp(grad(loss), (self._params,), (tangents,))[1]
             except (RuntimeError, NotImplementedError) as err:
                 text = str(err)
-                if "ZeroTensor" not in text and "forward AD" not in text:
+                if "ZeroTensor" not in text and "forward AD" not in text and "forward mode AD" not in text:
                     raise
                 self.strategy = "reverse_over_reverse (forward AD unsupported by the loss)"
         return _double_backward(loss, self._params, tangents)
@@ -242,6 +271,7 @@ class CachedDoubleBackward(ModelOperator):
         self.memory_budget = (default_memory_budget(self.device) if memory_budget is None
                               else checks.integer("memory_budget", memory_budget, low=0))
         self._graph: tuple[list[Tensor], list[Tensor]] | None = None
+        self._loss_sum: Tensor | None = None  # sum_i n_i L_i, summed while the graph is built
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
@@ -249,6 +279,7 @@ class CachedDoubleBackward(ModelOperator):
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
         order = [leaves[name] for name in self.layout.names]
         total: list[Tensor] | None = None
+        loss_sum = torch.zeros(1, dtype=torch.float64, device=self.device)
         for inputs, targets, n in self.chunks():
             self.total_chunks += 1
             self._count += n
@@ -259,6 +290,9 @@ class CachedDoubleBackward(ModelOperator):
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                 loss = self.chunk_loss(inputs, targets)(leaves)
                 g = torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True)
+            loss_sum += n * float(loss.detach())
+            if self.total_chunks == 1:
+                check_graph(list(g))
             if self.graph_bytes + counter.bytes > self.memory_budget:
                 self._rest.append((inputs, targets, n))  # this chunk's graph is dropped here
                 continue
@@ -266,6 +300,7 @@ class CachedDoubleBackward(ModelOperator):
             self.cached_chunks += 1
             total = [n * gi for gi in g] if total is None else [t + n * gi for t, gi in zip(total, g)]
         self._graph = (order, total or [])
+        self._loss_sum = None if self._rest else loss_sum  # else loss() takes its own pass
         if self._rest:
             self.strategy = (f"cached_double_backward ({self.cached_chunks} of {self.total_chunks} chunks cached, "
                              "the rest reverse_over_reverse)")
@@ -290,7 +325,8 @@ class CachedDoubleBackward(ModelOperator):
     def start_direction(self) -> Tensor:
         """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
         if self._graph is None:
-            self._build()
+            with self.twice_differentiable():
+                self._build()
         order, total = self._graph
         g = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         if total:
@@ -301,7 +337,7 @@ class CachedDoubleBackward(ModelOperator):
 
     def release(self) -> None:
         """Free the kept graph (it is rebuilt at the next product)."""
-        self._graph, self._rest = None, []
+        self._graph, self._rest, self._loss_sum = None, [], None
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -62,7 +62,7 @@ class LanczosResult:
     """
 
     eigenvalues: Tensor
-    eigenvectors: Tensor
+    eigenvectors: Tensor = field(repr=False)
     residuals: Tensor
     matvecs: int
     converged: bool

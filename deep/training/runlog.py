@@ -27,8 +27,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from aeos_base import files
 
 METRICS = "metrics.csv"
@@ -64,9 +62,22 @@ SUMMARY = "summary.json"
 #:
 #: A row written because the run diverged at step t holds the loss that stopped it (in a minibatch run,
 #: that batch's loss at theta_t), lr and the threshold, and NaN for the accuracy and every measurement.
+#:
+#: **Which batch.**  Every quantity of a row is of the *full batch* (the whole training set of the run, or
+#: the ``data`` a :class:`deep.Monitor` is given), whatever batch the optimizer steps on: the loss, the
+#: accuracy, H and so S, S_P, eta_S_P and edge_ratio (:data:`FULL_BATCH`).  In a minibatch run only P comes
+#: from minibatches (the optimizer's state, built from the minibatch gradients it stepped on), so
+#: edge_ratio is the minibatch optimizer's frozen update against the full-batch curvature, the quantity of
+#: the paper's minibatch experiment; the one minibatch number a file can hold is the ``train_loss`` of a
+#: diverged row of a minibatch run (:data:`MINIBATCH`).
 COLUMNS = ("step", "train_loss", "train_accuracy", "lr", "sharpness", "preconditioned_sharpness", "threshold",
            "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time", "oscillation",
            "oscillation_total")
+
+#: Columns computed over the full batch (see "Which batch" above).
+FULL_BATCH = ("train_loss", "train_accuracy", "sharpness", "preconditioned_sharpness", "eta_S_P", "edge_ratio")
+#: Where a minibatch number can appear: the loss of a minibatch run's diverged row.
+MINIBATCH = ("train_loss (the row of a minibatch run that diverged)",)
 
 _INTS = ("step", "hvps", "converged")
 
@@ -156,6 +167,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """``torch.save`` of ``state`` onto ``path`` behind a one-line header holding the payload's length and
     SHA-256, written atomically in one file (a kill leaves the old checkpoint or the new one, each whole
     with its digest)."""
+    import torch  # here, not at the top: reading a finished run's records imports no torch
+
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     payload = buffer.getvalue()
@@ -193,6 +206,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict saved by :func:`save_checkpoint` (tensors on CPU), after its bytes are proven against the
     SHA-256 in its header; RecordError naming the file when they are not (corrupted, truncated), or when it
     cannot be read (not a checkpoint)."""
+    import torch
+
     from aeos_base.command import RecordError
 
     path = Path(path)

@@ -36,16 +36,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from aeos_base.command import RecordError
+from aeos_base.progress import progress as progress_reporter
 from aeos_theory import threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
@@ -55,7 +54,7 @@ from ..measure.edge import identify_group
 from ..measure.oscillation import OscillationMeter, flat_parameters, top_direction
 from ..measure.tracker import SharpnessTracker
 from . import runlog
-from .config import TrainConfig
+from .config import DIVERGENCE_FACTOR, TrainConfig
 from .data import Dataset, chunks, load
 from .distributed import Ranks, broadcast, join, session, shard_slice
 from .losses import correct, count, get_loss
@@ -71,7 +70,8 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
 
     Resumes from ``out_dir/checkpoint.pt`` when present (same config required, ValueError otherwise);
     returns at once when the folder holds a finished run.  ``progress`` shows a tqdm bar with the
-    live eta * S_P; ``command`` is recorded in ``config.json`` (the CLI passes its command line).
+    live eta * S_P on a terminal, and a line every tenth of the run when stderr is a file
+    (:mod:`aeos_base.progress`); ``command`` is recorded in ``config.json`` (the CLI passes its command line).
     See the module docstring for the columns and :func:`deep.training.runlog.read_metrics` to read them.
     """
     if not isinstance(config, TrainConfig):
@@ -154,8 +154,8 @@ class Trainer:
         self.writer = (runlog.MetricsWriter(self.folder.metrics, keep_rows=kept) if self.ranks.is_writer
                        else runlog.RowCounter(kept))
         self.theory_constant(step)  # the first call derives the formula (sympy)
-        self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
-                        desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
+        self.bar = progress_reporter(self.config.steps, initial=step, desc=f"{self.config.optimizer} eta={self.eta:g}",
+                                     unit="steps", enabled=progress)  # a bar on a terminal, lines in a log
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)  # the same numbers whatever the machine or --jobs
         self.clock = time.perf_counter()
@@ -320,11 +320,6 @@ class Trainer:
     def wall_time(self) -> float:
         """Training wall time in seconds, summed over every resume."""
         return self.elapsed + time.perf_counter() - self.clock
-
-
-#: A run is diverged when its full-batch loss (or a minibatch loss) is not finite or exceeds this many
-#: times its loss at step 0.
-DIVERGENCE_FACTOR = 1e4
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
