@@ -126,7 +126,10 @@ def mean_square_polynomial(optimizer: str) -> sp.Poly:
     determinant = sp.factor(sp.expand((sp.eye(size) - a_map).det(method="berkowitz")).subs(_MU, KAPPA / eta))
     if determinant.has(eta):
         raise ValueError(f"the mean-square boundary of {optimizer!r} depends on eta and mu separately")
-    _, factors = sp.factor_list(determinant)
+    numerator, denominator = sp.fraction(sp.together(determinant))
+    if denominator.has(KAPPA):
+        raise ValueError(f"the mean-square boundary of {optimizer!r} has kappa in a denominator")
+    _, factors = sp.factor_list(numerator)
     kept = [f**power for f, power in factors if f.has(KAPPA) and f != KAPPA]
     polynomial = sp.Poly(sp.expand(sp.Mul(*kept)), KAPPA)
     if polynomial.LC().could_extract_minus_sign():
@@ -215,6 +218,8 @@ def mean_square_constant(optimizer: str, noise: float, **hyper: float) -> float:
     """
     nu = checks.real("noise", noise, low=0.0)
     values = {**settled_hyper(optimizer, hyper), "noise": nu}
+    if any(math.isinf(values[name]) for name in STEP_SYMBOLS if name in values):
+        return math.inf  # a settled step coefficient of inf (Adagrad's lr_decay, ASGD): the step shrinks to 0
     function, names = _coefficient_functions(optimizer)
     coefficients = np.array(function(*(values[name] for name in names)), dtype=float)
     roots = np.roots(coefficients)

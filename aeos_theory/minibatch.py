@@ -217,6 +217,8 @@ def _numeric_eta(optimizer: str, reduced: np.ndarray, b: int, hyper: dict) -> fl
     """First eta > 0 where the spectral radius of the map reaches 1 (grid from below, then brentq)."""
     top = float(np.linalg.eigvalsh(reduced.mean(axis=0)).max())
     upper = threshold_constant(optimizer, eta=1.0, **hyper) / top  # eta-free: weight_decay = 0
+    if np.isinf(upper):
+        return float(upper)  # the settled step shrinks to 0 (ASGD, Adagrad's lr_decay): no boundary
 
     def excess(eta: float) -> float:
         m0, m1 = affine_parts(optimizer, eta=eta, **hyper)
