@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from sims.jit_cache import njit
 from sims.updates import BETA, BETA1, EPS, apply_update, preconditioner, run_scalars, time_scalars
 
 

@@ -30,10 +30,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
+from sims.jit_cache import njit
 from sims.updates import EPS, apply_update, preconditioner, run_scalars, time_scalars
 
 

@@ -34,9 +34,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from aeos_theory.optimizers import OPTIMIZERS
+from sims.jit_cache import njit
 
 #: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
 CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
