@@ -13,7 +13,7 @@ import numpy as np
 
 from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer, validate
-from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
+from sims.updates import ADAPTIVE_CODES, CODES, branch_flags, pack_hyper
 
 #: A coordinate with |x_j| above this (or NaN) marks the run as diverged (1e100 times any sane start).
 DEFAULT_BLOWUP = 1e100
@@ -262,8 +262,8 @@ def simulate_batch(
 
 
 def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
-    """Enter :func:`sims.kernels.batch_diagonal`; returns (final x (B, d), divergence steps (B,))."""
-    from sims.kernels import batch_diagonal, batch_diagonal_serial
+    """Enter :func:`sims.kernels.batch_kernel`, one run per item; returns (final x (B, d), divergence steps (B,))."""
+    from sims.kernels import batch_kernel
 
     n_runs, d = h.shape
     frozen = p is not None
@@ -273,16 +273,13 @@ def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
     pw = _split(p, pieces) if frozen else np.ones((hw.shape[0], 1))
     ew = np.repeat(etas, pieces)
     rows, width = hw.shape
-    cap = max(1, 4096 // width)  # runs per item so that an item's state (~4 x 4096 doubles) stays in L2
-    n_items = min(rows, threads * -(-rows // (threads * cap)))
-    runs_per_item = -(-rows // n_items)
     m = np.zeros_like(xw)
     v = np.zeros_like(xw) if code in ADAPTIVE_CODES and not frozen else np.zeros((rows, 1))
-    div = np.full(rows, -1, dtype=np.int64)
-    if n_items == 1:
-        batch_diagonal_serial(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, div)
-    else:
-        batch_diagonal(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, runs_per_item, div)
+    div = np.full((rows, 1), -1, dtype=np.int64)
+    kernel = batch_kernel(code, *branch_flags(hp), "serial" if rows == 1 or threads == 1 else "rows")
+    kernel(frozen, hw.reshape(rows, 1, width), xw.reshape(rows, 1, width), m.reshape(rows, 1, width),
+           v.reshape(rows, 1, -1), pw.reshape(rows, 1, -1), ew, hp, steps, blowup, div)
+    div = div[:, 0]
     if pieces == 1:
         return xw, div
     div2 = div.reshape(n_runs, pieces)
@@ -291,8 +288,9 @@ def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
 
 
 def _run_transposed(code, hp, h, x0, eta, steps, p, blowup, threads):
-    """Enter :func:`sims.kernels.batch_diagonal_transposed` (small d, one eta); same returns as _run_batch."""
-    from sims.kernels import batch_diagonal_transposed
+    """Enter :func:`sims.kernels.batch_kernel` in the transposed layout (small d, one eta); same returns as
+    _run_batch."""
+    from sims.kernels import batch_kernel
 
     n_runs, d = h.shape
     n_items = threads * max(1, -(-n_runs // (threads * 1024)))  # <= 1024 runs per item: state in L2
@@ -309,7 +307,8 @@ def _run_transposed(code, hp, h, x0, eta, steps, p, blowup, threads):
     mT = np.zeros_like(xT)
     vT = np.zeros_like(xT) if code in ADAPTIVE_CODES and not frozen else np.zeros((n_items, 1, 1))
     div = np.full((n_items, width), -1, dtype=np.int64)
-    batch_diagonal_transposed(code, frozen, hT, xT, mT, vT, pT, eta, hp, steps, blowup, div)
+    kernel = batch_kernel(code, *branch_flags(hp), "transposed")
+    kernel(frozen, hT, xT, mT, vT, pT, np.full(n_items, eta), hp, steps, blowup, div)
     x_final = xT.transpose(0, 2, 1).reshape(total, d)[:n_runs].copy()
     return x_final, div.reshape(total)[:n_runs].copy()
 
