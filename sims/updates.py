@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.extending import overload
 
 from aeos_theory.optimizers import OPTIMIZERS
 from sims.jit_cache import njit
@@ -149,6 +150,25 @@ def branch_flags(hp):
     return abs(1.0 - hp[BETA1]) < 0.5, hp[WEIGHT_DECAY] != 0.0
 
 
+def cast_like(value, array):
+    """``value`` in the dtype of ``array`` (numba: an exact no-op for float64 arrays).
+
+    The steps read their scalars (hyperparameters, step coefficients, blowup) through it, so that on
+    float32 state the arithmetic is float32 as torch's on float32 tensors (scalars computed in float64,
+    then rounded to float32), and on float64 state nothing changes."""
+    return array.dtype.type(value)
+
+
+@overload(cast_like)
+def _cast_like(value, array):
+    dtype = array.dtype
+
+    def impl(value, array):
+        return dtype(value)
+
+    return impl
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _gradient(x, h, g, diag, r, j, decay, wd):
     """G_j = g_j + wd x_j on row r, with g_j = h[r, j] x[r, j] when ``diag`` (diagonal quadratic) or
@@ -163,7 +183,9 @@ def _gradient(x, h, g, diag, r, j, decay, wd):
 @njit(cache=True, error_model="numpy", inline="always")
 def step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """gd: x <- x - eta G (frozen: x - eta G / P)."""
-    wd = hp[WEIGHT_DECAY]
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
     bad = 0
     if frozen:
         for j in range(x.shape[1]):
@@ -181,9 +203,11 @@ def step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1,
 @njit(cache=True, error_model="numpy", inline="always")
 def step_momentum(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """heavy_ball / nesterov: b <- c1 b + c2 G; x <- x - eta d, d = b or G + beta b (frozen: d / P)."""
-    wd = hp[WEIGHT_DECAY]
-    beta = hp[BETA] if opt == NESTEROV else 0.0  # d = G + beta b (nesterov) or b (heavy ball)
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    beta = cast_like(hp[BETA] if opt == NESTEROV else 0.0, x)  # d = G + beta b (nesterov) or b (heavy ball)
     one = 1.0 if opt == NESTEROV else 0.0
+    c0, c1, c2 = cast_like(c0, x), cast_like(c1, x), cast_like(c2, x)
+    blowup = cast_like(blowup, x)
     bad = 0
     for j in range(x.shape[1]):
         gj = _gradient(x, h, g, diag, r, j, decay, wd)
@@ -204,13 +228,16 @@ def step_adam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c
     # torch.lerp(m, G, w): m + w (G - m) if w < 0.5 else G - (G - m)(1 - w) = G + (-(1 - w))(G - m)
     wd = hp[WEIGHT_DECAY]
     w = 1.0 - hp[BETA1]
-    cw = w if low else -(1.0 - w)
-    beta2 = hp[BETA2]
-    a2 = 1.0 - beta2
-    eps = hp[EPS]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
     coupled = decay and opt == ADAM  # L2 added to the gradient (adam) ...
-    shrink = 1.0 - eta * wd  # ... or decoupled decay x <- (1 - eta wd) x (adamw)
+    shrink = cast_like(1.0 - eta * wd, x)  # ... or decoupled decay x <- (1 - eta wd) x (adamw)
     decoupled = decay and opt == ADAMW
+    wd = cast_like(wd, x)
+    c0, c1 = cast_like(c0, x), cast_like(c1, x)
+    blowup = cast_like(blowup, x)
     bad = 0
     if frozen:
         for j in range(x.shape[1]):
@@ -241,11 +268,13 @@ def step_adam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c
 @njit(cache=True, error_model="numpy", inline="always")
 def step_rmsprop(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """rmsprop: v <- beta2 v + (1 - beta2) G^2, P = sqrt(v) + eps; with momentum b <- beta b + G / P."""
-    wd = hp[WEIGHT_DECAY]
-    beta = hp[BETA]
-    beta2 = hp[BETA2]
-    a2 = 1.0 - beta2
-    eps = hp[EPS]
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    beta = cast_like(hp[BETA], x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
     bad = 0
     if beta > 0.0:  # torch: buf = beta buf + G / avg; x += -eta buf
         for j in range(x.shape[1]):
@@ -279,12 +308,14 @@ def step_rmsprop(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
 @njit(cache=True, error_model="numpy", inline="always")
 def step_nadam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """nadam: m, v as adam; x <- x + c0 G / P + c1 m / P, P = sqrt(v / c2) + eps."""
-    wd = hp[WEIGHT_DECAY]
+    wd = cast_like(hp[WEIGHT_DECAY], x)
     w = 1.0 - hp[BETA1]
-    cw = w if low else -(1.0 - w)
-    beta2 = hp[BETA2]
-    a2 = 1.0 - beta2
-    eps = hp[EPS]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0, c1, c2 = cast_like(c0, x), cast_like(c1, x), cast_like(c2, x)
+    blowup = cast_like(blowup, x)
     bad = 0
     for j in range(x.shape[1]):
         gj = _gradient(x, h, g, diag, r, j, decay, wd)

@@ -158,6 +158,8 @@ H2 = np.array([[2.0, 0.5], [0.5, 1.0]])
     (lambda: simulate_batch("adam", np.ones(3), np.ones(3), 1e-3, 10), "h"),
     (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((2, 3)), 1e-3, 10), "x0"),
     (lambda: simulate_batch("sgd", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10), "optimizer"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10, dtype="float16"), "dtype"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10, dtype="double32"), "dtype"),
 ])
 def test_bad_input_raises_value_error(call, word):
     with pytest.raises(ValueError, match=word):
@@ -189,6 +191,21 @@ def test_many_small_runs_layout_equals_row_layout(optimizer, hyper, frozen):
     ref = reference_batch(optimizer, h[ok], x0[ok], 1e-2, 300, **hyper) if not frozen else None
     if ref is not None:
         np.testing.assert_allclose(res.x[ok], ref, rtol=1e-10, atol=1e-14)
+
+
+def test_float32_divergence_matches_closed_form():
+    """GD with eta = 1 on L = 1/2 h x^2 from x = 1: x_t = (1 - h)^t exactly (powers of two).  In float32 a
+    run diverges at the first t with |x_t| above blowup, or above the largest float32 (3.4e38 < 2^128)
+    whatever blowup: without that bound an overflow to inf would pass the test |x| <= blowup = inf."""
+    h = np.array([[3.0], [0.5]])  # x_t = (-2)^t and 2^-t (until float32 underflow)
+    res = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 300, blowup=1e30, dtype="float32")
+    assert res.x.dtype == np.float32
+    assert res.diverged_at.tolist() == [100, -1]  # 2^99 < 1e30 < 2^100
+    assert res.x[0, 0] == 2.0 ** 100
+    res32 = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 400, dtype="float32")  # blowup 1e100
+    res64 = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 400)
+    assert res32.diverged_at.tolist() == [128, -1] and np.isinf(res32.x[0, 0])  # 2^128 overflows float32
+    assert res64.diverged_at.tolist() == [333, -1]  # 2^332 < 1e100 < 2^333
 
 
 def test_weight_decay_checked_against_every_eta():
