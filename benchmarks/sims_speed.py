@@ -17,8 +17,9 @@ Three references for Adam on diagonal quadratics L_b = 1/2 sum_j h[b, j] x[b, j]
 * **numpy**: :func:`sims.reference.reference_batch`, vectorised over the whole batch.
 
 Prints coordinate-steps per second (B * d * steps / wall time) at (B, d) = (1000, 10), (100, 1000),
-(1, 100000) and one run at d = 10, float64 (and float32 for ``simulate_batch(dtype="float32")``), with
-the ratios sims / roofline and sims / numpy; then the dense-quadratic run and 1000 empirical thresholds.
+(1, 100000) and one run at d = 10, float64, with the ratios sims / roofline and sims / numpy; then
+``simulate_batch(dtype="float32")`` at the first two shapes (speed against float64 sims, relative error
+of the final iterates against float64); then the dense-quadratic run and 1000 empirical thresholds.
 Goals (2-core machine): sims >= 0.9x the roofline and >= 8x numpy at (1000, 10) and (100, 1000).
 Timings are best-of-N with the contenders interleaved (the cores are shared with other processes).
 """
@@ -104,36 +105,38 @@ def roofline_flat(h, x0, eta, steps, slices):
 
 # --- the divider's throughput ---------------------------------------------------------------------------
 
-@njit(error_model="numpy")
-def _sqrt_loop(x, reps):
-    for _ in range(reps):
-        for j in range(x.shape[0]):
-            x[j] = math.sqrt(x[j]) + 1.0  # a fixed point near 2.6: no subnormals, no overflow
-
+# ``one``, ``c1``, ``eps`` are passed in the array's dtype, so that float32 runs float32 instructions.
 
 @njit(error_model="numpy")
-def _div_loop(x, reps):
+def _sqrt_loop(x, reps, one, c1, eps):
     for _ in range(reps):
         for j in range(x.shape[0]):
-            x[j] = 1.0 / x[j] + 1.0
+            x[j] = math.sqrt(x[j]) + one  # a fixed point near 2.6: no subnormals, no overflow
 
 
 @njit(error_model="numpy")
-def _adam_divider_loop(x, reps, c1, eps):
+def _div_loop(x, reps, one, c1, eps):
     for _ in range(reps):
         for j in range(x.shape[0]):
-            x[j] = 1.0 + 1.0 / (math.sqrt(x[j]) / c1 + eps)  # Adam's sqrt and two divisions
+            x[j] = one / x[j] + one
+
+
+@njit(error_model="numpy")
+def _adam_divider_loop(x, reps, one, c1, eps):
+    for _ in range(reps):
+        for j in range(x.shape[0]):
+            x[j] = one + one / (math.sqrt(x[j]) / c1 + eps)  # Adam's sqrt and two divisions
 
 
 def divider_throughput(dtype=np.float64) -> dict[str, float]:
     """Seconds per element of sqrt, division and Adam's sqrt + 2 divisions, one core, vectorised, best of 7."""
-    x = np.full(1024, 2.0, dtype=dtype)  # 8 KiB: L1-resident, 1024 independent elements per pass
+    x = np.full(1024, 2.0, dtype=dtype)  # L1-resident, 1024 independent elements per pass
     reps = 20000
+    consts = (dtype(1.0), dtype(0.7), dtype(1e-8))
     out = {}
-    for name, fn, args in (("sqrt", _sqrt_loop, ()), ("div", _div_loop, ()),
-                           ("sqrt + 2 div", _adam_divider_loop, (dtype(0.7), dtype(1e-8)))):
-        fn(x, 2, *args)
-        out[name] = _best_of(lambda: fn(x, reps, *args), 7) / (x.size * reps)
+    for name, fn in (("sqrt", _sqrt_loop), ("div", _div_loop), ("sqrt + 2 div", _adam_divider_loop)):
+        fn(x, 2, *consts)
+        out[name] = _best_of(lambda: fn(x, reps, *consts), 7) / (x.size * reps)
     return out
 
 
@@ -171,10 +174,13 @@ def main() -> None:
           f"(other processes share the cores: absolute rates scale with the free CPU, ratios less so)")
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     per = divider_throughput()
+    per32 = divider_throughput(np.float32)
     limit = threads / per["sqrt + 2 div"]
-    print(f"CPU {cpu}: measured (microbenchmark, one core, AVX2 vectorised, float64) sqrt {per['sqrt'] * 1e9:.3f} ns, "
-          f"division {per['div'] * 1e9:.3f} ns, sqrt + 2 div {per['sqrt + 2 div'] * 1e9:.3f} ns per element")
-    print(f"  -> div/sqrt throughput limit of an Adam coordinate-step on {threads} threads: {limit:.3e} /s")
+    for name, p in (("float64", per), ("float32", per32)):
+        print(f"CPU {cpu}: measured by a microbenchmark (one core, LLVM-vectorised as the kernels), {name}: sqrt "
+              f"{p['sqrt'] * 1e9:.3f} ns, division {p['div'] * 1e9:.3f} ns, sqrt + 2 div {p['sqrt + 2 div'] * 1e9:.3f} "
+              f"ns per element -> Adam's div/sqrt limit on {threads} threads {threads / p['sqrt + 2 div']:.3e} "
+              f"coordinate-steps/s")
     rng = np.random.default_rng(0)
     # (B, d, steps): the same steps for every contender, so all see the same trajectory.  Runs stay
     # short enough that no coordinate decays into float64 subnormals (Adam drives the flat directions
@@ -208,6 +214,20 @@ def main() -> None:
         print(f"{f'({B}, {d})':>22} | {rate['sims']:9.3e} | {roof:9.3e} ({rate['rows']:.2e} / {rate['flat']:.2e}) | "
               f"{rate['numpy']:9.3e} | {rate['sims'] / roof:13.3f} | {rate['sims'] / rate['numpy']:9.1f}x | "
               f"{roof / limit:14.3f}")
+    # float32: the same runs in float32 arithmetic, against float64 sims (speed) and its final iterates (error)
+    for B, d, steps in configs[:2]:
+        h = np.tile(np.logspace(0, 2, d), (B, 1))
+        x0 = rng.standard_normal((B, d))
+        eta = np.full(B, 1e-3)
+        contenders = {"f64": lambda: simulate_batch("adam", h, x0, eta, steps, **HYPER).x,
+                      "f32": lambda: simulate_batch("adam", h, x0, eta, steps, dtype="float32", **HYPER).x}
+        x64, x32 = (fn() for fn in contenders.values())
+        best = _interleaved(contenders, {"f64": 7, "f32": 7})
+        err = np.max(np.abs(x32 - x64)) / np.max(np.abs(x64))
+        coord_err = np.median(np.abs(x32 - x64)[x64 != 0] / np.abs(x64[x64 != 0]))
+        print(f"adam float32 ({B}, {d}): {B * d * steps / best['f32']:9.3e} coord-steps/s, "
+              f"{best['f64'] / best['f32']:.2f}x float64 sims; final x vs float64: max |dx| / max |x| "
+              f"{err:.1e}, median |dx| / |x| {coord_err:.1e}")
     # per-core rate (one thread), to separate kernel speed from the machine's load
     h = np.tile(np.logspace(0, 2, 1000), (100, 1))
     x0 = rng.standard_normal((100, 1000))
