@@ -21,7 +21,11 @@ Main entry points:
 
 Inside: :mod:`sims.updates` (one step of every optimizer), :mod:`sims.kernels` (batching, recording,
 divergence), :mod:`sims.reference` (a plain-numpy twin used by the tests).  numba compiles on first
-use (``cache=True``: once per machine); importing ``sims`` itself is light.
+use and caches the machine code on disk (:mod:`sims.jit_cache`: in ``sims/__pycache__/numba-<key>``,
+the key a SHA-256 of all of sims' sources and numba's version, so an edit of any file, say a helper in
+``updates.py`` that the kernels inline, recompiles rather than reusing stale code; ``NUMBA_CACHE_DIR``,
+if set, is the parent; ``~/.cache/aeos`` if the package folder is read-only); importing ``sims`` itself
+is light.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ _LAZY = {
     "central_flow": "sims.flows",
 }
 _SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows",
-               "minibatch", "minibatch_experiments")
+               "minibatch", "minibatch_experiments", "jit_cache")
 
 
 def __getattr__(name: str) -> Any:

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from sims.jit_cache import njit
 from scipy.optimize import brentq
 
 from aeos_base import checks
