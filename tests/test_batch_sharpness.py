@@ -1,0 +1,272 @@
+"""Batch sharpness: raw, with Adam's P and along the optimizer's next step, over random minibatches.
+
+References, none of them the package's own code: per-example gradients (plain ``loss.backward()``) and dense
+per-example Hessians (``torch.autograd.functional.hessian``), from which g_B and H_B of any batch are
+averages; the exact expectation over all C(10, 3) = 120 batches of a 10-example data set; Adam's P and its
+step, and heavy ball's step, written out from torch's documented update and the optimizer's state; the
+spread of the estimate over independent seeds (for its standard error).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deep
+from deep.measure.batch import MIN_SAMPLES, batch_seed, batch_sharpness_forms
+from support import autograd_gradient, dense_hessian, mse, tiny_problem
+
+N, B = 10, 3
+
+
+class Reference:
+    """g_i, H_i of each example (dense, float64) and the forms of any batch, by hand."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.g = np.stack([autograd_gradient(model, x[i:i + 1], y[i:i + 1]).numpy() for i in range(len(x))])
+        self.H = np.stack([dense_hessian(model, x[i:i + 1], y[i:i + 1], vectorize=True) for i in range(len(x))])
+        self.theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+
+    def batch(self, members) -> tuple[np.ndarray, np.ndarray]:
+        members = list(members)
+        return self.g[members].mean(axis=0), self.H[members].mean(axis=0)
+
+    def pair(self, members, form: str, opt=None) -> tuple[float, float]:
+        """(A, B) of one batch: raw g^T H g and |g|^2; preconditioned and update as in deep.measure.batch."""
+        g, H = self.batch(members)
+        if form == "raw":
+            return g @ H @ g, g @ g
+        wd = opt.param_groups[0]["weight_decay"]
+        gh = g + wd * self.theta
+        u = gh / adam_p(opt) if form == "preconditioned" else next_step(opt, gh)
+        return u @ (H + wd * np.eye(len(g))) @ u, gh @ u
+
+    def exact(self, form: str, opt=None) -> float:
+        pairs = np.array([self.pair(s, form, opt) for s in itertools.combinations(range(N), B)])
+        return pairs[:, 0].mean() / pairs[:, 1].mean()
+
+
+def state(opt, key: str) -> np.ndarray:
+    return np.concatenate([opt.state[p][key].reshape(-1).numpy() for g in opt.param_groups for p in g["params"]])
+
+
+def adam_p(opt) -> np.ndarray:
+    """Adam's P of its last step, from its state: sqrt(v_t) / sqrt(1 - beta2^t) + eps (1 for SGD)."""
+    group = opt.param_groups[0]
+    if isinstance(opt, torch.optim.SGD):
+        return np.ones(sum(p.numel() for p in group["params"]))
+    t = float(opt.state[group["params"][0]]["step"])
+    return np.sqrt(state(opt, "exp_avg_sq")) / math.sqrt(1 - group["betas"][1] ** t) + group["eps"]
+
+
+def next_step(opt, gh: np.ndarray) -> np.ndarray:
+    """The step theta_t - theta_(t+1) of torch's Adam or SGD with momentum for the gradient gh (decay included)."""
+    group = opt.param_groups[0]
+    lr = group["lr"]
+    if isinstance(opt, torch.optim.SGD):
+        return lr * (group["momentum"] * state(opt, "momentum_buffer") + gh)
+    (b1, b2), t = group["betas"], float(opt.state[group["params"][0]]["step"]) + 1
+    m = b1 * state(opt, "exp_avg") + (1 - b1) * gh
+    v = b2 * state(opt, "exp_avg_sq") + (1 - b2) * gh**2
+    return lr / (1 - b1**t) * m / (np.sqrt(v) / math.sqrt(1 - b2**t) + group["eps"])
+
+
+def trained(optimizer: str = "adam", n: int = N):
+    """The tiny problem (203 parameters, float64) on n examples after 4 full-batch steps of Adam (lr 1e-2,
+    coupled weight decay 0.1) or of heavy ball (lr 1e-2, momentum 0.9, weight decay 0.1)."""
+    model, x, y = tiny_problem(seed=1, n=n)
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.1) if optimizer == "adam" else
+           torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=0.1))
+    for _ in range(4):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        opt.step()
+    opt.zero_grad()
+    return model, x, y, opt
+
+
+@pytest.fixture(scope="module")
+def problems():
+    """{optimizer: (model, x, y, optimizer, Reference)} for Adam and heavy ball, built once."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    built = {}
+    for name in ("adam", "heavy_ball"):
+        model, x, y, opt = trained(name)
+        built[name] = (model, x, y, opt, Reference(model, x, y))
+    yield built
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adam_problem(problems):
+    return problems["adam"]
+
+
+@pytest.mark.parametrize("form", ["raw", "preconditioned", "update"])
+def test_the_estimate_is_the_exact_expectation_over_all_batches(adam_problem, form):
+    """n = 10, batch 3: within 4 standard errors of the expectation over all 120 batches, raw and with Adam."""
+    model, x, y, opt, ref = adam_problem
+    res = batch_sharpness_forms(model, mse, (x, y), B, opt, forms=(form,), samples=400, tol=1e-9, seed=7)[form]
+    exact = ref.exact(form, opt)
+    assert res.samples == 400 and 0 < res.stderr < 0.05 * abs(exact)
+    assert abs(res.value - exact) < 4 * res.stderr, (res, exact)
+
+
+def _same_batches(reference: Reference, form: str, opt, samples: int, seed: int) -> tuple[float, float]:
+    """(R, stderr) by hand on the batches the documented sampler draws: randperm(N)[:b] from Generator(seed)."""
+    generator = torch.Generator().manual_seed(seed)
+    pairs = np.array([reference.pair(torch.randperm(N, generator=generator)[:B].tolist(), form, opt)
+                      for _ in range(samples)])
+    A, Bs = pairs[:, 0], pairs[:, 1]
+    r = A.sum() / Bs.sum()
+    return r, math.sqrt(np.sum((A - r * Bs) ** 2) / (samples * (samples - 1))) / abs(Bs.mean())
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+@pytest.mark.parametrize("optimizer, form", [("adam", "raw"), ("adam", "preconditioned"), ("adam", "update"),
+                                             ("heavy_ball", "preconditioned"), ("heavy_ball", "update")])
+def test_the_estimate_is_the_hand_computed_ratio_of_the_same_batches(monkeypatch, problems, optimizer, form,
+                                                                    one_at_a_time):
+    """Adam's form with its P frozen as read by hand (sqrt(v_hat) + eps), Adam's and heavy ball's next step by
+    hand: value and delta-method stderr of the same 25 batches to 1e-10, vectorised (vmap) or one at a time."""
+    import deep.curvature.minibatch
+
+    if one_at_a_time:
+        monkeypatch.setattr(deep.curvature.minibatch, "VECTORIZE_MAX_BATCH", 0)
+    model, x, y, opt, reference = problems[optimizer]
+    res = batch_sharpness_forms(model, mse, (x, y), B, opt, forms=(form,), samples=25, tol=1e-9, seed=3)[form]
+    value, stderr = _same_batches(reference, form, opt, 25, 3)
+    assert res.value == pytest.approx(value, rel=1e-10) and res.stderr == pytest.approx(stderr, rel=1e-9)
+    assert res.samples == 25 and not res.converged
+
+
+def test_adam_reports_eta_bs_p_against_its_threshold_and_the_step_ratio_against_2(adam_problem):
+    model, x, y, opt, _ = adam_problem
+    forms = batch_sharpness_forms(model, mse, (x, y), B, opt, forms=("preconditioned", "update"), samples=30)
+    pre, upd = forms["preconditioned"], forms["update"]
+    c4 = (2 + 2 * 0.9) * (1 - 0.9**4) / (1 - 0.9)  # Adam's threshold constant of its 4th update
+    assert (pre.optimizer, pre.step, pre.lr, pre.constant) == ("adam", 4, (1e-2,), pytest.approx(c4))
+    assert pre.eta_value == pytest.approx(1e-2 * pre.value) and pre.ratio == pytest.approx(pre.eta_value / c4)
+    assert (upd.step, upd.constant, upd.eta_value, upd.ratio) == (5, 2.0, upd.value, upd.value / 2)
+    assert pre.samples == upd.samples  # the same batches
+    assert "tensor" not in repr(pre) and len(repr(pre)) < 200
+
+
+def test_the_full_batch_is_the_rayleigh_quotient_exactly(adam_problem):
+    """batch = n: g^T H g / |g|^2 of the whole data set (dense reference), one sample, stderr 0; and Adam's form."""
+    model, x, y, opt, ref = adam_problem
+    g, H = ref.batch(range(N))
+    res = deep.batch_sharpness(model, mse, (x, y), N)
+    assert (res.samples, res.stderr, res.converged) == (1, 0.0, True)
+    assert res.value == pytest.approx(g @ H @ g / (g @ g), rel=1e-12)
+    chunks = [(x[:4], y[:4]), (x[4:], y[4:])]  # any chunking of the same examples
+    pre = deep.batch_sharpness(model, mse, chunks, N, opt)
+    a, b = ref.pair(range(N), "preconditioned", opt)
+    assert (pre.stderr, pre.value) == (0.0, pytest.approx(a / b, rel=1e-12))
+
+
+def test_the_standard_error_matches_the_spread_over_seeds(adam_problem):
+    """The delta-method stderr of 30 batches against the standard deviation of 40 independent estimates."""
+    model, x, y, _, _ = adam_problem
+    runs = [deep.batch_sharpness(model, mse, (x, y), B, samples=30, tol=1e-9, seed=s) for s in range(40)]
+    spread = np.std([r.value for r in runs], ddof=1)
+    typical = math.sqrt(np.mean([r.stderr**2 for r in runs]))
+    assert 0.75 < spread / typical < 1.33, (spread, typical)
+
+
+def test_sampling_stops_at_the_tolerance(adam_problem):
+    model, x, y, _, _ = adam_problem
+    loose = deep.batch_sharpness(model, mse, (x, y), B, tol=0.1, samples=1000)
+    assert loose.converged and MIN_SAMPLES <= loose.samples < 1000 and loose.stderr <= 0.1 * loose.value
+    capped = deep.batch_sharpness(model, mse, (x, y), B, tol=1e-6, samples=15)
+    assert not capped.converged and capped.samples == 15
+    again = deep.batch_sharpness(model, mse, (x, y), B, tol=0.1, samples=1000)
+    assert again == loose  # the seed fixes the batches
+
+
+def test_measuring_leaves_the_model_and_the_optimizer_untouched(adam_problem):
+    model, x, y, opt, _ = adam_problem
+    before = [p.detach().clone() for p in model.parameters()]
+    saved = {k: v.clone() for k, v in opt.state[next(model.parameters())].items()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    batch_sharpness_forms(model, mse, (x, y), B, opt, forms=("raw", "preconditioned", "update"), samples=12)
+    assert all(torch.equal(a, p) and torch.equal(p.grad, torch.ones_like(p)) for a, p in zip(before, model.parameters()))
+    assert all(torch.equal(v, opt.state[next(model.parameters())][k]) for k, v in saved.items())
+    for p in model.parameters():
+        p.grad = None
+
+
+class _Scalar(nn.Module):
+    """A model vmap cannot batch (it reads a Python number off a tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_problem(seed=1)[0]
+
+    def forward(self, x):
+        return self.net(x) * (1.0 if float(x.sum().item()) < 1e9 else 0.0)
+
+
+def test_a_model_vmap_cannot_batch_is_measured_one_batch_at_a_time():
+    _, x, y = tiny_problem(seed=1, n=N)
+    model = _Scalar().double()
+    res = deep.batch_sharpness(model, mse, (x, y), B, samples=12, tol=1e-9)
+    reference = deep.batch_sharpness(model.net, mse, (x, y), B, samples=12, tol=1e-9)
+    assert res.value == pytest.approx(reference.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+def test_the_package_models_are_vectorised_as_they_are_run_alone(monkeypatch, name):
+    """vmap over batches of the CNN and the Transformer (float64) equals the batches one at a time."""
+    import deep.curvature.minibatch
+
+    data = deep.load("text", 12, context=8) if name == "transformer" else deep.load("digits", 12)
+    model = deep.build_model(name, data.input_shape, data.num_classes, width=8, depth=1, seed=0).double()
+    data = data.to("cpu", torch.float64)
+    loss = deep.cross_entropy
+    together = deep.batch_sharpness(model, loss, data, 4, samples=6, tol=1e-9)
+    monkeypatch.setattr(deep.curvature.minibatch, "VECTORIZE_MAX_BATCH", 0)
+    alone = deep.batch_sharpness(model, loss, data, 4, samples=6, tol=1e-9)
+    assert math.isfinite(together.value) and together.value == pytest.approx(alone.value, rel=1e-10)
+
+
+def _adamax(model, x, y):
+    opt = torch.optim.Adamax(model.parameters())
+    mse(model(x), y).backward()
+    opt.step()
+    return opt
+
+
+BAD = {
+    "batch_size 0": (lambda m, x, y: dict(batch_size=0), "batch_size must be an integer with 1 <= batch_size <= 10"),
+    "batch_size > n": (lambda m, x, y: dict(batch_size=11), "batch_size must be an integer with 1 <= batch_size <= 10"),
+    "P unreadable": (lambda m, x, y: dict(optimizer=_adamax(m, x, y)), "Adamax"),
+    "no step yet": (lambda m, x, y: dict(optimizer=torch.optim.Adam(m.parameters())), "taken no step"),
+    "update without optimizer": (lambda m, x, y: dict(direction="update"), "optimizer must be given"),
+    "dropout in train mode": (lambda m, x, y: dict(model=nn.Sequential(m, nn.Dropout(0.1))),
+                              "Dropout '1' is in train mode with dropout p = 0.1; call model.eval()"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_clear_value_error(case):
+    model, x, y = tiny_problem(seed=1, n=N)
+    change, message = BAD[case]
+    args = dict(model=model, loss_fn=mse, data=(x, y), batch_size=B, samples=2)
+    args.update(change(model, x, y))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        deep.batch_sharpness(**args)
+
+
+def test_a_model_with_dropout_in_eval_mode_is_measured():
+    model, x, y = tiny_problem(seed=1, n=N)
+    with_dropout = nn.Sequential(model, nn.Dropout(0.5)).eval()
+    assert deep.batch_sharpness(with_dropout, mse, (x, y), B, samples=12).value == \
+        deep.batch_sharpness(model, mse, (x, y), B, samples=12).value
