@@ -270,3 +270,69 @@ def test_a_model_with_dropout_in_eval_mode_is_measured():
     with_dropout = nn.Sequential(model, nn.Dropout(0.5)).eval()
     assert deep.batch_sharpness(with_dropout, mse, (x, y), B, samples=12).value == \
         deep.batch_sharpness(model, mse, (x, y), B, samples=12).value
+
+
+# ------------------------------------------------------------------------------------------ training runs
+RUN = dict(dataset="digits", n=60, model="mlp", width=8, depth=1, loss="mse", optimizer="adam",
+           hyper={"eta": 0.01}, steps=20, measure_every=10, seed=2, dtype="float64")
+
+
+def test_minibatch_runs_record_the_batch_columns(tmp_path):
+    """Every row: BS and the update ratio with their stderr; eta * BS_P from the first update on (Adam has no P
+    before it); the batches drawn stop at 5% relative stderr or at the cap."""
+    from deep.training.train import BATCH_SAMPLES, BATCH_TOL
+
+    rows = deep.read_metrics(deep.run(deep.TrainConfig(**RUN, batch_size=6), tmp_path / "mb", progress=False))
+    assert [r["step"] for r in rows] == [0, 10, 20]
+    for r in rows:
+        assert MIN_SAMPLES <= r["batch_samples"] <= BATCH_SAMPLES
+        for name in ("batch_sharpness", "batch_update_ratio") + (("eta_BS_P",) if r["step"] else ()):
+            value, stderr = r[name], r[f"{name}_stderr"]
+            assert math.isfinite(value) and 0 < stderr and (stderr <= BATCH_TOL * abs(value)
+                                                            or r["batch_samples"] == BATCH_SAMPLES), (name, r)
+    assert math.isnan(rows[0]["eta_BS_P"])
+
+
+def test_full_batch_runs_record_the_exact_rayleigh_quotient(tmp_path):
+    """A full-batch run's minibatch columns are those of the whole data set: at the last step, g^T H g / |g|^2
+    of the checkpointed model (dense reference), one sample, stderr 0."""
+    from deep.training.runlog import load_checkpoint
+
+    out = tmp_path / "fb"
+    rows = deep.read_metrics(deep.run(deep.TrainConfig(**RUN), out, progress=False))
+    assert all(r["batch_samples"] == 1 and r["batch_sharpness_stderr"] == 0 for r in rows)
+    data = deep.load("digits", 60).to("cpu", torch.float64)
+    model = deep.build_model("mlp", data.input_shape, 10, width=8, depth=1, seed=2).double()
+    model.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
+    g = autograd_gradient(model, data.X, data.y).numpy()
+    H = dense_hessian(model, data.X, data.y)
+    assert rows[-1]["batch_sharpness"] == pytest.approx(g @ H @ g / (g @ g), rel=1e-9)
+
+
+def test_metrics_written_before_the_batch_columns_read_as_nan(tmp_path):
+    from deep.training.runlog import BATCH_COLUMNS, COLUMNS
+
+    old = [c for c in COLUMNS if c not in BATCH_COLUMNS]
+    (tmp_path / "metrics.csv").write_text(",".join(old) + "\n" + ",".join(["0"] * len(old)) + "\n")
+    row, = deep.read_metrics(tmp_path)
+    assert row["step"] == 0 and all(math.isnan(row[c]) for c in BATCH_COLUMNS)
+
+
+def test_cached_training_results_without_the_batch_columns_still_pass(tmp_path):
+    from deep.training.runlog import BATCH_COLUMNS, COLUMNS
+    from paper_figures.cache import _training_problem
+
+    config = dict(steps=20, measure_every=10)
+    metrics = {c: [0.0, 1.0, 2.0] for c in COLUMNS}
+    metrics["step"] = [0, 10, 20]
+    result = dict(status="completed", last_step=20, rows=3, metrics=metrics)
+    old = dict(result, metrics={c: v for c, v in metrics.items() if c not in BATCH_COLUMNS})
+    assert _training_problem(tmp_path / "result.json", config, result) is None
+    assert _training_problem(tmp_path / "result.json", config, old) is None
+    short = dict(result, metrics={**metrics, "eta_BS_P": [1.0]})
+    assert "eta_BS_P that is not a list of 3" in _training_problem(tmp_path / "result.json", config, short)
+
+
+def test_the_batch_seed_is_fixed_by_the_run_seed_and_step():
+    seeds = {batch_seed(s, t) for s in range(3) for t in (0, 10, 20)}
+    assert len(seeds) == 9 and batch_seed(1, 10) == batch_seed(1, 10)
