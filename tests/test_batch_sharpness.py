@@ -336,3 +336,21 @@ def test_cached_training_results_without_the_batch_columns_still_pass(tmp_path):
 def test_the_batch_seed_is_fixed_by_the_run_seed_and_step():
     seeds = {batch_seed(s, t) for s in range(3) for t in (0, 10, 20)}
     assert len(seeds) == 9 and batch_seed(1, 10) == batch_seed(1, 10)
+
+
+def test_the_minibatch_edge_experiment_returns_each_runs_late_levels(tmp_path):
+    """Configs over batch sizes (the full batch as n) and seeds; each run's late medians and spreads against the
+    rows themselves (numpy on the last 40% of the steps)."""
+    from deep.training.minibatch_edge import late_levels, minibatch_edge, minibatch_edge_configs
+
+    base = {k: v for k, v in RUN.items() if k in ("dataset", "n", "model", "width", "depth", "loss", "dtype")}
+    configs = minibatch_edge_configs([6, 60], seeds=(0, 1), steps={6: 20, 60: 10}, measure_every=5, base=base,
+                                     hyper={"eta": 0.01})
+    assert [(c.batch_size, c.seed, c.steps) for c in configs] == [(6, 0, 20), (6, 1, 20), (None, 0, 10), (None, 1, 10)]
+    records = minibatch_edge(tmp_path, configs[1:3])
+    assert [(r["batch_size"], r["seed"], r["status"]) for r in records] == [(6, 1, "completed"), (60, 0, "completed")]
+    rows = records[0]["rows"]
+    late = [r["eta_BS_P"] for r in rows if r["step"] >= 12]
+    assert records[0]["levels"]["eta_BS_P"] == {"median": np.median(late), "p10": np.percentile(late, 10),
+                                                "p90": np.percentile(late, 90), "rows": 2}
+    assert late_levels(rows, 1.0)["eta_S_P"]["rows"] == 4  # step 0 has no P: NaN skipped
