@@ -146,6 +146,43 @@ def test_the_estimate_is_the_hand_computed_ratio_of_the_same_batches(monkeypatch
     assert res.samples == 25 and not res.converged
 
 
+OPTIMIZERS = {
+    "adamw amsgrad": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, amsgrad=True),
+    "nadam": lambda ps: torch.optim.NAdam(ps, lr=1e-2, weight_decay=0.05),
+    "rmsprop centered momentum": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.5, centered=True),
+    "sgd nesterov": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
+    "adamax (not in the package's list: one gradient at a time)":
+        lambda ps: torch.optim.Adamax(ps, lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("stepped", [0, 3])
+def test_the_next_step_is_the_optimizers_own(name, stepped):
+    """NextStep's K steps at once against torch itself: a deep copy of the model and optimizer taking the step."""
+    import copy
+
+    from deep.curvature.params import ParamLayout
+    from deep.measure.next_step import NextStep
+
+    model, x, y = tiny_problem(seed=1, n=N)
+    opt = OPTIMIZERS[name](model.parameters())
+    for _ in range(stepped):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        opt.step()
+    G = torch.randn(3, 203, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    steps = NextStep(opt, model, ParamLayout.of(model)).step(G)
+    for g, step in zip(G, steps):
+        twin, twin_opt = copy.deepcopy((model, opt))
+        for p, part in zip(twin.parameters(), g.split([p.numel() for p in twin.parameters()])):
+            p.grad = part.view_as(p).clone()
+        before = torch.cat([p.detach().reshape(-1).clone() for p in twin.parameters()])
+        twin_opt.step()
+        expected = before - torch.cat([p.detach().reshape(-1) for p in twin.parameters()])
+        torch.testing.assert_close(step, expected, rtol=1e-12, atol=1e-15)
+
+
 def test_adam_reports_eta_bs_p_against_its_threshold_and_the_step_ratio_against_2(adam_problem):
     model, x, y, opt, _ = adam_problem
     forms = batch_sharpness_forms(model, mse, (x, y), B, opt, forms=("preconditioned", "update"), samples=30)

@@ -20,8 +20,11 @@ stratified sampling, whose expectation differs from the training run's.
 chosen after g_B is known (g_B itself, P^-1 g_B, the optimizer's next step): one forward pass, one
 backward pass that keeps its graph, and one backward pass through that graph per direction (the
 double-backward Hessian-vector product of :mod:`deep.curvature.hessian`).  On one process, K batches of
-at most :data:`VECTORIZE_MAX_BATCH` examples are computed together by ``torch.func.vmap`` (the gradients,
-then the products with ``vjp`` of the gradient), which on small batches costs a fraction of K separate
+at most :data:`VECTORIZE_MAX_BATCH` examples are computed together by ``torch.func.vmap``: each batch's
+gradient and products from one ``vjp`` of its gradient (H_B is symmetric, so the pullback of u is H_B u)
+when every f_j is a tensor function ``vmap`` can batch, else the gradients first, the directions of the K
+batches (the optimizer's step is taken by torch's own code, which ``vmap`` cannot batch), then the
+products (one more forward and backward pass).  On small batches this costs a fraction of K separate
 passes (``benchmarks/batch_sharpness.py``); a model ``vmap`` cannot run is computed one batch at a time.
 Mode-dependent modules run in eval mode (:func:`deep.curvature.inputs.evaluation`) and the model, its
 gradients and buffers are never changed: the products run on a snapshot of theta taken at construction.
@@ -49,6 +52,7 @@ MAX_GROUP = 32
 #: Bytes the K x (directions + 2) flat vectors of a vectorised group may take.
 GROUP_MEMORY = 256 << 20
 
+#: A direction: the gradients of K batches, (K, n), to their directions u, (K, n).
 Direction = Callable[[Tensor], Tensor]
 
 
@@ -142,6 +146,7 @@ class BatchCurvature:
     def one(self, inputs: tuple[Tensor, ...], targets: Tensor, count: int, batch_size: int,
             directions: Sequence[Direction]) -> tuple[Tensor, Tensor, Tensor]:
         """(g_B, U, H_B U) of one batch: U (m, n) stacks the directions f_j(g_B), H_B U their products.
+        The m ``directions`` map a (K, n) stack of gradients to their directions (:data:`Direction`).
 
         ``inputs``, ``targets``: this rank's ``count`` members of a batch of ``batch_size`` examples; under a
         process group each rank adds its members' share (count / b of their mean) and the sums are all-reduced,
@@ -158,7 +163,7 @@ class BatchCurvature:
                 parts = list(torch.autograd.grad(loss, order, create_graph=True, materialize_grads=True))
                 g = self.layout.flatten([p.detach() for p in parts])
             g = reduce_sum(g, self.group)
-            U = torch.stack([f(g) for f in directions]).to(g)
+            U = torch.cat([f(g[None]) for f in directions]).to(g)
             HU = torch.zeros_like(U)
             live = [i for i, p in enumerate(parts or []) if p.requires_grad]  # constant gradients: H rows 0
             for j in range(U.shape[0]) if live else ():
@@ -175,7 +180,7 @@ class BatchCurvature:
         gradients, U (K, m, n) the directions, HU (K, m, n) their products, by ``torch.func.vmap``.  ``pure``:
         every direction is a tensor function vmap can batch (g -> g, g -> P^-1 g), so each batch's gradient and
         products come from one ``vjp`` of its gradient; otherwise (the optimizer's step) the gradients are
-        computed first, the directions batch by batch, then the products.  One batch at a time when the model
+        computed first, then the directions of all K at once, then the products.  One batch at a time when the model
         cannot be vmapped (the next calls then go one at a time too)."""
         if self.vectorizable:
             try:
@@ -193,13 +198,13 @@ class BatchCurvature:
         def products(x, y, u=None):
             g, pullback = vjp(lambda p: gradient(p, x, y), self.params)  # pullback(u) = H_B u (H symmetric)
             g = flatten(g)
-            u = torch.stack([f(g) for f in directions]).to(g) if u is None else u
+            u = torch.cat([f(g[None]) for f in directions]).to(g) if u is None else u
             return g, u, torch.stack([flatten(pullback(split(u[j]))[0]) for j in range(u.shape[0])])
 
         with evaluation(self.model):
             if pure:
                 return vmap(products)(inputs, targets)
             G = vmap(lambda x, y: flatten(gradient(self.params, x, y)))(inputs, targets)
-            U = torch.stack([torch.stack([f(g) for f in directions]) for g in G]).to(G)
+            U = torch.stack([f(G) for f in directions], dim=1).to(G)
             _, _, HU = vmap(products)(inputs, targets, U)
         return G, U, HU

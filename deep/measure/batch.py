@@ -204,7 +204,7 @@ def refuse_random_modules(model: nn.Module) -> None:
 
 
 def inverse_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, layout: ParamLayout) -> Direction:
-    """v -> P^-1 v with P the optimizer's preconditioner of its last step over ``layout``, read as
+    """v -> P^-1 v (v of shape (..., n)) with P the optimizer's preconditioner of its last step over ``layout``, read as
     :func:`deep.preconditioned_sharpness` reads it (:func:`deep.curvature.build.preconditioner_of`).  The one
     place where P enters the batch sharpness: a non-diagonal P plugs in here."""
     p_diag = preconditioner_of(optimizer, model, layout)
@@ -248,8 +248,9 @@ class _Sums:
 
 @dataclass
 class _Direction:
-    """u = along(g_B) for one estimate; A = u^T (H_B + W) u, B = gh^T u with gh = g_B + W theta.  ``pure``:
-    ``along`` is a tensor function ``vmap`` can batch (not the optimizer's step)."""
+    """u = along(g_B) for one estimate (``along`` maps K gradients (K, n) to K directions); A = u^T (H_B + W) u,
+    B = gh^T u with gh = g_B + W theta.  ``pure``: ``along`` is a tensor function ``vmap`` can batch (not the
+    optimizer's step)."""
 
     along: Direction
     decay: Tensor | None
@@ -257,13 +258,15 @@ class _Direction:
     pure: bool = True
 
     def pairs(self, G: Tensor, U: Tensor, HU: Tensor) -> tuple[list[float], list[float]]:
-        """(A_i, B_i) of K batches from their gradients G, directions U and products HU (K, n each), float64."""
-        G, U, HU = G.double(), U.double(), HU.double()
-        A = (U * HU).sum(dim=1)
+        """(A_i, B_i) of K batches from their gradients G, directions U and products HU (K, n each), summed in
+        float64."""
+        A = (U * HU).sum(dim=1, dtype=torch.float64)
+        B = (G * U).sum(dim=1, dtype=torch.float64)
         if self.decay is not None:
-            G = G + self.decay * self.theta
+            U = U.double()
             A = A + (U * (self.decay * U)).sum(dim=1)
-        return A.tolist(), (G * U).sum(dim=1).tolist()
+            B = B + (U * (self.decay * self.theta)).sum(dim=1)
+        return A.tolist(), B.tolist()
 
 
 @dataclass
@@ -353,7 +356,7 @@ def _full_batch(model: nn.Module, loss_fn: LossFn, data: Any, directions: Sequen
     g = op.start_direction()
     sums = _Sums(len(directions), exact=True)
     for j, d in enumerate(directions):
-        u = d.along(g).to(g)
+        u = d.along(g[None])[0].to(g)
         sums.add(j, *d.pairs(g[None], u[None], op.matvec(u)[None]))
     return sums
 
