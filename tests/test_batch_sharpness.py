@@ -195,6 +195,44 @@ def test_adam_reports_eta_bs_p_against_its_threshold_and_the_step_ratio_against_
     assert "tensor" not in repr(pre) and len(repr(pre)) < 200
 
 
+def test_param_groups_at_different_lr_give_eta_bs_p_with_each_groups_lr():
+    """Two groups (lr 1e-2 and 3e-3): eta * BS_P = E[gh^T D (H + W) D gh] / E[gh^T D gh], D = diag(lr_g / P), by hand
+    on the same batches; BS_P itself is still the one of P alone."""
+    model, x, y = tiny_problem(seed=1, n=N)
+    first, rest = list(model.parameters())[:2], list(model.parameters())[2:]
+    opt = torch.optim.Adam([{"params": first, "lr": 1e-2}, {"params": rest, "lr": 3e-3}], weight_decay=0.1)
+    for _ in range(4):
+        opt.zero_grad()
+        mse(model(x), y).backward()
+        opt.step()
+    ref = Reference(model, x, y)
+    res = deep.batch_sharpness(model, mse, (x, y), B, opt, samples=20, tol=1e-9, seed=2)
+    lr = np.concatenate([np.full(p.numel(), g["lr"]) for g in opt.param_groups for p in g["params"]])
+    generator = torch.Generator().manual_seed(2)
+    pairs = []
+    for _ in range(20):
+        g, H = ref.batch(torch.randperm(N, generator=generator)[:B].tolist())
+        gh = g + 0.1 * ref.theta
+        u = lr * gh / adam_p(opt)
+        pairs.append((u @ (H + 0.1 * np.eye(len(g))) @ u, gh @ u))
+    A, Bs = np.array(pairs).T
+    assert res.eta_value == pytest.approx(A.sum() / Bs.sum(), rel=1e-10) and res.lr == (1e-2, 3e-3)
+    assert res.value == pytest.approx(_same_batches(ref, "preconditioned", opt, 20, 2)[0], rel=1e-10)
+
+
+def test_a_step_of_lr_0_has_an_update_ratio_of_0(adam_problem):
+    """The last step of a schedule to 0 moves nothing: the update ratio is 0, and eta * BS_P with lr=0 is 0."""
+    model, x, y, opt, _ = adam_problem
+    pre = deep.batch_sharpness(model, mse, (x, y), B, opt, lr=0.0, samples=10)
+    assert (pre.eta_value, pre.ratio) == (0.0, 0.0) and pre.value > 0
+    opt.param_groups[0]["lr"] = 0.0
+    try:
+        upd = deep.batch_sharpness(model, mse, (x, y), B, opt, direction="update", samples=10)
+    finally:
+        opt.param_groups[0]["lr"] = 1e-2
+    assert (upd.value, upd.stderr, upd.ratio, upd.lr) == (0.0, 0.0, 0.0, (0.0,))
+
+
 def test_the_full_batch_is_the_rayleigh_quotient_exactly(adam_problem):
     """batch = n: g^T H g / |g|^2 of the whole data set (dense reference), one sample, stderr 0; and Adam's form."""
     model, x, y, opt, ref = adam_problem

@@ -28,8 +28,11 @@ batches of the training batch size b:
   its reference value (``constant``) is 2 for every optimizer.  The lr is the one the next step would use
   (the groups' current lr).
 
-Which is pinned where is an empirical question this module only measures: a quadratic analysis with P
-frozen predicts eta * BS_P near 2 at small batch and near 38 (Adam, beta1 = 0.9) at large batch.
+Which is held where is measured, not assumed.  For SGD with heavy-ball momentum beta, Andreyev ("Momentum
+Further Constrains Sharpness at the Edge of Stochastic Stability", arXiv 2604.14108) reports eta * BS at
+2(1 - beta) at small batch and 2(1 + beta) at large batch; read for Adam's momentum with P frozen, that
+suggests eta * BS_P near 2 at small batch and near 38 (beta1 = 0.9) at large batch.  Training runs record
+the three forms (:mod:`deep.training.runlog`), and :mod:`deep.training.minibatch_edge` sweeps the batch size.
 
 **Estimator.**  Batches are drawn without replacement, each ``randperm(N)[:b]`` from a generator seeded
 with ``seed`` (the training run's sampler, :mod:`deep.curvature.minibatch`), independently of one another.
@@ -288,7 +291,7 @@ class _Plan:
     def of(cls, form: str, model: nn.Module, layout: ParamLayout, optimizer, theta: Tensor, step, lr) -> "_Plan":
         if form == "raw":
             return cls(form, [_Direction(lambda g: g, None, theta)])
-        if form == "update":  # needs no P: the first step of an adaptive optimizer has one
+        if form == "update":  # needs no P: defined before an adaptive optimizer's first step too
             nxt = NextStep(optimizer, model, layout)
             decay = _nonzero(coupled_decay_diagonal(optimizer, model, layout.names).to(theta.device))
             count = state_count(optimizer)
@@ -386,18 +389,20 @@ def _sampled(population: Population, curvature: BatchCurvature, batch_size: int,
 
 
 def _next_group(sums: _Sums, watched: Sequence[int], tol: float, largest: int) -> int:
-    """How many batches to compute together next (at most ``largest``): :data:`MIN_SAMPLES` first, then as many
-    as the current stderrs say are still missing, k (stderr / (tol |R|))^2 - k, so a vectorised group does
-    not overshoot the stopping point by much."""
+    """How many batches to compute together next (at most ``largest``): :data:`MIN_SAMPLES` first (half a
+    vectorised group when that is more: a second group costs more than the extra batches), then the
+    batches the current stderrs say are still missing, k (stderr / (tol |R|))^2 - k, with a margin of a quarter
+    and two batches (a stderr from few batches is itself uncertain, and each vectorised group has a fixed cost
+    of a few batches), so that one more group usually suffices."""
     if sums.samples < MIN_SAMPLES:
-        return min(largest, MIN_SAMPLES - sums.samples)
+        return min(largest, max(MIN_SAMPLES, largest // 2) - sums.samples)
     missing = 1.0
     for j in watched:
         value, stderr = sums.estimate(j)
         if not (math.isfinite(value) and math.isfinite(stderr)) or value == 0:
             return largest
         missing = max(missing, sums.samples * ((stderr / (tol * abs(value))) ** 2 - 1))
-    return int(min(largest, math.ceil(missing)))
+    return int(min(largest, math.ceil(1.25 * missing) + 2))
 
 
 def _check_same_on_every_rank(group: Any, **values: int) -> None:
