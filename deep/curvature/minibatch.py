@@ -45,10 +45,10 @@ from .reductions import group_of, reduce_sum
 
 #: Batches of at most this many examples are vectorised (``vmap``) on one process; larger ones run alone,
 #: where a batched pass saves nothing (``benchmarks/batch_sharpness.py``).
-VECTORIZE_MAX_BATCH = 64
+VECTORIZE_MAX_BATCH = 128
 #: Examples per vectorised group of batches (K = this // b, at most :data:`MAX_GROUP` batches).
-GROUP_EXAMPLES = 512
-MAX_GROUP = 32
+GROUP_EXAMPLES = 2048
+MAX_GROUP = 64
 #: Bytes the K x (directions + 2) flat vectors of a vectorised group may take.
 GROUP_MEMORY = 256 << 20
 

@@ -57,7 +57,7 @@ that the registry does not describe for the threshold; a model in train mode wit
 be random; call ``model.eval()``).
 
 **Cost.**  Per batch one gradient and one Hessian-vector product per direction (two for BS_P when groups
-use different lr).  On one process batches of at most 64 examples are computed K at a time with
+use different lr).  On one process batches of at most 128 examples are computed K at a time with
 ``torch.func.vmap`` (:mod:`deep.curvature.minibatch`); ``benchmarks/batch_sharpness.py`` gives the cost of
 reaching a 5% relative stderr in units of one minibatch gradient + HVP pair.
 """
@@ -389,13 +389,12 @@ def _sampled(population: Population, curvature: BatchCurvature, batch_size: int,
 
 
 def _next_group(sums: _Sums, watched: Sequence[int], tol: float, largest: int) -> int:
-    """How many batches to compute together next (at most ``largest``): :data:`MIN_SAMPLES` first (half a
-    vectorised group when that is more: a second group costs more than the extra batches), then the
+    """How many batches to compute together next (at most ``largest``): :data:`MIN_SAMPLES` first, then the
     batches the current stderrs say are still missing, k (stderr / (tol |R|))^2 - k, with a margin of a quarter
     and two batches (a stderr from few batches is itself uncertain, and each vectorised group has a fixed cost
     of a few batches), so that one more group usually suffices."""
     if sums.samples < MIN_SAMPLES:
-        return min(largest, max(MIN_SAMPLES, largest // 2) - sums.samples)
+        return min(largest, MIN_SAMPLES - sums.samples)
     missing = 1.0
     for j in watched:
         value, stderr = sums.estimate(j)
