@@ -26,7 +26,8 @@ from aeos_theory.thresholds import threshold_constant
 #: The optimizers with a flow: the registry's names.
 FLOW_OPTIMIZERS: tuple[str, ...] = ("gd", "rmsprop", "adam")
 
-#: Columns of a flow's records: those of a training run's metrics (``deep.training.runlog.COLUMNS``), with
+#: Columns of a flow's records: the full-batch ones of a training run's metrics (``deep.training.runlog.COLUMNS``
+#: but its minibatch ``BATCH_COLUMNS``), with
 #: ``train_loss`` the predicted time-averaged loss L(w) + 1/2 <Sigma, H> and ``train_accuracy`` the
 #: accuracy at w (NaN where the problem has none), ``oscillation`` the predicted rms of the oscillation
 #: along the unit top eigenvector of P^-1 H and ``oscillation_total`` that of its whole length

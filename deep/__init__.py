@@ -8,8 +8,9 @@ it, and where that step stands against its stability threshold.  Runs on CUDA wh
 Main entry points (the names a user types; everything else is imported from its sub-package):
 
 * measurement (:mod:`deep.measure`): :func:`sharpness`, :func:`preconditioned_sharpness`,
-  :func:`top_eigenpairs` (:class:`SharpnessResult`), :func:`measure_edge` (:class:`Edge`) and the
-  warm-started :class:`SharpnessTracker`;
+  :func:`top_eigenpairs` (:class:`SharpnessResult`), :func:`measure_edge` (:class:`Edge`), the
+  warm-started :class:`SharpnessTracker`, and :func:`batch_sharpness`, the minibatch quantity (raw, in the
+  optimizer's metric, or along its step);
 * the curvature toolkit (:mod:`deep.curvature`): :func:`curvature_operator`, the one way to build an
   operator (H or the Gauss-Newton G, raw or preconditioned, any parameter block, any HVP ``strategy``),
   the protocol :class:`CurvatureOperator` (and :func:`as_operator` for a user's own), :func:`hessian_trace`,
@@ -38,7 +39,7 @@ _PUBLIC = {
     "sharpness": "deep.measure.sharpness", "preconditioned_sharpness": "deep.measure.sharpness",
     "top_eigenpairs": "deep.measure.sharpness", "SharpnessResult": "deep.curvature.eigen",
     "measure_edge": "deep.measure.edge", "Edge": "deep.measure.edge",
-    "SharpnessTracker": "deep.measure.tracker",
+    "SharpnessTracker": "deep.measure.tracker", "batch_sharpness": "deep.measure.batch",
     "curvature_operator": "deep.curvature.build", "CurvatureOperator": "deep.curvature.operators",
     "as_operator": "deep.curvature.operators", "hessian_trace": "deep.curvature.trace",
     "spectral_density": "deep.curvature.density", "Shard": "deep.curvature.inputs",

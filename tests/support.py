@@ -44,8 +44,9 @@ def digits_problem(n: int = 300, hidden: int = 40, seed: int = 0):
     return model, x, y
 
 
-def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse) -> np.ndarray:
-    """H of the full-batch loss by torch.autograd.functional.hessian on the flat parameter vector."""
+def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse, vectorize: bool = False) -> np.ndarray:
+    """H of the full-batch loss by torch.autograd.functional.hessian on the flat parameter vector
+    (``vectorize``: its rows by vmap, faster)."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -54,7 +55,7 @@ def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse) 
         parts = dict(zip(names, (c.view(s) for c, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
         return loss(torch.func.functional_call(model, parts, (x,)), y)
 
-    return torch.autograd.functional.hessian(total, flat0).numpy()
+    return torch.autograd.functional.hessian(total, flat0, vectorize=vectorize).numpy()
 
 
 def autograd_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -278,16 +279,21 @@ def _measure_shard(rank: int, world: int, rendezvous: str, out: str) -> int:
 
 def full_batch_measurements(model, opt, data) -> dict:
     """Every full-batch quantity of ``deep`` on the tiny problem's ``data`` (chunks or a deep.Shard):
-    loss, gradient, one HVP, S, S_P, eta_S_P and a seeded trace estimate (JSON-ready)."""
+    loss, gradient, one HVP, S, S_P, eta_S_P and a seeded trace estimate, and the minibatch batch
+    sharpness (its three forms over 12 seeded batches of 7 drawn from the whole data set) (JSON-ready)."""
     import deep
+    from deep.measure.batch import batch_sharpness_forms
 
     v = torch.linspace(-1, 1, 203, dtype=torch.float64)
     op = deep.curvature_operator(model, mse, data)
+    batch = batch_sharpness_forms(model, mse, data, 7, opt, forms=("raw", "preconditioned", "update"), samples=12,
+                                  tol=1e-9, seed=5)
     return {"loss": op.loss(), "gradient": op.gradient().tolist(), "hvp": (op @ v).tolist(),
             "sharpness": deep.sharpness(model, mse, data, tol=1e-10, max_iter=203),
             "preconditioned": deep.preconditioned_sharpness(model, mse, data, opt, tol=1e-10, max_iter=203),
             "eta_S_P": deep.measure_edge(model, mse, data, opt, tol=1e-10, max_iter=203).eta_S_P,
-            "trace": deep.hessian_trace(model, mse, data, hvps=30, seed=4).estimate}
+            "trace": deep.hessian_trace(model, mse, data, hvps=30, seed=4).estimate,
+            **{f"batch_{form}": [r.value, r.stderr, r.samples] for form, r in batch.items()}}
 
 
 def adam_trained(model, x, y, steps: int = 3):

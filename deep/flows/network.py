@@ -16,8 +16,8 @@ package's own curvature toolkit:
 Data are anything :mod:`deep.curvature.inputs` takes, a :class:`deep.Shard` included (each rank then holds its
 shard and every sum is all-reduced, as for the other measurements).
 
-A flow's records carry the columns of a training run's ``metrics.csv`` (:data:`deep.training.runlog.COLUMNS`)
-with the flow's meaning: ``train_loss`` is the *time-averaged* loss the flow predicts,
+A flow's records carry the full-batch columns of a training run's ``metrics.csv`` (:data:`deep.training.runlog.COLUMNS`
+but the minibatch :data:`~deep.training.runlog.BATCH_COLUMNS`) with the flow's meaning: ``train_loss`` is the *time-averaged* loss the flow predicts,
 L(w) + 1/2 <Sigma, H>, ``train_accuracy`` the accuracy at the central point w; plus ``center_loss``
 (L(w)), ``oscillation`` (rms of the predicted oscillation along the unit top eigenvector of P^-1 H,
 parameter units), ``directions`` (how many eigen-directions oscillate), ``gradients`` and ``dt``.

@@ -17,8 +17,9 @@ parameters theta_t the update left,
   iterates before each measurement, a copy of the parameters, which is why it is called every step).
 
 Each row has the columns of ``metrics.csv`` (:data:`deep.training.runlog.COLUMNS`; ``train_accuracy`` is
-nan, since the monitor knows no labels' meaning, and ``wall_time`` counts seconds since the monitor was
-made).  Rows are kept in :attr:`Monitor.rows`, appended to ``csv`` (written by the run folder's own writer,
+nan, since the monitor knows no labels' meaning, so are the minibatch columns, since it knows no batch size
+(:func:`deep.batch_sharpness` measures them in a user's loop), and ``wall_time`` counts seconds since the
+monitor was made).  Rows are kept in :attr:`Monitor.rows`, appended to ``csv`` (written by the run folder's own writer,
 flushed row by row, readable by :func:`deep.read_metrics`) and, with ``tensorboard``, logged as scalars
 ``aeos/<column>`` through ``torch.utils.tensorboard`` (needs the ``tensorboard`` package: ``pip install
 aeos[tensorboard]``).  :attr:`Monitor.seconds` and :attr:`Monitor.overhead` say what measuring cost.
@@ -45,7 +46,7 @@ from ..curvature.inputs import LossFn, as_data, check_loss, check_model
 from ..curvature.preconditioners import optimizer_step
 from ..measure.oscillation import flat_parameters, period_two_amplitude, top_direction
 from ..measure.tracker import SharpnessTracker
-from .runlog import MetricsWriter
+from .runlog import BATCH_COLUMNS, MetricsWriter
 
 
 class Monitor:
@@ -115,7 +116,8 @@ class Monitor:
                "sharpness": m["sharpness"], "preconditioned_sharpness": m["preconditioned_sharpness"],
                "threshold": constant / lr if lr > 0 else math.inf, "eta_S_P": m["eta_S_P"],
                "eta_threshold": constant, "edge_ratio": m["edge_ratio"], "hvps": m["hvps"],
-               "converged": m["converged"], "oscillation": oscillation[0], "oscillation_total": oscillation[1]}
+               "converged": m["converged"], "oscillation": oscillation[0], "oscillation_total": oscillation[1],
+               **dict.fromkeys(BATCH_COLUMNS, math.nan)}
         self.measurements += 1
         self.seconds += time.perf_counter() - start
         row["wall_time"] = time.perf_counter() - self.started

@@ -60,26 +60,44 @@ SUMMARY = "summary.json"
 #:   before the first measured u); ``oscillation_total``: the rms of the whole length
 #:   |theta_s - 2 theta_(s-1) + theta_(s-2)| / 4 over the same steps, whatever its direction.
 #:
+#: Then the minibatch quantities, :data:`BATCH_COLUMNS` (:func:`deep.batch_sharpness`, from random batches of the
+#: run's batch size b drawn as the run draws its own; in a full-batch run b = N, where they are exact):
+#:
+#: * ``batch_sharpness`` BS = E_B[g_B^T H_B g_B] / E_B[|g_B|^2] at theta_t (loss units per squared parameter
+#:   unit; compare 2 / lr) and ``batch_sharpness_stderr``, its standard error;
+#: * ``eta_BS_P`` = lr * BS_P, BS_P = E_B[gh^T P^-1 (H_B + W) P^-1 gh] / E_B[gh^T P^-1 gh] (gh = g_B + W theta),
+#:   with update t's lr and P as for ``eta_S_P`` (compare ``eta_threshold``), and ``eta_BS_P_stderr``; NaN where
+#:   ``eta_S_P`` is;
+#: * ``batch_update_ratio`` = E_B[d^T (H_B + W) d] / E_B[d^T gh] with d the step the optimizer would take next
+#:   on batch B, i.e. eta E[s^T H_B s] / E[s^T g_B] along its own step s (compare 2; the one column about
+#:   update t + 1, at its lr), and its ``batch_update_ratio_stderr``;
+#: * ``batch_samples``: the batches drawn (1 in a full-batch run; sampling stops at a relative standard
+#:   error of :data:`deep.training.train.BATCH_TOL` or at :data:`deep.training.train.BATCH_SAMPLES` batches).
+#:
 #: A row written because the run diverged at step t holds the loss that stopped it (in a minibatch run,
 #: that batch's loss at theta_t), lr and the threshold, and NaN for the accuracy and every measurement.
 #:
-#: **Which batch.**  Every quantity of a row is of the *full batch* (the whole training set of the run, or
-#: the ``data`` a :class:`deep.Monitor` is given), whatever batch the optimizer steps on: the loss, the
-#: accuracy, H and so S, S_P, eta_S_P and edge_ratio (:data:`FULL_BATCH`).  In a minibatch run only P comes
-#: from minibatches (the optimizer's state, built from the minibatch gradients it stepped on), so
-#: edge_ratio is the minibatch optimizer's frozen update against the full-batch curvature, the quantity of
-#: the paper's minibatch experiment; the one minibatch number a file can hold is the ``train_loss`` of a
-#: diverged row of a minibatch run (:data:`MINIBATCH`).
+#: **Which batch.**  The loss, the accuracy, H and so S, S_P, eta_S_P and edge_ratio of a row are of the
+#: *full batch* (the whole training set of the run, or the ``data`` a :class:`deep.Monitor` is given),
+#: whatever batch the optimizer steps on (:data:`FULL_BATCH`).  In a minibatch run P comes from minibatches
+#: (the optimizer's state, built from the minibatch gradients it stepped on), so edge_ratio is the minibatch
+#: optimizer's frozen update against the full-batch curvature, the quantity of the paper's minibatch
+#: experiment.  The minibatch numbers are :data:`BATCH_COLUMNS` and the ``train_loss`` of a diverged row of a
+#: minibatch run (:data:`MINIBATCH`).
+#:
+#: A ``metrics.csv`` written before the minibatch columns existed lacks them; :func:`read_metrics` gives NaN there.
+BATCH_COLUMNS = ("batch_sharpness", "batch_sharpness_stderr", "eta_BS_P", "eta_BS_P_stderr", "batch_update_ratio",
+                 "batch_update_ratio_stderr", "batch_samples")
 COLUMNS = ("step", "train_loss", "train_accuracy", "lr", "sharpness", "preconditioned_sharpness", "threshold",
            "eta_S_P", "eta_threshold", "edge_ratio", "hvps", "converged", "wall_time", "oscillation",
-           "oscillation_total")
+           "oscillation_total", *BATCH_COLUMNS)
 
 #: Columns computed over the full batch (see "Which batch" above).
 FULL_BATCH = ("train_loss", "train_accuracy", "sharpness", "preconditioned_sharpness", "eta_S_P", "edge_ratio")
-#: Where a minibatch number can appear: the loss of a minibatch run's diverged row.
-MINIBATCH = ("train_loss (the row of a minibatch run that diverged)",)
+#: Where a minibatch number can appear: the minibatch columns, and the loss of a minibatch run's diverged row.
+MINIBATCH = (*BATCH_COLUMNS, "train_loss (the row of a minibatch run that diverged)")
 
-_INTS = ("step", "hvps", "converged")
+_INTS = ("step", "hvps", "converged", "batch_samples")
 
 
 def _format(value: Any) -> str:
@@ -104,8 +122,9 @@ def _parse(name: str, text: str) -> float | int:
 def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
     """Rows of a ``metrics.csv`` (or of the run folder holding it) as dicts of numbers.
 
-    ``step``, ``hvps`` and ``converged`` are ints, the rest floats (NaN where not measured).  A
-    half-written last line (a run killed mid-write) is ignored.
+    ``step``, ``hvps``, ``converged`` and ``batch_samples`` are ints, the rest floats (NaN where not
+    measured).  A half-written last line (a run killed mid-write) is ignored.  A file written before the
+    minibatch columns (:data:`BATCH_COLUMNS`) existed reads with NaN in them.
     """
     path = Path(path)
     if path.is_dir():
@@ -114,7 +133,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     rows = list(csv.DictReader(io.StringIO(text)))
-    return [{k: _parse(k, v) for k, v in row.items()} for row in rows]
+    absent = {c: math.nan for c in BATCH_COLUMNS}
+    return [{**absent, **{k: _parse(k, v) for k, v in row.items()}} for row in rows]
 
 
 class MetricsWriter:

@@ -17,6 +17,11 @@ row to ``metrics.csv`` (columns in :data:`deep.training.runlog.COLUMNS`):
     oscillation, oscillation_total (the rms period-2 amplitude over every step since the previous row,
     along the top eigenvector of P^-1 (H + W) and whole, :mod:`deep.measure.oscillation`; the running
     sums and the last two iterates are kept, checkpoints included)
+    the minibatch quantities at the run's batch size (:data:`deep.training.runlog.BATCH_COLUMNS`): the batch
+        sharpness BS, eta * BS_P and the ratio along the optimizer's next step, each with its standard error,
+        from random batches drawn from their own seed (:func:`deep.measure.batch.batch_seed` of the run's seed
+        and the step), until a relative standard error of :data:`BATCH_TOL` or :data:`BATCH_SAMPLES` batches;
+        in a full-batch run the batch is the whole data set, where they are exact (one sample)
 
 then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
 A loss that is not finite, or above ``DIVERGENCE_FACTOR`` = 10^4 times the loss at step 0, stops the
@@ -50,6 +55,7 @@ from aeos_theory.optimizers import get_optimizer
 
 from ..curvature.inputs import Shard
 from ..curvature.reductions import reduce_sum
+from ..measure.batch import batch_seed, batch_sharpness_forms
 from ..measure.edge import identify_group
 from ..measure.oscillation import OscillationMeter, flat_parameters, top_direction
 from ..measure.tracker import SharpnessTracker
@@ -268,6 +274,7 @@ class Trainer:
             if has_p:
                 row["eta_threshold"] = m["edge_constant"]
             row["oscillation"], row["oscillation_total"] = self.oscillation.read()
+            row.update(self.batch_measurements(step, has_p))
             if has_p and self.tracker.last_preconditioned is not None:  # the direction of the next rows' windows
                 self.oscillation.aim(top_direction(self.optimizer, self.model,
                                                    self.tracker.last_preconditioned.eigenvectors[:, 0],
@@ -279,6 +286,21 @@ class Trainer:
         row["edge_ratio"] = row.get("eta_S_P", math.nan) / row["eta_threshold"]
         row["wall_time"] = self.wall_time()
         self.writer.write(row)
+
+    def batch_measurements(self, step: int, has_p: bool) -> dict[str, float]:
+        """The minibatch columns of the row of ``step`` (:data:`deep.training.runlog.BATCH_COLUMNS`) at the run's
+        batch size (the whole data set in a full-batch run), P and lr those of the update just taken."""
+        forms = ("raw", "preconditioned", "update") if has_p else ("raw", "update")
+        size = len(self.data) if self.full_batch else self.config.batch_size
+        res = batch_sharpness_forms(self.model, self.loss_fn, self.measured, size, self.optimizer, forms=forms,
+                                    samples=BATCH_SAMPLES, tol=BATCH_TOL, seed=batch_seed(self.config.seed, step),
+                                    step=max(step, 1), lr=self.update_lrs(step))
+        out = {"batch_sharpness": res["raw"].value, "batch_sharpness_stderr": res["raw"].stderr,
+               "batch_update_ratio": res["update"].value, "batch_update_ratio_stderr": res["update"].stderr,
+               "batch_samples": res["raw"].samples}
+        if has_p:
+            out.update(eta_BS_P=res["preconditioned"].eta_value, eta_BS_P_stderr=res["preconditioned"].eta_stderr)
+        return out
 
     def update_lrs(self, step: int) -> tuple[float, ...]:
         """Each group's lr in update ``step``, the update just taken (at step 0, the first update's)."""
@@ -320,6 +342,12 @@ class Trainer:
     def wall_time(self) -> float:
         """Training wall time in seconds, summed over every resume."""
         return self.elapsed + time.perf_counter() - self.clock
+
+
+#: The minibatch columns of a row: at most this many batches, fewer once every relative standard error is
+#: at most :data:`BATCH_TOL` (:func:`deep.measure.batch.batch_sharpness_forms`).
+BATCH_SAMPLES = 64
+BATCH_TOL = 0.05
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
