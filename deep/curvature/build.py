@@ -18,15 +18,17 @@ from torch import Tensor, nn
 
 from aeos_base import checks
 
+from .fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
 from .hessian import hessian_operator
 from .inputs import LossFn, check_model
+from .kfac import KFACOperator
 from .operators import CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .params import ParamLayout, ParamSelection
 from .preconditioners import coupled_decay_diagonal, is_identity, preconditioner_diagonals
 
 #: The curvature matrices :func:`curvature_operator` builds.
-CURVATURES = ("hessian", "ggn")
+CURVATURES = ("hessian", "ggn", "empirical_fisher", "kfac")
 
 
 def preconditioner_of(optimizer: torch.optim.Optimizer, model: nn.Module, layout: ParamLayout) -> Tensor:
@@ -48,9 +50,11 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
             last step (I for SGD) and W its coupled weight decay, the curvature of the objective
             L + wd/2 |theta|^2 it descends (W = 0 for AdamW's decoupled decay).  ValueError for an
             unsupported optimizer, or one that has not stepped.
-        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G).
+        curvature: "hessian" (H), "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`),
+            "empirical_fisher" (F, :mod:`deep.curvature.fisher`) or "kfac" (K-FAC of G, Linear and Conv2d
+            layers only, :mod:`deep.curvature.kfac`).
         strategy: how a product H v is computed (:data:`deep.curvature.hessian.STRATEGIES`; "auto" keeps the
-            full batch's gradient graph within ``memory_budget``); G has one strategy.
+            full batch's gradient graph within ``memory_budget``); G, F and K-FAC have one strategy each.
         params: the parameter block (:mod:`deep.curvature.params`); None: every trainable parameter.
         memory_budget: bytes a kept graph may take; None: a quarter of the device's free memory.
 
@@ -58,11 +62,16 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
     """
     check_model(model)
     checks.choice("curvature", curvature, CURVATURES)
-    if curvature == "ggn":
-        checks.choice("strategy", strategy, ("auto", "cached_double_backward"))  # G has one strategy
-        op: CurvatureOperator = GGNOperator(model, loss_fn, data, params, memory_budget)
+    if curvature == "hessian":
+        op: CurvatureOperator = hessian_operator(model, loss_fn, data, strategy=strategy, params=params,
+                                                 memory_budget=memory_budget)
     else:
-        op = hessian_operator(model, loss_fn, data, strategy=strategy, params=params, memory_budget=memory_budget)
+        checks.choice("strategy", strategy, ("auto", "cached_double_backward"))  # G, F, K-FAC: one strategy each
+        if curvature == "kfac":
+            op = KFACOperator(model, loss_fn, data, params)
+        else:
+            op = (GGNOperator if curvature == "ggn" else EmpiricalFisherOperator)(model, loss_fn, data, params,
+                                                                                  memory_budget)
     if optimizer is None:
         return op
     p_diag = preconditioner_of(optimizer, model, op.layout)  # validates the optimizer even when P = I

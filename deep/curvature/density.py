@@ -111,7 +111,7 @@ def spectral_density(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: to
         steps: Lanczos steps per probe (quadrature nodes; PyHessian's ``iter``). probes: number of
             Rademacher probes (PyHessian's ``n_v``). sigma: Gaussian smoothing width in eigenvalue units
             (None: 1% of the range of the nodes). grid_points: size of the grid. seed: the probes' seed.
-        params: parameter block (:mod:`deep.curvature.params`). curvature: "hessian" or "ggn".
+        params: parameter block (:mod:`deep.curvature.params`). curvature: one of :data:`deep.curvature.CURVATURES`.
         strategy: the HVP strategy (:mod:`deep.curvature.hessian`).
 
     Returns:

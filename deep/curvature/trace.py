@@ -109,7 +109,7 @@ def hessian_trace(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: torch
     Args:
         model, loss_fn, data: the full-batch loss (:mod:`deep.curvature.inputs`); optimizer: None for H.
         hvps: budget of products (>= 3). estimator: one of :data:`ESTIMATORS`. seed: the probes' seed.
-        params: parameter block (:mod:`deep.curvature.params`). curvature: "hessian" or "ggn".
+        params: parameter block (:mod:`deep.curvature.params`). curvature: one of :data:`deep.curvature.CURVATURES`.
         strategy: the HVP strategy (:mod:`deep.curvature.hessian`).
 
     Returns:
