@@ -69,6 +69,30 @@ def test_cached_strategy_respects_the_memory_budget():
     torch.testing.assert_close(auto.start_direction(), g, rtol=1e-10, atol=1e-12)
 
 
+def test_batched_products_through_the_kept_graph(monkeypatch):
+    """matmat of the cached strategy: blocks of columns in one batched backward pass, equal to H V."""
+    import deep.curvature.hessian as hessian
+
+    model, x, y = tiny_problem(seed=6)
+    H = dense_hessian(model, x, y)
+    V = torch.randn(203, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    chunks = [(x[:13], y[:13]), (x[13:], y[13:])]
+    op = CachedDoubleBackward(model, mse, chunks)
+    assert op.block_size() > 1  # a small graph: many columns per pass (this call builds the graph)
+    monkeypatch.setattr(hessian, "BATCH_BYTES", 7 * op.graph_bytes)  # blocks of 7: 7 + 7 + 6 columns
+    assert op.block_size() == 7
+    np.testing.assert_allclose(op.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert op.matvecs == 20
+    over = CachedDoubleBackward(model, mse, chunks, memory_budget=0)  # nothing kept: one column at a time
+    assert over.block_size() == 1
+    np.testing.assert_allclose(over.matmat(V[:, :3]).numpy(), H @ V[:, :3].numpy(), rtol=1e-9, atol=1e-11)
+    opt, p = adam_steps(model, x, y)
+    pre = deep.curvature_operator(model, mse, chunks, opt)
+    assert pre.block_size() == 7
+    M = np.diag(p ** -0.5) @ dense_hessian(model, x, y) @ np.diag(p ** -0.5)
+    np.testing.assert_allclose(pre.matmat(V).numpy(), M @ V.numpy(), rtol=1e-8, atol=1e-10)
+
+
 def test_protocol_scipy_export_user_operator_and_composition():
     model, x, y = tiny_problem(seed=5)
     H = dense_hessian(model, x, y)

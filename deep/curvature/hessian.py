@@ -240,6 +240,7 @@ class CachedDoubleBackward(ModelOperator):
         self._graph: tuple[list[Tensor], list[Tensor]] | None = None
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
+        self._batched = True
 
     def _build(self) -> None:
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
@@ -283,6 +284,39 @@ class CachedDoubleBackward(ModelOperator):
                                                           tangents)), alpha=n)
         return reduce_mean(acc, self._count, self.group)
 
+    def block_size(self) -> int:
+        """Columns per backward pass in :meth:`matmat`: as many as keep (kept graph bytes) x (columns) within
+        :data:`BATCH_BYTES` (at most :data:`MAX_BLOCK`); 1 when chunks are recomputed or batching failed."""
+        if self._graph is None:
+            self._build()
+        if self._rest or not self._batched or self.graph_bytes == 0:
+            return 1
+        return int(max(1, min(MAX_BLOCK, BATCH_BYTES // self.graph_bytes)))
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        """H V: blocks of :meth:`block_size` columns, each one backward pass through the kept graph batched
+        over its columns (``is_grads_batched``, a vmap over the backward); column by column otherwise."""
+        block = self.block_size()
+        order, total = self._graph
+        live = [i for i, t in enumerate(total) if t.requires_grad]
+        if block == 1 or not live:
+            return super()._matmat(V)
+        out = torch.zeros_like(V)
+        for start in range(0, V.shape[1], block):
+            cols = V[:, start:start + block]
+            m = cols.shape[1]
+            parts = [p.T.reshape(m, *shape) for p, shape in zip(torch.split(cols, list(self.layout.numels)),
+                                                                 self.layout.shapes)]
+            try:
+                hv = torch.autograd.grad([total[i] for i in live], order, [parts[i] for i in live], retain_graph=True,
+                                         is_grads_batched=True, materialize_grads=True)
+            except (RuntimeError, NotImplementedError):  # an operation without a batching rule: one at a time
+                self._batched = False
+                out[:, start:] = super()._matmat(V[:, start:])
+                return out
+            out[:, start:start + m] = torch.cat([h.detach().reshape(m, -1) for h in hv], dim=1).T
+        return reduce_mean(out, self._count, self.group)
+
     def start_direction(self) -> Tensor:
         """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
         if self._graph is None:
@@ -300,6 +334,14 @@ class CachedDoubleBackward(ModelOperator):
         self._graph, self._rest = None, []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
+
+#: A batched product through the kept graph spans at most this many bytes of graph times columns: small
+#: graphs (whose products are dominated by per-operation overhead) are multiplied by many columns at once,
+#: large ones column by column, where batching measured no faster (``benchmarks/README.md``).
+BATCH_BYTES = 8 << 20
+
+#: Columns of one batched product at most.
+MAX_BLOCK = 64
 
 _CLASSES = {"forward_over_reverse": ForwardOverReverse, "reverse_over_reverse": ReverseOverReverse,
             "cached_double_backward": CachedDoubleBackward}
