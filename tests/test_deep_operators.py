@@ -93,6 +93,29 @@ def test_batched_products_through_the_kept_graph(monkeypatch):
     np.testing.assert_allclose(pre.matmat(V).numpy(), M @ V.numpy(), rtol=1e-8, atol=1e-10)
 
 
+def test_compiled_strategy_is_the_dense_hessian_and_falls_back(monkeypatch):
+    """strategy="compiled" through dynamo and AOT autograd (the "aot_eager" backend stands in for inductor's
+    C++ compilation, minutes here; the benchmark runs inductor), and the fallback when compilation fails."""
+    import deep.curvature.hessian as hessian
+
+    model, x, y = tiny_problem(seed=3)
+    H = dense_hessian(model, x, y)
+    V = torch.randn(203, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    monkeypatch.setattr(hessian, "COMPILE_BACKEND", "aot_eager")
+    op = hessian_operator(model, mse, (x, y), strategy="compiled")
+    np.testing.assert_allclose(op.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert op.strategy == "compiled" and model in hessian._COMPILED  # kept for the next operator
+
+    def broken(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(hessian, "COMPILE_BACKEND", broken)
+    other, x2, y2 = tiny_problem(seed=4)
+    fallback = hessian_operator(other, mse, (x2, y2), strategy="compiled")
+    np.testing.assert_allclose(fallback.matmat(V).numpy(), dense_hessian(other, x2, y2) @ V.numpy(), rtol=1e-9,
+                               atol=1e-11)
+    assert fallback.strategy.startswith("cached_double_backward (compilation failed")
+
+
 def test_protocol_scipy_export_user_operator_and_composition():
     model, x, y = tiny_problem(seed=5)
     H = dense_hessian(model, x, y)

@@ -25,7 +25,11 @@ reverse_over_reverse     per chunk: forward, ``grad`` with ``create_graph``, and
 cached_double_backward   the graph of g = sum_i (n_i/N) grad L_i built once (``create_graph=True``) and
                          kept: each product is one backward pass through it (no forward, no first
                          backward).  Chunks whose graphs would exceed ``memory_budget`` bytes are not
-                         kept and are recomputed per product as in reverse_over_reverse.
+                         kept and are recomputed per product as in reverse_over_reverse.  ``matmat``
+                         multiplies blocks of columns in one batched pass when the graph is small.
+compiled                 (opt-in) per chunk one ``torch.compile``'d function: forward, gradient and
+                         the vjp of the gradient fused by the compiler, recomputed at each product;
+                         falls back to cached_double_backward if compilation fails.
 =======================  ==========================================================================
 
 :func:`hessian_operator` with ``strategy="auto"`` (the default) returns cached_double_backward with the
@@ -42,11 +46,12 @@ product, which the central flows of :mod:`deep.flows` need).
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from aeos_base import checks
 
@@ -56,7 +61,7 @@ from .params import ParamLayout, ParamSelection
 from .reductions import group_of, reduce_mean
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
-STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
+STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward", "compiled")
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -335,6 +340,68 @@ class CachedDoubleBackward(ModelOperator):
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
 
+#: The ``torch.compile`` backend of ``strategy="compiled"`` (inductor: C++ on a CPU, Triton on a GPU).
+COMPILE_BACKEND = "inductor"
+
+#: model -> {loss_fn: compiled product}: one compilation per (model, loss_fn), reused by later operators.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_product(model: nn.Module, loss_fn: LossFn):
+    """(theta_B, fixed, v, inputs, targets) -> H_i v of one chunk, compiled: forward, gradient and the vjp
+    of the gradient in one graph (reverse over reverse), kept for the next operator over the same model."""
+    per_model = _COMPILED.setdefault(model, {})
+    if loss_fn not in per_model:
+        def product(params, fixed, tangents, inputs, targets):
+            def loss(p):
+                return loss_fn(functional_call(model, (p, fixed), inputs), targets)
+            return vjp(grad(loss), params)[1](tangents)[0]
+        per_model[loss_fn] = torch.compile(product, backend=COMPILE_BACKEND, dynamic=False)
+    return per_model[loss_fn]
+
+
+class CompiledReverseOverReverse(ModelOperator):
+    """H v per chunk by one ``torch.compile``'d function (opt-in: ``strategy="compiled"``).
+
+    The compiler fuses the forward pass, the gradient and its vjp of each chunk; the product recomputes
+    all three, unlike the kept graph of cached_double_backward.  Compiled at the first product (seconds
+    to minutes) and reused by later operators over the same model and loss while the shapes stay the
+    same (one compilation per chunk shape).  If compilation fails, the operator falls back to
+    cached_double_backward and ``strategy`` says so.  Whether it pays is measured per network in
+    ``benchmarks/README.md`` (on a CPU it did not).
+    """
+
+    strategy = "compiled"
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None,
+                 memory_budget: int | None = None) -> None:
+        super().__init__(model, loss_fn, data, params)
+        self._args, self._fallback = (model, loss_fn, data, params, memory_budget), None
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        if self._fallback is not None:
+            return self._fallback.matvec(v)
+        product = _compiled_product(self.model, self.loss_fn)
+        tangents = self.layout.split(v)
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        count = 0
+        try:
+            with evaluation(self.model):
+                for inputs, targets, n in self.chunks():
+                    acc.add_(self.layout.flatten(product(self._params, self._fixed, tangents, inputs, targets)),
+                             alpha=n)
+                    count += n
+        except Exception as err:  # noqa: BLE001 - any compiler failure: measure without it
+            self._fallback = CachedDoubleBackward(*self._args)
+            self.strategy = f"cached_double_backward (compilation failed: {type(err).__name__})"
+            return self._fallback.matvec(v)
+        return reduce_mean(acc, count, self.group)
+
+    def start_direction(self) -> Tensor:
+        """The full-batch gradient g."""
+        return self.gradient()
+
+
 #: A batched product through the kept graph spans at most this many bytes of graph times columns: small
 #: graphs (whose products are dominated by per-operation overhead) are multiplied by many columns at once,
 #: large ones column by column, where batching measured no faster (``benchmarks/README.md``).
@@ -344,7 +411,7 @@ BATCH_BYTES = 8 << 20
 MAX_BLOCK = 64
 
 _CLASSES = {"forward_over_reverse": ForwardOverReverse, "reverse_over_reverse": ReverseOverReverse,
-            "cached_double_backward": CachedDoubleBackward}
+            "cached_double_backward": CachedDoubleBackward, "compiled": CompiledReverseOverReverse}
 
 
 def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: str = "auto",
@@ -361,6 +428,7 @@ def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: 
     Units of H v: loss units per squared parameter unit, times the units of v.
     """
     checks.choice("strategy", strategy, STRATEGIES)
-    if strategy in ("auto", "cached_double_backward"):
-        return CachedDoubleBackward(model, loss_fn, data, params, memory_budget)
+    if strategy in ("auto", "cached_double_backward", "compiled"):
+        return _CLASSES["cached_double_backward" if strategy == "auto" else strategy](model, loss_fn, data, params,
+                                                                                      memory_budget)
     return _CLASSES[strategy](model, loss_fn, data, params)
