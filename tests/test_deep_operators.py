@@ -71,7 +71,7 @@ def test_cached_strategy_respects_the_memory_budget():
 
 def test_batched_products_through_the_kept_graph(monkeypatch):
     """matmat of the cached strategy: blocks of columns in one batched backward pass, equal to H V."""
-    import deep.curvature.hessian as hessian
+    from deep.curvature import hessian
 
     model, x, y = tiny_problem(seed=6)
     H = dense_hessian(model, x, y)
@@ -96,7 +96,7 @@ def test_batched_products_through_the_kept_graph(monkeypatch):
 def test_compiled_strategy_is_the_dense_hessian_and_falls_back(monkeypatch):
     """strategy="compiled" through dynamo and AOT autograd (the "aot_eager" backend stands in for inductor's
     C++ compilation, minutes here; the benchmark runs inductor), and the fallback when compilation fails."""
-    import deep.curvature.hessian as hessian
+    from deep.curvature import hessian
 
     model, x, y = tiny_problem(seed=3)
     H = dense_hessian(model, x, y)

@@ -317,8 +317,7 @@ class CachedDoubleBackward(ModelOperator):
                                          is_grads_batched=True, materialize_grads=True)
             except (RuntimeError, NotImplementedError):  # an operation without a batching rule: one at a time
                 self._batched = False
-                out[:, start:] = super()._matmat(V[:, start:])
-                return out
+                return super()._matmat(V)
             out[:, start:start + m] = torch.cat([h.detach().reshape(m, -1) for h in hv], dim=1).T
         return reduce_mean(out, self._count, self.group)
 
