@@ -83,6 +83,17 @@ def test_batched_products_through_the_kept_graph(monkeypatch):
     assert op.block_size() == 7
     np.testing.assert_allclose(op.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
     assert op.matvecs == 20
+    original = torch.autograd.grad
+
+    def no_batching_rule(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
+    fallback = CachedDoubleBackward(model, mse, chunks)
+    np.testing.assert_allclose(fallback.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert fallback.block_size() == 1  # remembered: later products go one at a time
+    monkeypatch.setattr(torch.autograd, "grad", original)
     over = CachedDoubleBackward(model, mse, chunks, memory_budget=0)  # nothing kept: one column at a time
     assert over.block_size() == 1
     np.testing.assert_allclose(over.matmat(V[:, :3]).numpy(), H @ V[:, :3].numpy(), rtol=1e-9, atol=1e-11)
