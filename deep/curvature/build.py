@@ -20,15 +20,17 @@ from torch import nn
 from aeos_base import checks
 
 from .block_preconditioners import decay_of, is_preconditioner, preconditioner_of
+from .fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
 from .hessian import hessian_operator
 from .inputs import LossFn, check_model
+from .kfac import KFACOperator
 from .operators import BlockPreconditionedOperator, CurvatureOperator, DiagonalOperator, PreconditionedOperator
 from .params import ParamSelection
 from .preconditioners import check_descent
 
 #: The curvature matrices :func:`curvature_operator` builds.
-CURVATURES = ("hessian", "ggn")
+CURVATURES = ("hessian", "ggn", "empirical_fisher", "kfac")
 
 
 def precondition(op: CurvatureOperator, preconditioner) -> CurvatureOperator:
@@ -56,11 +58,12 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
             Several optimizers that share the model (Muon for the matrices and AdamW for the rest) give P
             block by block.  A user's preconditioner (:mod:`deep.curvature.block_preconditioners`: anything
             with ``inv_sqrt``) gives P^-1/2 A P^-1/2 with no W.  ValueError for an unsupported optimizer, or
-            one that has not stepped, or one that ascends
-            (``maximize=True``).
-        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G).
+            one that has not stepped, or one that ascends (``maximize=True``).
+        curvature: "hessian" (H), "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`),
+            "empirical_fisher" (F, :mod:`deep.curvature.fisher`) or "kfac" (K-FAC of G, Linear and Conv2d
+            layers only, :mod:`deep.curvature.kfac`).
         strategy: how a product H v is computed (:data:`deep.curvature.hessian.STRATEGIES`; "auto" keeps the
-            full batch's gradient graph within ``memory_budget``); G has one strategy.
+            full batch's gradient graph within ``memory_budget``); G, F and K-FAC have one strategy each.
         params: the parameter block (:mod:`deep.curvature.params`); None: every trainable parameter.
         memory_budget: bytes a kept graph may take; None: a quarter of the device's free memory.
 
@@ -68,11 +71,16 @@ def curvature_operator(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: 
     """
     check_model(model)
     checks.choice("curvature", curvature, CURVATURES)
-    if curvature == "ggn":
-        checks.choice("strategy", strategy, ("auto", "cached_double_backward"))  # G has one strategy
-        op: CurvatureOperator = GGNOperator(model, loss_fn, data, params, memory_budget)
+    if curvature == "hessian":
+        op: CurvatureOperator = hessian_operator(model, loss_fn, data, strategy=strategy, params=params,
+                                                 memory_budget=memory_budget)
     else:
-        op = hessian_operator(model, loss_fn, data, strategy=strategy, params=params, memory_budget=memory_budget)
+        checks.choice("strategy", strategy, ("auto", "cached_double_backward"))  # G, F, K-FAC: one strategy each
+        if curvature == "kfac":
+            op = KFACOperator(model, loss_fn, data, params)
+        else:
+            op = (GGNOperator if curvature == "ggn" else EmpiricalFisherOperator)(model, loss_fn, data, params,
+                                                                                  memory_budget)
     return op if optimizer is None else in_metric(op, optimizer, model)
 
 

@@ -51,14 +51,27 @@ class _ChunkGraphs:
         check_graph([*self.jt_u, self.dl_df])
         self.order = order
 
-    def product(self, parts: list[Tensor]) -> list[Tensor]:
+    def jacobian_product(self, parts: list[Tensor]) -> Tensor:
+        """J v, shaped like the outputs (a backward pass through the graph of J^T u, linear in u)."""
         live = [i for i, t in enumerate(self.jt_u) if t.requires_grad]
-        jv = torch.autograd.grad([self.jt_u[i] for i in live], self.u, [parts[i] for i in live],
-                                 retain_graph=True, materialize_grads=True)[0]
-        if not self.dl_df.requires_grad:  # a loss linear in the outputs: H_L = 0
+        return torch.autograd.grad([self.jt_u[i] for i in live], self.u, [parts[i] for i in live],
+                                   retain_graph=True, materialize_grads=True)[0]
+
+    def output_curvature(self, jv: Tensor) -> Tensor | None:
+        """H_L (J v) through the graph of dL/df (None for a loss linear in the outputs: H_L = 0)."""
+        if not self.dl_df.requires_grad:
+            return None
+        return torch.autograd.grad(self.dl_df, self.out_leaf, jv, retain_graph=True)[0]
+
+    def transpose_product(self, w: Tensor | None) -> list[Tensor]:
+        """J^T w for w shaped like the outputs (a backward pass through the forward graph); None: 0."""
+        if w is None:
             return [torch.zeros_like(p) for p in self.order]
-        w = torch.autograd.grad(self.dl_df, self.out_leaf, jv, retain_graph=True)[0]
         return list(torch.autograd.grad(self.out, self.order, w, retain_graph=True, materialize_grads=True))
+
+    def product(self, parts: list[Tensor]) -> list[Tensor]:
+        """J^T H_L J v."""
+        return self.transpose_product(self.output_curvature(self.jacobian_product(parts)))
 
     def gradient(self) -> list[Tensor]:
         return list(torch.autograd.grad(self.out, self.order, self.dl_df.detach(), retain_graph=True,
@@ -73,6 +86,7 @@ class GGNOperator(ModelOperator):
     """
 
     strategy = "ggn"
+    chunk_graphs = _ChunkGraphs  # what one chunk keeps and how it multiplies (a subclass swaps it)
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None,
                  memory_budget: int | None = None) -> None:
@@ -97,7 +111,7 @@ class GGNOperator(ModelOperator):
                 continue
             counter = GraphMeter()
             with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
-                graphs = _ChunkGraphs(self, *self._leaves_order, inputs, targets)
+                graphs = self.chunk_graphs(self, *self._leaves_order, inputs, targets)
             if used + counter.bytes > self.memory_budget:
                 self._rest.append((inputs, targets, n))
                 continue
@@ -109,7 +123,7 @@ class GGNOperator(ModelOperator):
             self._build()
         yield from self._kept
         for inputs, targets, n in self._rest:  # over the budget: rebuilt for this product only
-            yield _ChunkGraphs(self, *self._leaves(), inputs, targets), n
+            yield self.chunk_graphs(self, *self._leaves(), inputs, targets), n
 
     def _matvec(self, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)

@@ -26,7 +26,11 @@ reverse_over_reverse     per chunk: forward, ``grad`` with ``create_graph``, and
 cached_double_backward   the graph of g = sum_i (n_i/N) grad L_i built once (``create_graph=True``) and
                          kept: each product is one backward pass through it (no forward, no first
                          backward).  Chunks whose graphs would exceed ``memory_budget`` bytes are not
-                         kept and are recomputed per product as in reverse_over_reverse.
+                         kept and are recomputed per product as in reverse_over_reverse.  ``matmat``
+                         multiplies blocks of columns in one batched pass when the graph is small.
+compiled                 (opt-in) per chunk one ``torch.compile``'d function: forward, gradient and
+                         the vjp of the gradient fused by the compiler, recomputed at each product;
+                         falls back to cached_double_backward if compilation fails.
 =======================  ==========================================================================
 
 :func:`hessian_operator` with ``strategy="auto"`` (the default) returns cached_double_backward with the
@@ -43,11 +47,12 @@ product, which the central flows of :mod:`deep.flows` need).
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from aeos_base import checks
 
@@ -59,7 +64,7 @@ from .reductions import group_of, reduce_mean
 from .twice import check_graph, second_derivatives
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
-STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
+STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward", "compiled")
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -274,6 +279,7 @@ class CachedDoubleBackward(ModelOperator):
         self._loss_sum: Tensor | None = None  # sum_i n_i L_i, summed while the graph is built
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
+        self._batched = True
 
     def _build(self) -> None:
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
@@ -322,6 +328,38 @@ class CachedDoubleBackward(ModelOperator):
                                                           tangents)), alpha=n)
         return reduce_mean(acc, self._count, self.group)
 
+    def block_size(self) -> int:
+        """Columns per backward pass in :meth:`matmat`: as many as keep (kept graph bytes) x (columns) within
+        :data:`BATCH_BYTES` (at most :data:`MAX_BLOCK`); 1 when chunks are recomputed or batching failed."""
+        if self._graph is None:
+            self._build()
+        if self._rest or not self._batched or self.graph_bytes == 0:
+            return 1
+        return int(max(1, min(MAX_BLOCK, BATCH_BYTES // self.graph_bytes)))
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        """H V: blocks of :meth:`block_size` columns, each one backward pass through the kept graph batched
+        over its columns (``is_grads_batched``, a vmap over the backward); column by column otherwise."""
+        block = self.block_size()
+        order, total = self._graph
+        live = [i for i, t in enumerate(total) if t.requires_grad]
+        if block == 1 or not live:
+            return super()._matmat(V)
+        out = torch.zeros_like(V)
+        for start in range(0, V.shape[1], block):
+            cols = V[:, start:start + block]
+            m = cols.shape[1]
+            parts = [p.T.reshape(m, *shape) for p, shape in zip(torch.split(cols, list(self.layout.numels)),
+                                                                 self.layout.shapes)]
+            try:
+                hv = torch.autograd.grad([total[i] for i in live], order, [parts[i] for i in live], retain_graph=True,
+                                         is_grads_batched=True, materialize_grads=True)
+            except (RuntimeError, NotImplementedError):  # an operation without a batching rule: one at a time
+                self._batched = False
+                return super()._matmat(V)
+            out[:, start:start + m] = torch.cat([h.detach().reshape(m, -1) for h in hv], dim=1).T
+        return reduce_mean(out, self._count, self.group)
+
     def start_direction(self) -> Tensor:
         """The full-batch gradient g, read off the kept graph (built if needed; no extra product)."""
         if self._graph is None:
@@ -341,8 +379,78 @@ class CachedDoubleBackward(ModelOperator):
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
 
+#: The ``torch.compile`` backend of ``strategy="compiled"`` (inductor: C++ on a CPU, Triton on a GPU).
+COMPILE_BACKEND = "inductor"
+
+#: model -> {loss_fn: compiled product}: one compilation per (model, loss_fn), reused by later operators.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_product(model: nn.Module, loss_fn: LossFn):
+    """(theta_B, fixed, v, inputs, targets) -> H_i v of one chunk, compiled: forward, gradient and the vjp
+    of the gradient in one graph (reverse over reverse), kept for the next operator over the same model."""
+    per_model = _COMPILED.setdefault(model, {})
+    if loss_fn not in per_model:
+        def product(params, fixed, tangents, inputs, targets):
+            def loss(p):
+                return loss_fn(functional_call(model, (p, fixed), inputs), targets)
+            return vjp(grad(loss), params)[1](tangents)[0]
+        per_model[loss_fn] = torch.compile(product, backend=COMPILE_BACKEND, dynamic=False)
+    return per_model[loss_fn]
+
+
+class CompiledReverseOverReverse(ModelOperator):
+    """H v per chunk by one ``torch.compile``'d function (opt-in: ``strategy="compiled"``).
+
+    The compiler fuses the forward pass, the gradient and its vjp of each chunk; the product recomputes
+    all three, unlike the kept graph of cached_double_backward.  Compiled at the first product (seconds
+    to minutes) and reused by later operators over the same model and loss while the shapes stay the
+    same (one compilation per chunk shape).  If compilation fails, the operator falls back to
+    cached_double_backward and ``strategy`` says so.  Whether it pays is measured per network in
+    ``benchmarks/README.md`` (on a CPU it did not).
+    """
+
+    strategy = "compiled"
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None,
+                 memory_budget: int | None = None) -> None:
+        super().__init__(model, loss_fn, data, params)
+        self._args, self._fallback = (model, loss_fn, data, params, memory_budget), None
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        if self._fallback is not None:
+            return self._fallback.matvec(v)
+        product = _compiled_product(self.model, self.loss_fn)
+        tangents = self.layout.split(v)
+        acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        count = 0
+        try:
+            with evaluation(self.model):
+                for inputs, targets, n in self.chunks():
+                    acc.add_(self.layout.flatten(product(self._params, self._fixed, tangents, inputs, targets)),
+                             alpha=n)
+                    count += n
+        except Exception as err:  # noqa: BLE001 - any compiler failure: measure without it
+            self._fallback = CachedDoubleBackward(*self._args)
+            self.strategy = f"cached_double_backward (compilation failed: {type(err).__name__})"
+            return self._fallback.matvec(v)
+        return reduce_mean(acc, count, self.group)
+
+    def start_direction(self) -> Tensor:
+        """The full-batch gradient g."""
+        return self.gradient()
+
+
+#: A batched product through the kept graph spans at most this many bytes of graph times columns: small
+#: graphs (whose products are dominated by per-operation overhead) are multiplied by many columns at once,
+#: large ones column by column, where batching measured no faster (``benchmarks/README.md``).
+BATCH_BYTES = 8 << 20
+
+#: Columns of one batched product at most.
+MAX_BLOCK = 64
+
 _CLASSES = {"forward_over_reverse": ForwardOverReverse, "reverse_over_reverse": ReverseOverReverse,
-            "cached_double_backward": CachedDoubleBackward}
+            "cached_double_backward": CachedDoubleBackward, "compiled": CompiledReverseOverReverse}
 
 
 def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: str = "auto",
@@ -359,6 +467,7 @@ def hessian_operator(model: nn.Module, loss_fn: LossFn, data: Any, *, strategy: 
     Units of H v: loss units per squared parameter unit, times the units of v.
     """
     checks.choice("strategy", strategy, STRATEGIES)
-    if strategy in ("auto", "cached_double_backward"):
-        return CachedDoubleBackward(model, loss_fn, data, params, memory_budget)
+    if strategy in ("auto", "cached_double_backward", "compiled"):
+        return _CLASSES["cached_double_backward" if strategy == "auto" else strategy](model, loss_fn, data, params,
+                                                                                      memory_budget)
     return _CLASSES[strategy](model, loss_fn, data, params)

@@ -66,11 +66,20 @@ class CurvatureOperator:
     __call__ = matvec
 
     def matmat(self, V: Tensor) -> Tensor:
-        """A V for an (n, m) matrix of columns (m products)."""
-        V = torch.as_tensor(V)
+        """A V for an (n, m) matrix of columns (m products; an operator may compute several per pass,
+        :meth:`block_size`)."""
+        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
         if V.ndim != 2 or V.shape[0] != self.n:
             raise ValueError(f"V must have shape ({self.n}, m); got {tuple(V.shape)}")
-        return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+        self.matvecs += V.shape[1]
+        return self._matmat(V)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return torch.stack([self._matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+    def block_size(self) -> int:
+        """How many columns a :meth:`matmat` computes together at its best (1: one at a time)."""
+        return 1
 
     def __matmul__(self, x: Tensor) -> Tensor:
         return self.matmat(x) if torch.as_tensor(x).ndim == 2 else self.matvec(x)
@@ -133,6 +142,12 @@ class DiagonalOperator(CurvatureOperator):
     def _matvec(self, v: Tensor) -> Tensor:
         return self.d * v
 
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.d[:, None] * V
+
+    def block_size(self) -> int:
+        return 1 << 16
+
 
 class SumOperator(CurvatureOperator):
     """v -> A v + B v (each product of the sum counts one product of A and one of B)."""
@@ -148,6 +163,12 @@ class SumOperator(CurvatureOperator):
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.a.matvec(v) + self.b.matvec(v).to(device=self.device, dtype=self.dtype)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.a.matmat(V) + self.b.matmat(V).to(device=self.device, dtype=self.dtype)
+
+    def block_size(self) -> int:
+        return min(self.a.block_size(), self.b.block_size())
 
     def start_direction(self) -> Tensor | None:
         return self.a.start_direction()
@@ -173,6 +194,13 @@ class PreconditionedOperator(CurvatureOperator):
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.inv_sqrt_p * self.hessian.matvec(self.inv_sqrt_p * v)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        scale = self.inv_sqrt_p[:, None]
+        return scale * self.hessian.matmat(scale * V)
+
+    def block_size(self) -> int:
+        return self.hessian.block_size()
 
     def start_direction(self) -> Tensor | None:
         g = self.hessian.start_direction()

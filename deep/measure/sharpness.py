@@ -69,7 +69,8 @@ def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: tor
         which: "largest" (S, S_P) or "smallest" (lambda_min: the most negative curvature).
         params: the parameter block (a sub-module, or parameter names or tensors; :mod:`deep.curvature.params`)
             for per-layer / block curvature; None: every trainable parameter.
-        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`).
+        curvature: "hessian" (H), "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`),
+            "empirical_fisher" or "kfac" (:data:`deep.curvature.CURVATURES`).
     """
     op = curvature_operator(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
     return eigenpairs_of(op, k=k, tol=tol, max_iter=max_iter, init=init, seed=seed, min_iter=min_iter,
