@@ -36,13 +36,17 @@ The operator's ``strategy`` attribute names what was used.
 
 Every operator also gives the gradient g (:meth:`ModelOperator.gradient`), the loss, and the gradient of
 a curvature, grad_theta (u^T H(theta) v) (:meth:`ModelOperator.curvature_gradient`, a third-derivative
-product, which the central flows of :mod:`deep.flows` need).
+product, which the central flows of :mod:`deep.flows` need; cached_double_backward takes it through its
+kept graph: two backward passes per pair, no forward).  Third derivatives run attention
+(``F.scaled_dot_product_attention``) on its math backend (:func:`math_attention`): the fused CPU and
+CUDA kernels have no double backward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +61,16 @@ from .reductions import group_of, reduce_mean
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
+
+
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Run ``F.scaled_dot_product_attention`` on its math backend inside the block (plain differentiable
+    ops, so derivatives of any order exist; the fused kernels have none beyond the first backward)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -126,22 +140,27 @@ class ModelOperator(CurvatureOperator):
         ``torch.func``: ``vmap`` over the m pairs of the gradient of theta -> <u, H_i(theta) v>, itself
         three reverse passes (no forward mode, so every loss works, ``F.mse_loss`` included); chunks are
         weighted by size (and all-reduced over a :class:`deep.Shard`'s ranks)."""
-        U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
-        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
-        if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
-            raise ValueError(f"U and V must both have shape (m, {self.n}); got {tuple(U.shape)} and {tuple(V.shape)}")
+        U, V = self._checked_pairs(U, V)
         batched = [{name: t.reshape(U.shape[0], *shape) for name, t, shape in
                     zip(self.layout.names, torch.split(M, list(self.layout.numels), dim=1), self.layout.shapes)}
                    for M in (U, V)]
         acc = torch.zeros(U.shape, dtype=self.dtype, device=self.device)
         count = 0
-        for inputs, targets, n in self.chunks():
-            per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
-            parts = per_pair(self._params, *batched)
-            acc.add_(torch.cat([parts[name].reshape(U.shape[0], -1) for name in self.layout.names], dim=1),
-                     alpha=n)
-            count += n
+        with math_attention():
+            for inputs, targets, n in self.chunks():
+                per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
+                parts = per_pair(self._params, *batched)
+                acc.add_(torch.cat([parts[name].reshape(U.shape[0], -1) for name in self.layout.names], dim=1),
+                         alpha=n)
+                count += n
         return reduce_mean(acc, count, self.group)
+
+    def _checked_pairs(self, U: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+        U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
+        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
+        if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
+            raise ValueError(f"U and V must both have shape (m, {self.n}); got {tuple(U.shape)} and {tuple(V.shape)}")
+        return U, V
 
     def _per_chunk(self, product, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
@@ -294,6 +313,39 @@ class CachedDoubleBackward(ModelOperator):
         for inputs, targets, n in self._rest:
             g.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
         return reduce_mean(g, self._count, self.group)
+
+    def curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
+        """Row j: grad_theta (U_j^T H V_j), through the kept graph of g when every chunk is kept: H V_j by
+        one backward pass through it, itself recorded (``create_graph``; once per distinct V_j), then the
+        gradient of <U_j, H V_j> by a backward pass through that; no forward pass (the per-chunk
+        ``torch.func`` route of :meth:`ModelOperator.curvature_gradients` otherwise)."""
+        U, V = self._checked_pairs(U, V)
+        with math_attention():
+            if self._graph is None:
+                self._build()
+        order, total = self._graph
+        if self._rest or not total:
+            return super().curvature_gradients(U, V)
+        live = [i for i, t in enumerate(total) if t.requires_grad]
+        rows, kept = [], []  # kept: (v, H v recorded), shared by the rows with the same v
+        with torch.enable_grad():
+            for u, v in zip(U, V):
+                if not live:
+                    rows.append(torch.zeros(self.n, dtype=self.dtype, device=self.device))
+                    continue
+                hv = next((h for w, h in kept if torch.equal(w, v)), None)
+                if hv is None:
+                    parts_v = list(self.layout.split(v).values())
+                    hv = torch.autograd.grad([total[i] for i in live], order, grad_outputs=[parts_v[i] for i in live],
+                                             retain_graph=True, create_graph=True, materialize_grads=True)
+                    kept.append((v, hv))
+                along = sum((h * p).sum() for h, p in zip(hv, self.layout.split(u).values()) if h.requires_grad)
+                if not isinstance(along, Tensor) or not along.requires_grad:  # H constant in theta
+                    rows.append(torch.zeros(self.n, dtype=self.dtype, device=self.device))
+                    continue
+                third = torch.autograd.grad(along, order, retain_graph=True, materialize_grads=True)
+                rows.append(self.layout.flatten([t.detach() for t in third]))
+        return reduce_mean(torch.stack(rows), self._count, self.group)
 
     def release(self) -> None:
         """Free the kept graph (it is rebuilt at the next product)."""
