@@ -24,6 +24,8 @@ from sims.sharpening import SharpeningModel
 
 H_DIAG, X0 = np.array([0.5, 1.0, 2.0, 4.0]), np.array([1.0, -0.5, 0.3, 0.2])
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _warmup_cosine(n: int) -> float:
     """lr factor of update n: linear warmup over 20 updates, then a cosine to 0 at update 100."""

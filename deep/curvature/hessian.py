@@ -37,9 +37,11 @@ The operator's ``strategy`` attribute names what was used.
 Every operator also gives the gradient g (:meth:`ModelOperator.gradient`), the loss, and the gradient of
 a curvature, grad_theta (u^T H(theta) v) (:meth:`ModelOperator.curvature_gradient`, a third-derivative
 product, which the central flows of :mod:`deep.flows` need; cached_double_backward takes it through its
-kept graph: two backward passes per pair, no forward).  Third derivatives run attention
-(``F.scaled_dot_product_attention``) on its math backend (:func:`math_attention`): the fused CPU and
-CUDA kernels have no double backward.
+kept graph: two backward passes per pair, no forward).  Third derivatives run under
+:func:`third_order_ops`: attention (``F.scaled_dot_product_attention``) on its math backend, whose fused
+CPU and CUDA kernels have no double backward, and ``F.layer_norm`` composed of plain operations, whose
+fused kernel's derivatives are silently wrong from the third order on (torch 2.13 treats the saved mean
+and 1/std as constants there: pytorch/pytorch#175754; measured in ``tests/test_third_derivatives.py``).
 """
 
 from __future__ import annotations
@@ -63,14 +65,44 @@ from .reductions import group_of, reduce_mean
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward")
 
 
+def _layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+                eps: float = 1e-5) -> Tensor:
+    """F.layer_norm from mean and variance: (x - mean) / sqrt(var + eps) * weight + bias over the last
+    dimensions (the same function, differentiable to any order by autograd)."""
+    dims = tuple(range(-len(tuple(normalized_shape)), 0))
+    centered = input - input.mean(dims, keepdim=True)
+    out = centered * torch.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight
+    return out + bias if bias is not None else out
+
+
+class _ComposedLayerNorm(torch.overrides.TorchFunctionMode):
+    """Every ``F.layer_norm`` (``nn.LayerNorm`` included) inside the mode is :func:`_layer_norm`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.layer_norm:
+            return _layer_norm(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
-def math_attention() -> Iterator[None]:
-    """Run ``F.scaled_dot_product_attention`` on its math backend inside the block (plain differentiable
-    ops, so derivatives of any order exist; the fused kernels have none beyond the first backward)."""
+def third_order_ops() -> Iterator[None]:
+    """Inside the block, ops whose third derivatives autograd gets right: ``F.scaled_dot_product_attention``
+    on its math backend (the fused kernels have no double backward) and ``F.layer_norm`` composed of plain
+    operations (the fused kernel's third derivatives are wrong: pytorch/pytorch#175754).  The functions
+    computed are the same."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+    with sdpa_kernel(SDPBackend.MATH), _ComposedLayerNorm():
+        _THIRD_ORDER[0] += 1
+        try:
+            yield
+        finally:
+            _THIRD_ORDER[0] -= 1
+
+
+_THIRD_ORDER = [0]  # how many third_order_ops blocks are open (a kept graph remembers whether it was built in one)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -146,7 +178,7 @@ class ModelOperator(CurvatureOperator):
                    for M in (U, V)]
         acc = torch.zeros(U.shape, dtype=self.dtype, device=self.device)
         count = 0
-        with math_attention():
+        with third_order_ops():
             for inputs, targets, n in self.chunks():
                 per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
                 parts = per_pair(self._params, *batched)
@@ -257,10 +289,12 @@ class CachedDoubleBackward(ModelOperator):
         self.memory_budget = (default_memory_budget(self.device) if memory_budget is None
                               else checks.integer("memory_budget", memory_budget, low=0))
         self._graph: tuple[list[Tensor], list[Tensor]] | None = None
+        self._third_order = False  # whether the kept graph was built under third_order_ops
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
 
     def _build(self) -> None:
+        self._third_order = _THIRD_ORDER[0] > 0
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
         order = [leaves[name] for name in self.layout.names]
         total: list[Tensor] | None = None
@@ -320,8 +354,10 @@ class CachedDoubleBackward(ModelOperator):
         gradient of <U_j, H V_j> by a backward pass through that; no forward pass (the per-chunk
         ``torch.func`` route of :meth:`ModelOperator.curvature_gradients` otherwise)."""
         U, V = self._checked_pairs(U, V)
-        with math_attention():
-            if self._graph is None:
+        if self._graph is not None and not self._third_order:
+            self.release()  # built outside third_order_ops: its fused layer norm goes wrong at the third order
+        if self._graph is None:
+            with third_order_ops():
                 self._build()
         order, total = self._graph
         if self._rest or not total:
