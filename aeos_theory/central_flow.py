@@ -220,7 +220,7 @@ class CentralFlow:
         records: dict[str, list[float]] = {c: [] for c in FLOW_COLUMNS}
         clock = time.perf_counter()
         state = self._start(w0, records, clock)
-        status, reason, preferred, last_kappa = "completed", "", min(0.5, self.dt_max), None
+        status, reason, preferred, last = "completed", "", min(0.5, self.dt_max), None
         on_grid = lambda t: abs(t / record_every - round(t / record_every)) < 1e-9  # noqa: E731
         while True:
             final = state.t >= steps - 1e-9
@@ -246,8 +246,8 @@ class CentralFlow:
                 status, reason = "stopped", f"eta S_P passed {self.stop_factor:g} times the threshold"
                 break
             state = self._advance(state, dt, step)
-            preferred = self._next_dt(preferred, step.kappa, last_kappa, state.t)
-            last_kappa = step.kappa
+            preferred = self._next_dt(preferred, step, last, state.t)
+            last = step
         return FlowResult(self.rule.optimizer, self.central, records, status, state.t, reason, state.w, state.m,
                           state.nu)
 
@@ -289,12 +289,14 @@ class CentralFlow:
             change = change + (b * m if rule.preconditioned_momentum else (b * m) / p)
         return w - (h * lr) * change
 
-    def _next_dt(self, dt: float, kappa: np.ndarray, last: np.ndarray | None, t: float) -> float:
+    def _next_dt(self, dt: float, step: _Step, last: _Step | None, t: float) -> float:
         """Halve the step when kappa_1 moved more than tol_edge c over the last one, grow it x1.5 when it
-        moved less than a quarter of that, within dt_max (dt_edge within 10% of the edge)."""
-        c = self.rule.constant(t + 1)
-        if last is not None:
-            moved = abs(kappa[0] - last[0])
+        moved less than a quarter of that, within dt_max (dt_edge within 10% of the edge).  A change of the
+        lr between the two is not a move: it is exact at the whole step where it happens, so kappa_1 is
+        compared with the last one at this step's lr."""
+        c, kappa = self.rule.constant(t + 1), step.kappa
+        if last is not None and last.lr > 0:
+            moved = abs(kappa[0] - last.kappa[0] * step.lr / last.lr)
             if moved > self.tol_edge * c:
                 dt = dt / 2
             elif moved < 0.25 * self.tol_edge * c:

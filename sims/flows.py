@@ -18,7 +18,7 @@ coupled weight decay).
 >>> p = dense_problem(seed=0, d=10)                # Adam, beta2 = 0.99: nu decays until eta S_P meets 38
 >>> flow = sims.central_flow("adam", p.H, p.x0, eta=1e-2, steps=1400, record_every=200, beta2=0.99)
 >>> np.round(flow.column("eta_S_P")[1:], 1)         # then the oscillation's share of nu holds it there
-array([ 0.7,  2.1,  5.8, 15.8, 38. , 38. , 38. ])
+array([ 0.7,  2.1,  5.8, 15.9, 38. , 38. , 38. ])
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ package's own curvature toolkit:
 * grad_w (u^T H v) through the same kept graph, two backward passes per pair
   (:meth:`deep.curvature.hessian.CachedDoubleBackward.curvature_gradients`);
 * the gradients between those points by plain autograd on the copy;
-* everything under :func:`deep.curvature.hessian.third_order_ops` (attention on its math backend,
-  layer norm from mean and variance), whose ops autograd differentiates correctly to the third order;
+* the kept graph built under :func:`deep.curvature.hessian.third_order_ops` (attention on its math
+  backend, layer norm from mean and variance), whose ops autograd differentiates correctly to the third
+  order;
 * float64 by default, float32 on request: the flow works on a copy of the model in that dtype (the
   user's model, its dtype and its gradients are not touched).
 
@@ -35,7 +36,6 @@ parameter units), ``directions`` (how many eigen-directions oscillate), ``gradie
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
 
 import numpy as np
@@ -56,16 +56,6 @@ from ..training.losses import correct, count
 from .follow import flow_setting
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _third_order(method):
-    """Run ``method`` under :func:`deep.curvature.hessian.third_order_ops` (attention on its math backend,
-    layer norm composed of plain operations), so the kept graph it builds has exact third derivatives."""
-    @functools.wraps(method)
-    def wrapped(*args, **kwargs):
-        with third_order_ops():
-            return method(*args, **kwargs)
-    return wrapped
 
 
 class NetworkFlow:
@@ -96,7 +86,6 @@ class NetworkFlow:
     def at(self, w: Tensor) -> "NetworkPoint":
         return NetworkPoint(self, w)
 
-    @_third_order
     def gradient(self, w: Tensor) -> Tensor:
         """grad L(w) = sum_i (n_i / N) grad L_i(w): one forward and backward pass per chunk (autograd on the
         copy; all-reduced over a :class:`deep.Shard`'s ranks)."""
@@ -130,17 +119,16 @@ class NetworkPoint:
         flow.load(w)
         self.flow = flow
         self.operator = hessian_operator(flow.model, flow.loss_fn, flow.data)
+        with third_order_ops():  # the kept graph, whose backward passes give every product and third derivative
+            self.g = self.operator.start_direction()  # the full-batch gradient, read off the kept graph
         self.converged = True
 
-    @_third_order
     def loss(self) -> float:
         return self.operator.loss()
 
-    @_third_order
     def gradient(self) -> Tensor:
-        return self.operator.start_direction()  # the full-batch gradient, read off the kept graph
+        return self.g
 
-    @_third_order
     def eigenpairs(self, scale: Any, k: int, shift: float = 0.0) -> tuple[np.ndarray, list[Tensor]]:
         """Top-k of diag(scale) (H + shift I) diag(scale) = P'^-1/2 (H + shift I) P'^-1/2 with P' = 1 / scale^2
         (``shift``: a coupled weight decay)."""
@@ -152,20 +140,17 @@ class NetworkPoint:
         self.converged = self.converged and result.converged
         return np.asarray(result.eigenvalues), [result.eigenvectors[:, i] for i in range(len(result.eigenvalues))]
 
-    @_third_order
     def curvature_gradients(self, pairs: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
         """grad_w (u^T H v) of every pair, through the kept graph
         (:meth:`deep.curvature.hessian.CachedDoubleBackward.curvature_gradients`)."""
         rows = self.operator.curvature_gradients(torch.stack([u for u, _ in pairs]), torch.stack([v for _, v in pairs]))
         return list(rows)
 
-    @_third_order
     def sharpness(self) -> float:
         result = self.flow.eigenpairs(self.operator, "H", 1)
         self.converged = self.converged and result.converged
         return result.top
 
-    @_third_order
     def accuracy(self) -> float:
         """Accuracy of the network at w over the full batch (NaN for regression targets)."""
         model, hits, total = self.flow.model, 0, 0
