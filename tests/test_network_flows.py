@@ -146,3 +146,35 @@ def test_a_flow_runs_through_attention_layer_norm_and_tied_weights():
     assert flow.status == "completed"
     assert all(math.isfinite(v) for c in ("train_loss", "lr", "eta_threshold") for v in flow.records[c])
     assert np.all(np.isfinite(flow.column("eta_S_P")[1:]))
+
+
+def test_a_comparison_measures_the_run_at_every_step():
+    """flow_comparison steps the run as deep.run does (same losses and lrs at the grid steps), measures the
+    period-2 amplitude from three consecutive iterates at every step, and sums up on the same grid."""
+    from deep.flows.experiments import comparison_rows, flow_comparison
+    from deep.measure.oscillation import period_two_amplitude
+
+    config = dict(dataset="digits", n=40, model="mlp", width=8, depth=1, loss="mse", optimizer="adamw",
+                  hyper={"eta": 0.02, "weight_decay": 0.1}, steps=12, measure_every=4, schedule="warmup_cosine",
+                  warmup_steps=3, seed=0, threads=1)
+    result = flow_comparison(config)
+    discrete = result["discrete"]
+    assert discrete["step"] == list(range(13)) and math.isnan(discrete["oscillation_total"][1])
+    model = deep.build_model("mlp", (64,), 10, width=8, depth=1, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.02, weight_decay=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(3, 12, 0.1))
+    data = deep.load_digits(40)
+    iterates = [torch.cat([p.detach().reshape(-1) for p in model.parameters()])]
+    for _ in range(12):
+        optimizer.zero_grad()
+        deep.mse(model(data.X), data.y).backward()
+        optimizer.step()
+        scheduler.step()
+        iterates.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    for t in (2, 7, 12):
+        assert discrete["oscillation_total"][t] == pytest.approx(
+            period_two_amplitude(iterates[t], iterates[t - 1], iterates[t - 2]), rel=1e-4, abs=1e-9)
+    assert result["edge"]["step"] == [0, 4, 8, 12] and result["central"]["records"]["step"] == [0, 4, 8, 12]
+    rows = comparison_rows(result, "adamw")
+    assert [r["step"] for r in rows] == [0, 4, 8, 12] and {r["schedule"] for r in rows} == {"warmup_cosine"}
+    assert set(result["numbers"]) >= {"central_median_relative_error", "stable_median_relative_error", "edge_step"}
