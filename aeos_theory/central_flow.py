@@ -143,8 +143,16 @@ import numpy as np
 from aeos_base import checks
 from aeos_theory.chebyshev import chebyshev_step, stages_for
 from aeos_theory.complementarity import EdgeNotHeld, solve_complementarity
-from aeos_theory.flow_rules import (FLOW_COLUMNS, FLOW_OPTIMIZERS, FlowPoint, FlowProblem, FlowResult, FlowRule,
-                                    Schedule, moving_average)
+from aeos_theory.flow_rules import (
+    FLOW_COLUMNS,
+    FLOW_OPTIMIZERS,
+    FlowPoint,
+    FlowProblem,
+    FlowResult,
+    FlowRule,
+    Schedule,
+    moving_average,
+)
 
 __all__ = ["CentralFlow", "FlowState", "central_flow_of", "FLOW_COLUMNS", "FLOW_OPTIMIZERS", "FlowPoint",
            "FlowProblem", "FlowResult", "FlowRule", "Schedule", "moving_average"]
@@ -366,7 +374,7 @@ class CentralFlow:
         n, h = self._substeps(kappa_max, t, dt)
         e = math.exp(-rule.momentum_rate * h)
         carried = state.m * p if rule.preconditioned_momentum else state.m  # so that b m / P_m = b carried / P
-        direct_total, carried_total, gain = 0.0, 0.0, 0.0
+        direct_total, carried_total = 0.0, 0.0
         for j in range(1, n + 1):
             a, b = rule.coefficients(t + j * h)
             direct_total += h * (a + b * (1 - e ** j))

@@ -200,7 +200,8 @@ def _compare(label: str, config: dict, repeats: int, float32: bool) -> None:
         if kind == "discrete run":
             gradients, hvps, note = 1.0, sum(r["hvps"] for r in out) / steps, ""
         else:
-            gradients, hvps = out.records["gradients"][-1] / max(out.step, 1), out.records["hvps"][-1] / max(out.step, 1)
+            taken = max(out.step, 1)
+            gradients, hvps = out.records["gradients"][-1] / taken, out.records["hvps"][-1] / taken
             note = "" if out.status == "completed" else f"  ({out.status} at step {out.step:g})"
         print(f"{label:>46} {kind:>22} {seconds:8.1f} {seconds / steps * 1e3:8.1f} {gradients:6.1f} {hvps:6.1f} "
               f"{seconds / reference:7.2f}{note}")

@@ -176,7 +176,8 @@ def comparison_rows(result: Mapping[str, Any], optimizer: str) -> list[dict[str,
     loss, per_step = np.asarray(discrete["train_loss"], float), np.asarray(discrete["oscillation_total"], float)
     grid = np.asarray(edge["step"], float)
     averaged = window_mean(loss, grid, every)
-    flows = {kind: {float(s): i for i, s in enumerate(result[kind]["records"]["step"])} for kind in ("stable", "central")}
+    flows = {kind: {float(s): i for i, s in enumerate(result[kind]["records"]["step"])}
+             for kind in ("stable", "central")}
 
     def flow_value(kind: str, column: str, step: float) -> float | None:
         i = flows[kind].get(step)
