@@ -143,16 +143,8 @@ import numpy as np
 from aeos_base import checks
 from aeos_theory.chebyshev import chebyshev_step, stages_for
 from aeos_theory.complementarity import EdgeNotHeld, solve_complementarity
-from aeos_theory.flow_rules import (
-    FLOW_COLUMNS,
-    FLOW_OPTIMIZERS,
-    FlowPoint,
-    FlowProblem,
-    FlowResult,
-    FlowRule,
-    Schedule,
-    moving_average,
-)
+from aeos_theory.flow_rules import (FLOW_COLUMNS, FLOW_OPTIMIZERS, FlowPoint, FlowProblem, FlowResult, FlowRule,
+                                    Schedule, moving_average)
 
 __all__ = ["CentralFlow", "FlowState", "central_flow_of", "FLOW_COLUMNS", "FLOW_OPTIMIZERS", "FlowPoint",
            "FlowProblem", "FlowResult", "FlowRule", "Schedule", "moving_average"]
