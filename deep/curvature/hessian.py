@@ -259,7 +259,11 @@ class ForwardOverReverse(ModelOperator):
 
 
 class GraphMeter:
-    """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks)."""
+    """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks).
+
+    The pack hook hands back ``t.detach()``: a saved output returned with its own ``grad_fn`` would make
+    a reference cycle through the graph that no garbage collection frees (every kept graph leaked:
+    pytorch/pytorch#189025); detaching is lossless, autograd restores the grad_fn when it unpacks."""
 
     def __init__(self) -> None:
         self.seen: set[tuple[int, int]] = set()
@@ -270,7 +274,7 @@ class GraphMeter:
         if key is not None and key not in self.seen:
             self.seen.add(key)
             self.bytes += key[1]
-        return t
+        return t.detach()
 
 
 class CachedDoubleBackward(ModelOperator):
