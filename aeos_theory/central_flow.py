@@ -107,8 +107,9 @@ lr, and at lr 0.01 on that model its flow runs ahead of the discrete run already
 loss 3-10% lower over steps 30-100, and not closer at smaller flow steps: the discrete map at that step
 size is not close to its ODE; at lr 0.003 the two agree within 1%).
 
-**Steps.**  An outer step dt (at most 1 within 10% of the edge, ``dt_max`` away from it, never past a
-record or a whole step where the lr changes; halved when kappa_1 moves fast) solves for the top
+**Steps.**  An outer step dt (at most ``dt_edge`` = 1 within 10% of the edge, ``dt_max`` = 4 away from
+it, never past a record or a whole step where the lr changes; halved when kappa_1 moves fast, the lr's
+own jumps aside) solves for the top
 eigenpairs of K, the third-derivative products grad_w(u_a^T H u_b) and X once, then holds the
 oscillation's force and share of nu fixed while it integrates:
 
