@@ -11,7 +11,7 @@ Main entry points:
 * :func:`empirical_threshold`: bisection on lambda with frozen P, the experimental check of the theory;
 * :mod:`sims.problems` (quadratics) and :mod:`sims.sharpening` (:class:`SharpeningModel`, a model whose
   descent direction raises the curvature, and :func:`simulate_sharpening`);
-* :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp and Adam on the
+* :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp, Adam, AdamW and NAdam on the
   same models (:mod:`aeos_theory.central_flow`), the time-averaged trajectory the runs oscillate around;
 * :mod:`sims.minibatch`: many minibatch runs on quadratics with per-example Hessians and the measured
   mean-square stability boundary (:mod:`sims.minibatch_experiments`: the agreement with the theory);

@@ -41,14 +41,20 @@ The operator's ``strategy`` attribute names what was used.
 
 Every operator also gives the gradient g (:meth:`ModelOperator.gradient`), the loss, and the gradient of
 a curvature, grad_theta (u^T H(theta) v) (:meth:`ModelOperator.curvature_gradient`, a third-derivative
-product, which the central flows of :mod:`deep.flows` need).
+product, which the central flows of :mod:`deep.flows` need; cached_double_backward takes it through its
+kept graph: two backward passes per pair, no forward).  Third derivatives run under
+:func:`third_order_ops`: attention (``F.scaled_dot_product_attention``) on its math backend, whose fused
+CPU and CUDA kernels have no double backward, and ``F.layer_norm`` composed of plain operations, whose
+fused kernel's derivatives are silently wrong from the third order on (torch 2.13 treats the saved mean
+and 1/std as constants there: pytorch/pytorch#175754; measured in ``tests/test_third_derivatives.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +71,46 @@ from .twice import check_graph, second_derivatives
 
 #: The strategies :func:`hessian_operator` knows ("auto" picks one).
 STRATEGIES = ("auto", "forward_over_reverse", "reverse_over_reverse", "cached_double_backward", "compiled")
+
+
+def _layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+                eps: float = 1e-5) -> Tensor:
+    """F.layer_norm from mean and variance: (x - mean) / sqrt(var + eps) * weight + bias over the last
+    dimensions (the same function, differentiable to any order by autograd)."""
+    dims = tuple(range(-len(tuple(normalized_shape)), 0))
+    centered = input - input.mean(dims, keepdim=True)
+    out = centered * torch.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight
+    return out + bias if bias is not None else out
+
+
+class _ComposedLayerNorm(torch.overrides.TorchFunctionMode):
+    """Every ``F.layer_norm`` (``nn.LayerNorm`` included) inside the mode is :func:`_layer_norm`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.layer_norm:
+            return _layer_norm(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def third_order_ops() -> Iterator[None]:
+    """Inside the block, ops whose third derivatives autograd gets right: ``F.scaled_dot_product_attention``
+    on its math backend (the fused kernels have no double backward) and ``F.layer_norm`` composed of plain
+    operations (the fused kernel's third derivatives are wrong: pytorch/pytorch#175754).  The functions
+    computed are the same."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH), _ComposedLayerNorm():
+        _THIRD_ORDER[0] += 1
+        try:
+            yield
+        finally:
+            _THIRD_ORDER[0] -= 1
+
+
+_THIRD_ORDER = [0]  # how many third_order_ops blocks are open (a kept graph remembers whether it was built in one)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -163,22 +209,27 @@ class ModelOperator(CurvatureOperator):
             return self._curvature_gradients(U, V)
 
     def _curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
-        U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
-        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
-        if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
-            raise ValueError(f"U and V must both have shape (m, {self.n}); got {tuple(U.shape)} and {tuple(V.shape)}")
+        U, V = self._checked_pairs(U, V)
         batched = [{name: t.reshape(U.shape[0], *shape) for name, t, shape in
                     zip(self.layout.names, torch.split(M, list(self.layout.numels), dim=1), self.layout.shapes)}
                    for M in (U, V)]
         acc = torch.zeros(U.shape, dtype=self.dtype, device=self.device)
         count = 0
-        for inputs, targets, n in self.chunks():
-            per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
-            parts = per_pair(self._params, *batched)
-            acc.add_(torch.cat([parts[name].reshape(U.shape[0], -1) for name in self.layout.names], dim=1),
-                     alpha=n)
-            count += n
+        with third_order_ops():
+            for inputs, targets, n in self.chunks():
+                per_pair = vmap(_curvature_gradient(self.chunk_loss(inputs, targets)), in_dims=(None, 0, 0))
+                parts = per_pair(self._params, *batched)
+                acc.add_(torch.cat([parts[name].reshape(U.shape[0], -1) for name in self.layout.names], dim=1),
+                         alpha=n)
+                count += n
         return reduce_mean(acc, count, self.group)
+
+    def _checked_pairs(self, U: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+        U = torch.as_tensor(U).to(device=self.device, dtype=self.dtype)
+        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
+        if U.ndim != 2 or U.shape != V.shape or U.shape[1] != self.n:
+            raise ValueError(f"U and V must both have shape (m, {self.n}); got {tuple(U.shape)} and {tuple(V.shape)}")
+        return U, V
 
     def _per_chunk(self, product, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
@@ -246,7 +297,11 @@ class ForwardOverReverse(ModelOperator):
 
 
 class GraphMeter:
-    """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks)."""
+    """Bytes of the distinct tensors autograd saves while a graph is built (saved_tensors_hooks).
+
+    The pack hook hands back ``t.detach()``: a saved output returned with its own ``grad_fn`` would make
+    a reference cycle through the graph that no garbage collection frees (every kept graph leaked:
+    pytorch/pytorch#189025); detaching is lossless, autograd restores the grad_fn when it unpacks."""
 
     def __init__(self) -> None:
         self.seen: set[tuple[int, int]] = set()
@@ -257,7 +312,7 @@ class GraphMeter:
         if key is not None and key not in self.seen:
             self.seen.add(key)
             self.bytes += key[1]
-        return t
+        return t.detach()
 
 
 class CachedDoubleBackward(ModelOperator):
@@ -277,11 +332,13 @@ class CachedDoubleBackward(ModelOperator):
                               else checks.integer("memory_budget", memory_budget, low=0))
         self._graph: tuple[list[Tensor], list[Tensor]] | None = None
         self._loss_sum: Tensor | None = None  # sum_i n_i L_i, summed while the graph is built
+        self._third_order = False  # whether the kept graph was built under third_order_ops
         self._rest: list[tuple[tuple, Any, int]] = []
         self.graph_bytes, self.cached_chunks, self.total_chunks, self._count = 0, 0, 0, 0
         self._batched = True
 
     def _build(self) -> None:
+        self._third_order = _THIRD_ORDER[0] > 0
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._params.items()}
         order = [leaves[name] for name in self.layout.names]
         total: list[Tensor] | None = None
@@ -372,6 +429,41 @@ class CachedDoubleBackward(ModelOperator):
         for inputs, targets, n in self._rest:
             g.add_(self.layout.flatten(grad(self.chunk_loss(inputs, targets))(self._params)), alpha=n)
         return reduce_mean(g, self._count, self.group)
+
+    def curvature_gradients(self, U: Tensor, V: Tensor) -> Tensor:
+        """Row j: grad_theta (U_j^T H V_j), through the kept graph of g when every chunk is kept: H V_j by
+        one backward pass through it, itself recorded (``create_graph``; once per distinct V_j), then the
+        gradient of <U_j, H V_j> by a backward pass through that; no forward pass (the per-chunk
+        ``torch.func`` route of :meth:`ModelOperator.curvature_gradients` otherwise)."""
+        U, V = self._checked_pairs(U, V)
+        if self._graph is not None and not self._third_order:
+            self.release()  # built outside third_order_ops: its fused layer norm goes wrong at the third order
+        if self._graph is None:
+            with third_order_ops():
+                self._build()
+        order, total = self._graph
+        if self._rest or not total:
+            return super().curvature_gradients(U, V)
+        live = [i for i, t in enumerate(total) if t.requires_grad]
+        rows, kept = [], []  # kept: (v, H v recorded), shared by the rows with the same v
+        with torch.enable_grad():
+            for u, v in zip(U, V):
+                if not live:
+                    rows.append(torch.zeros(self.n, dtype=self.dtype, device=self.device))
+                    continue
+                hv = next((h for w, h in kept if torch.equal(w, v)), None)
+                if hv is None:
+                    parts_v = list(self.layout.split(v).values())
+                    hv = torch.autograd.grad([total[i] for i in live], order, grad_outputs=[parts_v[i] for i in live],
+                                             retain_graph=True, create_graph=True, materialize_grads=True)
+                    kept.append((v, hv))
+                along = sum((h * p).sum() for h, p in zip(hv, self.layout.split(u).values()) if h.requires_grad)
+                if not isinstance(along, Tensor) or not along.requires_grad:  # H constant in theta
+                    rows.append(torch.zeros(self.n, dtype=self.dtype, device=self.device))
+                    continue
+                third = torch.autograd.grad(along, order, retain_graph=True, materialize_grads=True)
+                rows.append(self.layout.flatten([t.detach() for t in third]))
+        return reduce_mean(torch.stack(rows), self._count, self.group)
 
     def release(self) -> None:
         """Free the kept graph (it is rebuilt at the next product)."""
