@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c benchmarks/constraints.txt -e '.[test,optimizers]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,21 +24,23 @@ peers: $(STAMP)
 	$(PY) -m pip install --quiet -c benchmarks/constraints.txt einops opt-einsum linear_operator
 
 # `make figures` writes to ./aeos_figures (ignored by git): it never changes a tracked file.
+# Extra flags pass through: make figures ARGS='--only thresholds --jobs 2', make test ARGS='-x tests/test_theory.py'.
+ARGS ?=
 figures: $(STAMP)
-	$(PY) -m paper_figures
+	$(PY) -m paper_figures $(ARGS)
 
 # The committed gallery, regenerated on purpose: quick scale from an empty cache, so its header (written
 # from summary.json) records the machine, versions, threads and the whole set's wall and CPU time.
 gallery: $(STAMP)
-	$(PY) -m paper_figures --quick --fresh --out paper_figures/out
+	$(PY) -m paper_figures --quick --fresh --out paper_figures/out $(ARGS)
 
 # Regenerate into ./aeos_figures_check (ignored) and compare every headline number with the committed
 # gallery; exits non-zero on a disagreement.
 check-figures: $(STAMP)
-	$(PY) -m paper_figures --check
+	$(PY) -m paper_figures --check $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,10 +18,13 @@ Main entry points:
   ``sims``, ``deep`` and ``paper_figures`` read, and :func:`identify`, which names the package
   optimizer a ``torch.optim`` param group runs; :data:`HYPERS` and :func:`validate`: hyperparameter
   names, ranges and checks;
-* :mod:`aeos_theory.central_flow`: the stable and central flows of GD, RMSProp and Adam (the ODE of the
-  time-averaged trajectory at the edge), over any problem ``sims`` or ``deep`` supplies, with its two
-  numerical pieces, the complementarity solve (:mod:`aeos_theory.complementarity`) and a damped
+* :mod:`aeos_theory.central_flow`: the stable and central flows of GD, RMSProp, Adam, AdamW and NAdam,
+  with weight decay, momentum and learning-rate schedules (the ODE of the time-averaged trajectory at the
+  edge), over any problem ``sims`` or ``deep`` supplies, with its two numerical pieces, the complementarity solve (:mod:`aeos_theory.complementarity`) and a damped
   Chebyshev step (:mod:`aeos_theory.chebyshev`);
+* :mod:`aeos_theory.mean_square` and :mod:`aeos_theory.minibatch`: mean-square stability of minibatch
+  optimizers (batches drawn without replacement), closed forms in one direction and the second-moment map
+  in any dimension;
 * ``aeos threshold`` on the command line (:mod:`aeos_theory.cli`).
 
 It holds theory only: what every layer shares besides (argument checks, atomic files, the command-line

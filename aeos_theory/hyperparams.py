@@ -14,6 +14,9 @@ eps            added to sqrt(v_hat) in the preconditioner P               0 < ep
 dampening      SGD dampening: v = beta v + (1 - dampening) g              0 <= dampening < 1
 weight_decay   coupled L2 (g += wd x) or, for adamw, decoupled decay      0 <= weight_decay < 1/eta
 momentum_decay NAdam's psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))           0 <= momentum_decay
+lr_decay       Adagrad: the t-th step's lr is eta / (1 + (t - 1) lr_decay)  0 <= lr_decay
+lambd          ASGD's decay x <- (1 - lambd eta_t) x and its lr schedule   0 <= lambd
+decay_power    ASGD's alpha: eta_t = eta / (1 + lambd eta (t - 1))^alpha   0 <= decay_power
 =============  =========================================================  ==================
 """
 
@@ -84,6 +87,10 @@ HYPERS: dict[str, Hyper] = {
         Hyper("weight_decay", 0.0, math.inf, True, False, "L2 (coupled) or decoupled (adamw) decay"),
         Hyper("momentum_decay", 0.0, math.inf, True, False,
               "NAdam's momentum schedule psi: mu_t = beta1 (1 - 0.5 * 0.96^(t psi))"),
+        Hyper("lr_decay", 0.0, math.inf, True, False, "Adagrad's lr decay: eta_t = eta / (1 + (t - 1) lr_decay)"),
+        Hyper("lambd", 0.0, math.inf, True, False,
+              "ASGD's decay lambd: x <- (1 - lambd eta_t) x, eta_t = eta / (1 + lambd eta (t - 1))^alpha"),
+        Hyper("decay_power", 0.0, math.inf, True, False, "ASGD's alpha, the power of its lr schedule"),
     )
 }
 

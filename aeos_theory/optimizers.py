@@ -24,10 +24,21 @@ Each :class:`OptimizerSpec` says what the rest of the package needs to know abou
   derivation prints it (settled, by the hyperparameters set to 0; and the t-th update in the coefficient
   symbols), for ``aeos threshold``; ``crossing``: how the roots of M_t leave the unit disk there.  The
   tests check all four against the sympy derivation of ``update``, for every entry;
-* ``kernel``: the integer code of its step in the ``sims`` numba kernels.
+* ``kernel``: the integer code of its step in the ``sims`` numba kernels (None: not simulated yet);
+* ``torch_module``: where ``torch_class`` lives (``torch.optim``, or ``pytorch_optimizer`` for Shampoo and SOAP);
+* ``count``: where ``deep`` reads the step t of the update just taken (``"state"``: ``state["step"]``;
+  ``"group"``: the param group's ``step``; ``"group_updates"``: that minus one, SOAP's first step only
+  building its eigenbasis; None: the class keeps no count, as SGD and Muon);
+* ``step_factor``: for Adafactor and Muon, whose step size differs per tensor (relative step and clipping;
+  the shape adjustment), the rule by which ``deep`` reads that factor k into the step size D = eta k / P
+  (their ``constant`` is at k = 1); None: the step size is eta;
+* ``shift``: the hyperparameters added to the curvature as a coupled decay W (``weight_decay`` when
+  ``decay`` is coupled; ASGD's ``lambd`` too), and ``eta_in_coefficients``: the step coefficients read
+  eta (ASGD's schedule), so the threshold needs it.
 
-`sims`, `deep` and `paper_figures` derive all their tables from :data:`OPTIMIZERS`: adding an
-optimizer is one entry here plus its step in ``sims.updates``.  The module imports no sympy: the
+The optimizers beyond the paper's seven are written in :mod:`aeos_theory.zoo`, with the classes that are
+refused (:data:`REFUSED`, the reason in one line).  `sims`, `deep` and `paper_figures` derive all their
+tables from :data:`OPTIMIZERS`: adding an optimizer is one entry here plus its step in ``sims.updates``.  The module imports no sympy: the
 symbols :data:`LAMBDA`, :data:`SYMBOLS` and :data:`STEP_SYMBOLS` are made on first use.
 
 **Update matrices.**  On one eigen-direction of L(x) = 1/2 h x^2 with P frozen, the t-th update of each
@@ -48,7 +59,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from aeos_base import checks
+from aeos_theory import zoo
 from aeos_theory.hyperparams import HYPERS
+from aeos_theory.zoo import REFUSED
 
 if TYPE_CHECKING:
     import sympy as sp
@@ -79,13 +92,15 @@ def _symbols() -> dict[str, Any]:
             "u": sp.Symbol("u_t", positive=True),     # SGD: factor on the gradient in the buffer
             "c1": sp.Symbol("c1_t", positive=True),   # NAdam: (1 - mu_t) / (1 - Pi_t)
             "c2": sp.Symbol("c2_t", nonnegative=True),  # NAdam: mu_{t+1} / (1 - Pi_t mu_{t+1})
+            "s": sp.Symbol("s_t", positive=True),     # Adagrad, ASGD: the divisor of the lr at step t
+            "r": sp.Symbol("r_t", positive=True),     # RAdam: the rectification r_t (1 in the warm phase)
         },
     }
 
 
 def __getattr__(name: str) -> Any:
     """``LAMBDA`` (the curvature symbol), ``SYMBOLS`` (hyperparameter name -> symbol) and ``STEP_SYMBOLS``
-    (coefficient name -> symbol ``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``), made on first use so that
+    (coefficient name -> symbol ``k_t``, ``a_t``, ``u_t``, ``c1_t``, ``c2_t``, ``s_t``, ``r_t``), made on first use so that
     importing the registry does not import sympy."""
     if name in ("LAMBDA", "SYMBOLS", "STEP_SYMBOLS"):
         return _symbols()[name]
@@ -113,13 +128,35 @@ class OptimizerSpec:
     formulas: Mapping[tuple[str, ...], str] = field(repr=False)
     step_formula: str = field(repr=False)
     crossing: str = "z = -1"
-    kernel: int = 0
+    kernel: int | None = None
     torch_aliases: tuple[str, ...] = ()
+    torch_module: str = "torch.optim"
+    count: str | None = "state"
+    step_factor: str | None = None
+    curvature_shift: tuple[str, ...] | None = None
+    eta_in_coefficients: bool = False
 
     @property
     def adaptive(self) -> bool:
-        """True when the optimizer divides its step by an adaptive diagonal P (the Adam family, RMSProp)."""
+        """True when the optimizer divides its step by an adaptive P (the Adam family, RMSProp, Adagrad, ...;
+        Muon, Shampoo and SOAP, whose P is not diagonal)."""
         return self.preconditioner is not None
+
+    @property
+    def simulated(self) -> bool:
+        """True when ``sims`` has a numba kernel for its step."""
+        return self.kernel is not None
+
+    @property
+    def shift(self) -> tuple[str, ...]:
+        """The hyperparameters whose sum is the coupled decay W added to H (module docstring)."""
+        if self.curvature_shift is not None:
+            return self.curvature_shift
+        return ("weight_decay",) if self.decay == "coupled" else ()
+
+    def coupled_decay(self, hyper: Mapping[str, float]) -> float:
+        """W: the sum of the ``shift`` hyperparameters in ``hyper`` (0 for those absent)."""
+        return float(sum(hyper.get(name, 0.0) for name in self.shift))
 
     def matrix(self) -> sp.Matrix:
         """M_t(lambda) in the package's symbols: :data:`LAMBDA`, :data:`SYMBOLS`, :data:`STEP_SYMBOLS`."""
@@ -405,11 +442,33 @@ def _rmsprop_hypers(group: Mapping[str, Any]) -> dict:
 
 _ADAM_HYPERS = ("eta", "beta1", "beta2", "eps", "weight_decay")
 _ADAM_DEFAULTS = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
-_SGD = {"torch_class": "SGD", "preconditioner": None, "decay": "coupled"}
+_SGD = {"torch_class": "SGD", "preconditioner": None, "decay": "coupled", "count": None}
 _ADAM = {"momentum": "beta1", "torch_arguments": _adam_arguments, "torch_hypers": _adam_hypers}
 
 #: Settled lambda* printed when only beta1 (and for AdamW weight_decay) may be 0: the Adam family's formulas.
 _ADAM_FORMULAS = {(): "2*(beta1 + 1)/(eta*(1 - beta1))", ("beta1",): "2/eta"}
+#: The stored formulas of the optimizers of aeos_theory.zoo, as the derivation prints them (checked by the tests).
+_FORMULAS: dict[str, dict[tuple[str, ...], str]] = {
+    "adagrad": {(): "oo", ("lr_decay",): "2/eta"},  # lr decay > 0: the lr decays to 0, stable at any curvature
+    "asgd": {(): "oo", ("lambd",): "2/eta", ("decay_power",): "2/eta", ("lambd", "decay_power"): "2/eta"},
+    "adafactor": {(): "-weight_decay + 2/eta", ("weight_decay",): "2/eta"},
+    "muon": {(): "-weight_decay*(beta + 1)/((1 - beta)*(2*beta + 1)) + 2*(beta + 1)/(eta*(1 - beta)*(2*beta + 1))",
+             ("beta",): "-weight_decay + 2/eta", ("weight_decay",): "2*(beta + 1)/(eta*(1 - beta)*(2*beta + 1))",
+             ("beta", "weight_decay"): "2/eta"},
+    "muon_plain": {(): "-weight_decay*(beta + 1)/(1 - beta) + 2*(beta + 1)/(eta*(1 - beta))",
+                   ("beta",): "-weight_decay + 2/eta", ("weight_decay",): "2*(beta + 1)/(eta*(1 - beta))",
+                   ("beta", "weight_decay"): "2/eta"},
+    "soap": {(): "(beta1 + 1)*(-eta*weight_decay + 2)/(eta*(1 - beta1)*(-eta*weight_decay + 1))",
+             ("beta1",): "(-eta*weight_decay + 2)/(eta*(-eta*weight_decay + 1))",
+             ("weight_decay",): "2*(beta1 + 1)/(eta*(1 - beta1))", ("beta1", "weight_decay"): "2/eta"},
+}
+_STEP_FORMULAS: dict[str, str] = {
+    "adagrad": "2*s_t/eta", "asgd": "2*s_t/eta", "radam": "2*(beta1 + 1)/(eta*k_t*r_t*(1 - beta1))",
+    "adafactor": "-weight_decay/k_t + 2/(eta*k_t)",
+    "muon": "-weight_decay*(beta + 1)/(k_t*(1 - beta)*(2*beta + 1)) + 2*(beta + 1)/(eta*k_t*(1 - beta)*(2*beta + 1))",
+    "muon_plain": "-weight_decay*(beta + 1)/(k_t*(1 - beta)) + 2*(beta + 1)/(eta*k_t*(1 - beta))",
+    "soap": "(beta1 + 1)*(-eta*weight_decay + 2)/(eta*k_t*(1 - beta1)*(-eta*weight_decay + 1))",
+}
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     spec.name: spec
@@ -464,6 +523,69 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                                 ("momentum_decay",): "2*(beta1 + 1)/(eta*(-beta1**2 + beta1 + 1))",
                                 ("beta1", "momentum_decay"): "2/eta"},
                       step_formula="2*(beta1 + 1)/(eta*(beta1*c1_t - beta1*c2_t + c1_t + c2_t))", kernel=6, **_ADAM),
+        # ------------------------------------------------ beyond the paper's seven (aeos_theory.zoo)
+        OptimizerSpec("adagrad", "Adagrad", "Adagrad: x <- x - eta / (1 + (t - 1) lr_decay) g / (sqrt(sum g^2) + eps)",
+                      ("eta", "lr_decay", "eps", "weight_decay"), {"lr_decay": 0.0, "eps": 1e-10, "weight_decay": 0.0},
+                      momentum=None, decay="coupled", preconditioner="sum", torch_class="Adagrad",
+                      torch_arguments=zoo.adagrad_arguments, torch_hypers=zoo.adagrad_hypers,
+                      update=zoo.gd_schedule, coefficients=zoo.adagrad_schedule, constant=zoo.gd_schedule_constant,
+                      formulas=_FORMULAS["adagrad"], step_formula=_STEP_FORMULAS["adagrad"]),
+        OptimizerSpec("adamax", "Adamax", "Adamax: x <- x - eta m_hat / u, u = max(beta2 u, |g| + eps)",
+                      _ADAM_HYPERS, {**_ADAM_DEFAULTS, "beta2": 0.999}, decay="coupled", preconditioner="exp_inf",
+                      torch_class="Adamax", update=_adam, coefficients=_adam_bias, constant=_adam_constant,
+                      formulas=_ADAM_FORMULAS, step_formula="2*(beta1 + 1)/(eta*k_t*(1 - beta1))", **_ADAM),
+        OptimizerSpec("adadelta", "Adadelta",
+                      "Adadelta(rho=beta2): x <- x - eta sqrt(delta + eps) / sqrt(s + eps) g",
+                      ("eta", "beta2", "eps", "weight_decay"), {"beta2": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+                      momentum=None, decay="coupled", preconditioner="delta_ratio", torch_class="Adadelta",
+                      torch_arguments=zoo.adadelta_arguments, torch_hypers=zoo.adadelta_hypers, update=_gd,
+                      coefficients=_none, constant=_gd_constant, formulas={(): "2/eta"}, step_formula="2/eta"),
+        OptimizerSpec("radam", "RAdam",
+                      "RAdam: x <- x - eta r_t m_hat / P once rho_t > 5, x <- x - eta m_hat before (P = I)",
+                      _ADAM_HYPERS, _ADAM_DEFAULTS, decay="coupled", preconditioner="v_hat_radam", torch_class="RAdam",
+                      update=zoo.radam, coefficients=zoo.radam_coefficients, constant=zoo.radam_constant,
+                      formulas=_ADAM_FORMULAS, step_formula=_STEP_FORMULAS["radam"], **_ADAM),
+        OptimizerSpec("asgd", "ASGD",
+                      "ASGD(alpha=decay_power): x <- (1 - lambd eta_t) x - eta_t g, eta_t = eta / (1 + lambd eta (t-1))^alpha",
+                      ("eta", "lambd", "decay_power", "weight_decay"),
+                      {"lambd": 1e-4, "decay_power": 0.75, "weight_decay": 0.0},
+                      momentum=None, decay="coupled", preconditioner=None, torch_class="ASGD",
+                      torch_arguments=zoo.asgd_arguments, torch_hypers=zoo.asgd_hypers, update=zoo.gd_schedule,
+                      coefficients=zoo.asgd_schedule, constant=zoo.gd_schedule_constant, formulas=_FORMULAS["asgd"],
+                      step_formula=_STEP_FORMULAS["asgd"], curvature_shift=("weight_decay", "lambd"),
+                      eta_in_coefficients=True),
+        OptimizerSpec("adafactor", "Adafactor",
+                      "Adafactor: x <- (1 - eta wd) x - eta k g / sqrt(V_hat), V_hat factored, k relative step and clipping",
+                      ("eta", "weight_decay"), {"weight_decay": 0.0}, momentum=None, decay="decoupled",
+                      preconditioner="factored", torch_class="Adafactor", torch_arguments=zoo.adafactor_arguments,
+                      torch_hypers=zoo.adafactor_hypers, update=zoo.decoupled_gd, coefficients=zoo.unit_step,
+                      constant=zoo.decoupled_gd_constant, formulas=_FORMULAS["adafactor"],
+                      step_formula=_STEP_FORMULAS["adafactor"], step_factor="adafactor"),
+        OptimizerSpec("muon", "Muon",
+                      "Muon (nesterov): x <- (1 - eta wd) x - eta k NS((1 - beta) g + beta b), b EMA of g",
+                      ("eta", "beta", "weight_decay"), {"beta": 0.95, "weight_decay": 0.1}, momentum="beta",
+                      decay="decoupled", preconditioner="polar", torch_class="Muon",
+                      torch_arguments=zoo.muon_arguments(True), torch_hypers=zoo.muon_hypers, update=zoo.muon,
+                      coefficients=zoo.unit_step, constant=zoo.muon_constant, formulas=_FORMULAS["muon"],
+                      step_formula=_STEP_FORMULAS["muon"], count=None, step_factor="muon"),
+        OptimizerSpec("muon_plain", "Muon (nesterov=False)",
+                      "Muon(nesterov=False): x <- (1 - eta wd) x - eta k NS(b), b EMA of g",
+                      ("eta", "beta", "weight_decay"), {"beta": 0.95, "weight_decay": 0.1}, momentum="beta",
+                      decay="decoupled", preconditioner="polar", torch_class="Muon",
+                      torch_arguments=zoo.muon_arguments(False), torch_hypers=zoo.muon_hypers, update=zoo.muon_plain,
+                      coefficients=zoo.unit_step, constant=zoo.muon_plain_constant, formulas=_FORMULAS["muon_plain"],
+                      step_formula=_STEP_FORMULAS["muon_plain"], count=None, step_factor="muon"),
+        OptimizerSpec("shampoo", "Shampoo", "Shampoo (momentum 0): x <- x - eta L^-1/4 G R^-1/4",
+                      ("eta", "weight_decay"), {"weight_decay": 0.0}, momentum=None, decay="coupled",
+                      preconditioner="kronecker", torch_class="Shampoo", torch_module="pytorch_optimizer",
+                      torch_arguments=zoo.shampoo_arguments, torch_hypers=_gd_hypers, update=_gd, coefficients=_none,
+                      constant=_gd_constant, formulas={(): "2/eta"}, step_formula="2/eta", count="group"),
+        OptimizerSpec("soap", "SOAP", "SOAP: Adam in the eigenbasis of Shampoo's factors, decoupled decay after the step",
+                      _ADAM_HYPERS, {"beta1": 0.95, "beta2": 0.95, "eps": 1e-8, "weight_decay": 1e-2},
+                      decay="decoupled", preconditioner="eigenbasis", torch_class="SOAP", torch_module="pytorch_optimizer",
+                      momentum="beta1", torch_arguments=zoo.soap_arguments, torch_hypers=_adam_hypers, update=zoo.soap,
+                      coefficients=_adam_bias, constant=zoo.soap_constant, formulas=_FORMULAS["soap"],
+                      step_formula=_STEP_FORMULAS["soap"], count="group_updates"),
     )
 }
 
@@ -480,30 +602,52 @@ def validate(optimizer: str, hyper: Mapping[str, object], *, require: tuple[str,
     return get_optimizer(optimizer).validate(hyper, require=require)
 
 
+def refusal(torch_class: str) -> str | None:
+    """The one-line reason why ``torch_class`` has no edge to measure (Rprop, sign methods, SparseAdam,
+    L-BFGS: :data:`aeos_theory.zoo.REFUSED`), or None for a class that is not refused."""
+    reason = REFUSED.get(torch_class)
+    return None if reason is None else f"optimizer {torch_class} has no edge of stability to measure: {reason}"
+
+
+def decoupled(torch_class: str, group: Mapping[str, Any]) -> bool:
+    """True when the group's weight decay is decoupled: its own flag (``decoupled_weight_decay``, or
+    ``weight_decouple`` for ``pytorch_optimizer``), else the class's (AdamW, Muon, Adafactor, SOAP: every
+    registry entry of that class decouples)."""
+    for flag in ("decoupled_weight_decay", "weight_decouple"):
+        if flag in group:
+            return bool(group[flag])
+    specs = [spec for spec in OPTIMIZERS.values() if spec.torch_class == torch_class]
+    return bool(specs) and all(spec.decay == "decoupled" for spec in specs)
+
+
 def identify(torch_class: str, group: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
     """The package optimizer and validated hyperparameters that a ``torch.optim`` param group runs.
 
-    ``torch_class`` is the class name (``"SGD"``, ``"Adam"``, ...) and ``group`` one of its
-    ``param_groups`` (its current lr, betas, ...).  A spec matches when building it from the hyperparameters
-    read back gives the group's own arguments (so SGD with momentum 0 is ``gd``, with ``nesterov=True`` is
-    ``nesterov``) and its decoupled-decay flag agrees.  ValueError for a class or setting the registry
-    does not describe (``maximize=True``, NAdam with decoupled decay, Adamax, ...).
+    ``torch_class`` is the class name (``"SGD"``, ``"Adam"``, ..., ``"Shampoo"`` and ``"SOAP"`` of
+    ``pytorch_optimizer``) and ``group`` one of its ``param_groups`` (its current lr, betas, ...).  A spec
+    matches when building it from the hyperparameters read back gives the group's own arguments (so SGD with
+    momentum 0 is ``gd``, with ``nesterov=True`` is ``nesterov``) and its decoupled-decay flag agrees.
+    ValueError, in one line, for a refused class (:func:`refusal`: Rprop, SparseAdam, ...) and for a class or
+    setting the registry does not describe (``maximize=True``, NAdam with decoupled decay, ...).
     """
+    refused = refusal(torch_class)
+    if refused is not None:
+        raise ValueError(refused)
     if group.get("maximize", False):
         raise ValueError("optimizer param group has maximize=True; the thresholds assume descent")
     for spec in OPTIMIZERS.values():
         if torch_class != spec.torch_class and torch_class not in spec.torch_aliases:
             continue
-        if bool(group.get("decoupled_weight_decay", torch_class == "AdamW")) != (spec.decay == "decoupled"):
+        if decoupled(torch_class, group) != (spec.decay == "decoupled"):
             continue
         hyper = spec.validate(spec.torch_hypers(group))
         arguments = spec.torch_arguments(hyper)
         if all(_same(group[key], value) for key, value in arguments.items() if key in group):
             return spec.name, hyper
     names = sorted({s.torch_class for s in OPTIMIZERS.values()})
+    shown = {k: v for k, v in group.items() if k != "params"}
     raise ValueError(f"optimizer must be a torch.optim {', '.join(names)} in a setting the package describes "
-                     f"(optimizers {', '.join(OPTIMIZERS)}); got torch.optim.{torch_class} with "
-                     f"{ {k: v for k, v in group.items() if k != 'params'} }")
+                     f"(optimizers {', '.join(OPTIMIZERS)}); got {torch_class} with {shown}")
 
 
 def _same(a: Any, b: Any) -> bool:

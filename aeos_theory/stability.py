@@ -82,7 +82,7 @@ def boundary_candidates(chi: sp.Poly, lam: sp.Symbol = LAMBDA) -> list[tuple[str
     def lam_factors(expr: sp.Expr) -> list[sp.Expr]:
         if expr == 0:
             return []
-        _, factors = sp.factor_list(sp.expand(expr))
+        _, factors = sp.factor_list(_numerator(expr))
         return [f for f, _ in factors if f.has(lam)]
 
     edge_factors = [sp.expand(f) for f in lam_factors(at_plus) + lam_factors(at_minus)]
@@ -97,6 +97,12 @@ def boundary_candidates(chi: sp.Poly, lam: sp.Symbol = LAMBDA) -> list[tuple[str
             for root in sp.solve(factor, lam):
                 candidates.append((kind, root))
     return candidates
+
+
+def _numerator(expr: sp.Expr) -> sp.Expr:
+    """The numerator of ``expr`` over a common denominator: the same zeros in z and lambda when the
+    denominators hold neither (an update divided by a step coefficient such as Adagrad's s_t > 0)."""
+    return sp.expand(sp.fraction(sp.together(sp.expand(expr)))[0])
 
 
 def _spectral_radius(matrix_fn: Callable[..., np.ndarray], lam: float, values: Sequence[float]) -> float:
@@ -210,7 +216,8 @@ def _derive_named(name: str) -> Boundary:
 
 def _step_points(spec, parameters: Sequence[sp.Symbol], seed: int = 0) -> list[list[float]]:
     """Sample (hyperparameters, step coefficients) where torch's own updates go: hyperparameters inside
-    their ranges, the coefficients those of steps 1, 2, 10, 100, 1000 and the settled update."""
+    their ranges, the coefficients those of steps 1, 2, 10, 100, 1000 and the settled update (left out
+    where it takes no step: Adagrad's lr decayed to 0 has the coefficient s_t = inf)."""
     rng = np.random.default_rng(seed)
     points = []
     for step in (1, 2, 10, 100, 1000, None, None):
@@ -219,8 +226,9 @@ def _step_points(spec, parameters: Sequence[sp.Symbol], seed: int = 0) -> list[l
             if name != "eta":
                 values[name] = float(rng.uniform(*_default_range(name, values)))
         values.update(spec.step_coefficients(step, values))
-        points.append([float(values[p.name] if p.name in values else values[_coefficient_name(p)])
-                       for p in parameters])
+        point = [float(values[p.name] if p.name in values else values[_coefficient_name(p)]) for p in parameters]
+        if all(math.isfinite(value) for value in point):
+            points.append(point)
     return points
 
 
@@ -280,7 +288,7 @@ def _refuse_fixed_unstable_roots(chi: sp.Poly, lam: sp.Symbol, parameters: Seque
     """ValueError when chi(z) has a factor free of lambda with a root |z| >= 1 at a sample point: such a
     root never moves, so the recurrence is stable at no lambda (e.g. M = diag(1/2 - lambda/3, 1): z = 1)."""
     z = chi.gen
-    _, factors = sp.factor_list(chi.as_expr())
+    _, factors = sp.factor_list(_numerator(chi.as_expr()))
     for factor, _ in factors:
         if not factor.has(z) or factor.has(lam):
             continue

@@ -34,8 +34,8 @@ def threshold_constant(optimizer: str, *, step: int | None = None, **hyper: Any)
 
     38 for Adam at beta1 = 0.9 (settled), 2 for GD, (2 + 2 beta1)(1 - beta1^t)/(1 - beta1) for Adam's
     t-th update, (1 + beta1)(2 - eta wd)/(1 - beta1) for AdamW (``step``: as :func:`stability_threshold`).
-    ``eta`` may be left out when the constant does not depend on it (every optimizer but AdamW, whose
-    decoupled decay x <- (1 - eta wd) x enters it), and may be 0: the constant's eta -> 0 limit, e.g.
+    ``eta`` may be left out when the constant does not depend on it (every optimizer but those with a
+    decoupled decay x <- (1 - eta wd) x, which enters it, and ASGD, whose lr schedule reads eta), and may be 0: the constant's eta -> 0 limit, e.g.
     AdamW's 2 (1 + beta1)(1 - beta1^t)/(1 - beta1) (a param group with lr 0 takes no step, yet its level
     eta * S_P = 0 is compared with this).  Computed without dividing by eta, so it is finite for any eta.
     Hyperparameters given as numpy arrays broadcast (element by element: microseconds per element); the
@@ -58,8 +58,12 @@ def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: Any
     (2 + 2 beta1)/((1 - beta1)(1 + 2 beta1) eta); AdamW (1 + beta1)(2 - eta wd)/((1 - beta1) eta).
     ``step=t`` (t >= 1, t = 1 the first ``.step()``): the t-th update exactly as torch applies it,
     e.g. Adam (2 + 2 beta1)(1 - beta1^t)/((1 - beta1) eta), NAdam with its momentum schedule
-    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  Evaluates the registry's
-    closed form (:func:`threshold_constant`); numpy arrays broadcast as there.
+    (``momentum_decay``), SGD's first step (the buffer starts at the gradient).  For the adaptive
+    optimizers the threshold describes updates t >= 2: the first one divides the gradient by its own size
+    (P_1 = |g_1| + eps, a sign step), which no frozen-P threshold describes (``step=1`` returns the frozen
+    map's value all the same).  Evaluates the registry's closed form (:func:`threshold_constant`); numpy
+    arrays broadcast as there.  inf where the lr has decayed to 0 (settled Adagrad with ``lr_decay`` > 0,
+    ASGD with ``lambd`` > 0): every curvature is stable.
     """
     spec = get_optimizer(optimizer)
     if any(_is_array(value) for value in hyper.values()):
@@ -67,6 +71,8 @@ def stability_threshold(optimizer: str, *, step: int | None = None, **hyper: Any
     values = spec.validate(hyper)
     eta, constant = values["eta"], _constant(spec, step, values)
     value = constant / eta
+    if math.isinf(constant):  # the lr has decayed to 0 (Adagrad's lr_decay, ASGD, settled): no curvature binds
+        return constant
     if not math.isfinite(value):
         raise ValueError(f"eta must be large enough for the threshold {constant:g}/eta to fit in a float64; "
                          f"got eta = {eta!r}")
@@ -106,11 +112,12 @@ def _constant(spec: OptimizerSpec, step: int | None, values: dict[str, float]) -
 
 def _constant_hypers(spec: OptimizerSpec, hyper: dict[str, Any]) -> dict[str, float]:
     """``hyper`` validated for a threshold constant: as :meth:`OptimizerSpec.validate`, but eta may be 0,
-    and it is required only where it enters the constant (decoupled decay)."""
+    and it is required only where it enters the constant (decoupled decay, ASGD's lr schedule)."""
     eta = hyper.get("eta")
     if eta is not None and _ETA_OR_ZERO.check(eta) == 0.0:
         return {**spec.validate({**hyper, "eta": None}, require=()), "eta": 0.0}
-    return spec.validate(hyper, require=("eta",) if spec.decay == "decoupled" else ())
+    needs_eta = spec.decay == "decoupled" or spec.eta_in_coefficients
+    return spec.validate(hyper, require=("eta",) if needs_eta else ())
 
 
 def _is_array(value: object) -> bool:

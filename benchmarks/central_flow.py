@@ -9,16 +9,21 @@
    which switches to an implicit method) on a stiff flow of the kind GD's and RMSProp's are: dw/dt =
    -eta P^-1 H w on a dense quadratic with eta * lambda_max(P^-1 H) = 38, to t = 200 steps; gradient
    evaluations and the error against the exact solution expm(-eta P^-1 H t) w0.
-3. A flow against the discrete run it predicts, per optimizer step, on the digits MLP of the
-   central_flows figure (300 images, 64-32-32-10 tanh, float64 flow): wall time, gradients and
-   Hessian-vector products.
+3. A flow against the discrete run it predicts over the same T steps, on the digits MLP of the
+   central_flows figure (300 images, 64-32-32-10 tanh; GD, RMSProp, Adam, and AdamW with weight decay
+   0.1 under a warmup then cosine) and on the gallery's Transformer (32.7k parameters, AdamW): wall time
+   of the whole call (data, model and every step), its ratio to the discrete run (``deep.run``,
+   measuring S and S_P every 25 steps as the figure's runs do), gradients and Hessian-vector products
+   per optimizer step; float64 flows, and float32 for AdamW.  Interleaved, best of ``--repeats``; the
+   load average is printed beside the numbers.
 
-    .venv/bin/python benchmarks/central_flow.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/central_flow.py
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -149,42 +154,91 @@ def stiff_flow() -> None:
               f"{np.linalg.norm(sol.y[:, -1] - exact) / scale:16.2e}{extra}")
 
 
-def network_cost() -> None:
-    import torch
+#: The gallery's MLP (the central_flows figure at quick scale) and its runs: (label, optimizer, hyper, steps, extra).
+MLP = dict(dataset="digits", n=300, model="mlp", width=32, depth=2, activation="tanh", loss="mse", seed=0, threads=1)
+MLP_RUNS = (("GD (eta 0.2)", "gd", {"eta": 0.2}, 600, {}),
+            ("RMSProp (eta 1e-3, beta2 0.99)", "rmsprop", {"eta": 1e-3, "beta2": 0.99}, 600, {}),
+            ("Adam (eta 3e-3)", "adam", {"eta": 3e-3}, 1000, {}),
+            ("AdamW (eta 1e-2, wd 0.1, warmup 100 + cosine)", "adamw", {"eta": 1e-2, "weight_decay": 0.1}, 1000,
+             {"schedule": "warmup_cosine", "warmup_steps": 100}))
 
+#: The gallery's Transformer (the transformer figure at quick scale), under AdamW with a warmup and a cosine.
+TRANSFORMER = dict(dataset="text", model="transformer", loss="ce", activation="gelu", n=256, context=16, width=32,
+                   depth=2, chunk_size=256, seed=0, threads=1, optimizer="adamw",
+                   hyper={"eta": 1e-3, "weight_decay": 0.1}, schedule="warmup_cosine")
+
+
+def _timed(work) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = work()
+    return time.perf_counter() - start, out
+
+
+def _compare(label: str, config: dict, repeats: int, float32: bool) -> None:
+    """Discrete run (deep.run, measuring S and S_P on its grid) against its stable and central flows over
+    the same steps, interleaved, best of ``repeats``; the central flow in float32 too when asked."""
     import deep
     from deep.flows.network import flow_of_run
 
-    torch.set_num_threads(1)
-    print("\ndigits MLP (300 images, 64-32-32-10 tanh): per optimizer step, 1 thread")
-    print(f"{'optimizer':>9} {'process':>14} {'ms/step':>8} {'gradients/step':>15} {'HVPs/step':>10}")
-    for name, hyper, steps in (("gd", {"eta": 0.2}, 300), ("rmsprop", {"eta": 1e-3, "beta2": 0.99}, 300),
-                               ("adam", {"eta": 3e-3}, 600)):
-        config = dict(dataset="digits", n=300, model="mlp", width=32, depth=2, activation="tanh", loss="mse",
-                      optimizer=name, hyper=hyper, steps=steps, measure_every=25, seed=0, threads=1)
-        start = time.perf_counter()
+    def discrete():
         with tempfile.TemporaryDirectory() as folder:
-            rows = deep.read_metrics(deep.run(deep.TrainConfig(**config), folder + "/r", progress=False))
-        ms = (time.perf_counter() - start) * 1e3 / steps
-        print(f"{name:>9} {'discrete run':>14} {ms:8.2f} {1:15.1f} {sum(r['hvps'] for r in rows) / steps:10.1f}")
-        for central in (False, True):
-            start = time.perf_counter()
-            flow = flow_of_run(config, central=central)
-            ms = (time.perf_counter() - start) * 1e3 / flow.step
-            kind = "central flow" if central else "stable flow"
-            print(f"{name:>9} {kind:>14} {ms:8.2f} {flow.records['gradients'][-1] / flow.step:15.1f} "
-                  f"{flow.records['hvps'][-1] / flow.step:10.1f}  ({flow.status} at {flow.step:g})")
+            return deep.read_metrics(deep.run(deep.TrainConfig(**config), folder + "/r", progress=False))
+
+    kinds = {"discrete run": discrete, "stable flow": lambda: flow_of_run(config, central=False),
+             "central flow": lambda: flow_of_run(config)}
+    if float32:
+        kinds["central flow, float32"] = lambda: flow_of_run(config, dtype="float32")
+    best: dict[str, tuple[float, object]] = {}
+    for _ in range(repeats):
+        for kind, work in kinds.items():
+            seconds, out = _timed(work)
+            if kind not in best or seconds < best[kind][0]:
+                best[kind] = (seconds, out)
+    steps = config["steps"]
+    reference = best["discrete run"][0]
+    for kind, (seconds, out) in best.items():
+        if kind == "discrete run":
+            gradients, hvps, note = 1.0, sum(r["hvps"] for r in out) / steps, ""
+        else:
+            taken = max(out.step, 1)
+            gradients, hvps = out.records["gradients"][-1] / taken, out.records["hvps"][-1] / taken
+            note = "" if out.status == "completed" else f"  ({out.status} at step {out.step:g})"
+        print(f"{label:>46} {kind:>22} {seconds:8.1f} {seconds / steps * 1e3:8.1f} {gradients:6.1f} {hvps:6.1f} "
+              f"{seconds / reference:7.2f}{note}")
+        label = ""
+
+
+def network_cost(repeats: int, transformer_steps: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"\nflows against their discrete runs over the same steps, 1 thread, best of {repeats} interleaved; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'run':>46} {'process':>22} {'s':>8} {'ms/step':>8} {'grad/':>6} {'HVP/':>6} {'x run':>7}")
+    for label, optimizer, hyper, steps, extra in MLP_RUNS:
+        config = dict(MLP, optimizer=optimizer, hyper=hyper, steps=steps, measure_every=25, **extra)
+        _compare(f"MLP, {label}, {steps} steps", config, repeats, float32=optimizer == "adamw")
+    if transformer_steps:
+        config = dict(TRANSFORMER, steps=transformer_steps, measure_every=max(1, transformer_steps // 4),
+                      warmup_steps=max(1, transformer_steps // 10))
+        _compare(f"Transformer (32.7k parameters), AdamW, {transformer_steps} steps", config, 1, float32=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40, help="complementarity problems per case (default 40)")
     parser.add_argument("--skip-network", action="store_true", help="only the two small benchmarks")
+    parser.add_argument("--repeats", type=int, default=2, help="timings per MLP process, best kept (default 2)")
+    parser.add_argument("--transformer-steps", type=int, default=40,
+                        help="optimizer steps of the Transformer comparison (0: skip; default 40)")
+    parser.add_argument("--only-network", action="store_true", help="skip the two small benchmarks")
     args = parser.parse_args()
-    complementarity(args.count)
-    stiff_flow()
+    if not args.only_network:
+        complementarity(args.count)
+        stiff_flow()
     if not args.skip_network:
-        network_cost()
+        network_cost(args.repeats, args.transformer_steps)
 
 
 if __name__ == "__main__":

@@ -2,38 +2,58 @@
 
 Run: ``.venv/bin/python benchmarks/peers.py`` after installing the ``peers`` extra (see
 ``benchmarks/README.md`` for the command that keeps the CPU torch).  A peer that is not installed is
-reported and skipped.  One process, one torch thread (and one BLAS thread), float32, full batch.
+reported and skipped.  One process, one torch thread (and one BLAS thread), float32, full batch; every
+time is a median over interleaved repeats (each repeat runs every contender once) and includes building
+each operator; the machine's load average is printed beside each section.
 
 1. Top eigenvalue S of H at an Adam-trained state of three networks (digits MLP 64-200-200-10 tanh,
-   digits CNN conv16-conv16-linear tanh, a character Transformer on Python's docs): ours at the default
-   settings against PyHessian's power iteration (tol 1e-3 and 1e-6), hessian-eigenthings' Lanczos at the
-   smallest ``max_iter`` whose error is <= 1e-5 (its steps are fixed, not tested), and curvlinops'
+   digits CNN conv16-conv16-linear tanh, a character Transformer written with
+   ``F.scaled_dot_product_attention``): ours at the default settings (and with the previous cold minimum
+   of 12 products) against PyHessian's power iteration (tol 1e-3 and 1e-6), hessian-eigenthings' Lanczos
+   at the smallest ``max_iter`` whose error is <= 1e-5 (its steps are fixed, not tested), and curvlinops'
    operator with scipy ``eigsh`` (tol 1e-3).  Accuracy against scipy ``eigsh`` (tol 1e-10) on a float64
-   copy.  Times are medians over interleaved repeats, each including operator construction.
-2. HVP cost of each of our strategies against one gradient, and warm-start HVPs per measurement
-   (``SharpnessTracker`` every 10 Adam steps).
-3. Trace on a small MLP (digits 64-20-10 tanh, 300 images) with a budget of 100 products: rms relative
-   error over seeds against the exact trace of the dense float64 Hessian, for our three estimators and the
-   peers'.  4. Spectral density: whether each peer's SLQ runs, and its time against ours.  5. lambda_max of
-   the Gauss-Newton matrix against curvlinops' GGN.
+   copy.  Attention runs on torch's math kernel for every contender (the fused CPU kernel has no second
+   derivative).  Then lambda_max of the empirical Fisher and of K-FAC (cross-entropy on the digits' labels)
+   against curvlinops' ``EFLinearOperator`` / ``KFACLinearOperator`` with ``eigsh``.
+2. One product of each of our strategies against one gradient (the compiled one with its compilation
+   time), the batched product per column, and warm-start products per measurement (``SharpnessTracker``
+   every 10 Adam steps).
+3. Trace on a small MLP (digits 64-20-10 tanh, 300 images): rms relative error over seeds against the exact
+   trace of the dense float64 Hessian and seconds per estimate, at several budgets of products, for our
+   estimators and the peers'; then each estimator's time at the error of curvlinops' ``xtrace`` at 100
+   products (interpolated in the budget, error ~ budget^-a between the two budgets around it).
+4. Spectral density (stochastic Lanczos quadrature, full reorthogonalisation in both): ours against
+   hessian-eigenthings at equal probes and steps (the same quadrature, so equal error), on the digits MLP
+   and on the small MLP of [3].  5. lambda_max of the Gauss-Newton matrix against curvlinops' GGN.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import math
+import os
 import statistics
+import sys
 import time
 import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.sparse.linalg import eigsh
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import deep
+import deep.curvature.hessian as hessian_module
+from deep.curvature.density import density_estimate
 from deep.curvature.hessian import hessian_operator
-from deep.curvature.trace import ESTIMATORS
+from deep.curvature.trace import ESTIMATORS, trace_estimate
+
+#: The cold minimum of products before the first convergence test in the previous release.
+PREVIOUS_COLD_MIN_ITER = 12
 
 
 class HalfSquare(nn.Module):
@@ -51,21 +71,60 @@ class TokenCE(nn.Module):
     reduction = "mean"
 
     def forward(self, f, y):
-        return nn.functional.cross_entropy(f.reshape(-1, f.shape[-1]), y.reshape(-1))
+        return F.cross_entropy(f.reshape(-1, f.shape[-1]), y.reshape(-1))
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention by ``F.scaled_dot_product_attention`` (as people write it)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2, self.attn = nn.LayerNorm(width), nn.LayerNorm(width), Attention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    """Token + position embeddings, pre-LayerNorm blocks with SDPA attention, LayerNorm, logits (b, T, vocab)."""
+
+    def __init__(self, vocab: int, context: int, width: int = 64, depth: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*[Block(width, heads) for _ in range(depth)])
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+
+    def forward(self, x):
+        return self.head(self.ln(self.blocks(self.tok(x) + self.pos(torch.arange(x.shape[1], device=x.device)))))
 
 
 def networks(steps: int):
-    """name -> (model after Adam training, [(X, y)], loss module)."""
+    """name -> (model after Adam training, [(X, y)], loss module, optimizer)."""
     digits = deep.load_digits(1000)
     text = deep.load_text(64, 32)
+    torch.manual_seed(0)
+    gpt = Transformer(text.num_classes, 32)
     specs = {
         "MLP": (deep.build_model("mlp", (64,), 10, width=200, depth=2, act="tanh", seed=0), digits.X, digits.y,
                 HalfSquare(), steps),
         "CNN": (nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Tanh(), nn.Conv2d(16, 16, 3, padding=1), nn.Tanh(),
                               nn.Flatten(), nn.Linear(16 * 8 * 8, 10)), digits.X.view(-1, 1, 8, 8), digits.y,
                 HalfSquare(), steps // 2),
-        "Transformer": (deep.build_model("transformer", (32,), text.num_classes, width=64, depth=2, seed=0),
-                        text.X, text.y, TokenCE(), steps // 2),
+        "Transformer": (gpt, text.X, text.y, TokenCE(), steps // 2),
     }
     out = {}
     for name, (model, X, y, loss, n_steps) in specs.items():
@@ -77,6 +136,15 @@ def networks(steps: int):
             opt.step()
         out[name] = (model, [(X, y)], loss, opt)
     return out
+
+
+def math_attention(name: str):
+    """Attention on the math kernel for the Transformer (every contender needs its second derivative)."""
+    return sdpa_kernel(SDPBackend.MATH) if name == "Transformer" else contextlib.nullcontext()
+
+
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f}"
 
 
 def medians(fns, reps):
@@ -111,11 +179,9 @@ def counted(op):
     return op
 
 
-def peer_top_eigenvalue(model, data, loss, ref, reps, results):
-    """Append (label, seconds, HVPs, value) rows for each installed peer."""
+def peer_top_eigenvalue(model, data, loss, ref, results):
+    """Append (label, function, HVPs, value) rows for each installed peer."""
     try:
-        import sys
-
         import pyhessian  # noqa: F401
         ph = sys.modules["pyhessian.hessian"]
         for tol in (1e-3, 1e-6):
@@ -163,67 +229,130 @@ def peer_top_eigenvalue(model, data, loss, ref, reps, results):
         print("  curvlinops: not installed")
 
 
+def print_rows(rows, times, reference_value=None):
+    t_ours = times[0]
+    for (label, _, hvps, value), t in zip(rows, times):
+        err = f"rel.err {abs(value / reference_value - 1):.1e}" if reference_value else f"value {value:.7g}"
+        print(f"    {label:56s} {t * 1e3:8.1f} ms {hvps:5d} products  {err}   ours / this = {t_ours / t:.2f}")
+
+
 def top_eigenvalue(nets, reps):
-    print("\n[1] top eigenvalue of H, cold start (time includes building the operator)")
+    print(f"\n[1] top eigenvalue of H, cold start (time includes building the operator); {load()}")
     for name, (model, data, loss, _) in nets.items():
-        ref = reference(model, data, loss)
-        n = sum(p.numel() for p in model.parameters())
-        print(f"\n  {name} ({n} parameters), reference lambda_max = {ref:.7g}")
-        ours = deep.top_eigenpairs(model, loss, data)
-        fwd = deep.top_eigenpairs(model, loss, data, strategy="forward_over_reverse", min_iter=20)
-        rows = [("ours, defaults (" + ours.strategy + ")", lambda: deep.top_eigenpairs(model, loss, data),
-                 ours.hvps, ours.top),
-                ("ours, before: forward-over-reverse, >= 20 HVPs",
-                 lambda: deep.top_eigenpairs(model, loss, data, strategy="forward_over_reverse", min_iter=20),
-                 fwd.hvps, fwd.top)]
-        peer_top_eigenvalue(model, data, loss, ref, reps, rows)
-        times = medians([r[1] for r in rows], reps)
-        t_ours = times[0]
-        for (label, _, hvps, value), t in zip(rows, times):
-            print(f"    {label:52s} {t * 1e3:8.1f} ms {hvps:5d} HVPs  rel.err {abs(value / ref - 1):.1e}"
-                  f"   ours / this = {t_ours / t:.2f}")
+        with math_attention(name):
+            ref = reference(model, data, loss)
+            n = sum(p.numel() for p in model.parameters())
+            print(f"\n  {name} ({n} parameters), reference lambda_max = {ref:.7g}")
+            ours = deep.top_eigenpairs(model, loss, data)
+            before = deep.top_eigenpairs(model, loss, data, min_iter=PREVIOUS_COLD_MIN_ITER)
+            rows = [(f"ours, defaults ({ours.strategy})", lambda: deep.top_eigenpairs(model, loss, data), ours.hvps,
+                     ours.top),
+                    (f"ours, before (cold minimum {PREVIOUS_COLD_MIN_ITER} products)",
+                     lambda: deep.top_eigenpairs(model, loss, data, min_iter=PREVIOUS_COLD_MIN_ITER), before.hvps,
+                     before.top)]
+            peer_top_eigenvalue(model, data, loss, ref, rows)
+            times = medians([r[1] for r in rows], reps)
+            print_rows(rows, times, ref)
+        print(f"    ({load()})")
 
 
-def hvp_costs(nets, reps):
-    print("\n[2] one HVP against one gradient (ms), and warm-start HVPs per measurement")
+def fisher_rows(nets, reps):
+    print(f"\n[1b] lambda_max of the empirical Fisher and of K-FAC (type-2: of G), cross-entropy on the digits' labels,"
+          f" tol 1e-3; {load()}")
+    try:
+        import curvlinops
+    except ImportError:
+        curvlinops = None
+        print("  curvlinops: not installed")
+    ce = nn.CrossEntropyLoss()
+    for name in ("MLP", "CNN"):
+        model, [(X, y)], _, _ = nets[name]
+        data = [(X, y.argmax(dim=1))]
+        params = list(model.parameters())
+        for curvature, theirs in (("empirical_fisher", "EFLinearOperator"), ("kfac", "KFACLinearOperator")):
+            res = deep.top_eigenpairs(model, ce, data, curvature=curvature)
+            rows = [(f"{name}: ours, curvature='{curvature}'",
+                     lambda c=curvature: deep.top_eigenpairs(model, ce, data, curvature=c), res.hvps, res.top)]
+            if curvlinops is not None:
+                extra = {"fisher_type": "type-2"} if curvature == "kfac" else {}
+
+                def cl_run(cls=getattr(curvlinops, theirs), extra=extra):
+                    op = cls(model, ce, params, data, check_deterministic=False, **extra).to_scipy()
+                    return float(eigsh(op, k=1, which="LA", tol=1e-3, v0=np.ones(op.shape[0]))[0][0])
+                op = counted(getattr(curvlinops, theirs)(model, ce, params, data, check_deterministic=False, **extra)
+                             .to_scipy())
+                value = float(eigsh(op, k=1, which="LA", tol=1e-3, v0=np.ones(op.shape[0]))[0][0])
+                rows.append((f"{name}: curvlinops {theirs} + eigsh", cl_run, op.count, value))
+            print_rows(rows, medians([r[1] for r in rows], reps))
+
+
+def compiled_cost(model, data, loss, v, cached_time):
+    """(compile seconds, ms per compiled product) with inductor, or a reason it failed."""
+    hessian_module._COMPILED.pop(model, None)
+    op = hessian_operator(model, loss, data, strategy="compiled")
+    t0 = time.perf_counter()
+    op(v)
+    compile_s = time.perf_counter() - t0
+    if op.strategy != "compiled":
+        return f"compiled: {op.strategy}"
+    t = medians([lambda: op(v)], 5)[0]
+    gain = cached_time - t
+    pays = f"pays after {compile_s / gain:.0f} products" if gain > 0 else "never pays"
+    return f"compiled {t * 1e3:7.1f} ms (compilation {compile_s:.0f} s; against cached: {pays})"
+
+
+def hvp_costs(nets, reps, compiled):
+    print(f"\n[2] one HVP against one gradient (ms), and warm-start HVPs per measurement; {load()}")
     for name, (model, data, loss, opt) in nets.items():
-        X, y = data[0]
-        n = sum(p.numel() for p in model.parameters())
-        v = torch.randn(n, generator=torch.Generator().manual_seed(0))
-        ops = {s: hessian_operator(model, loss, data, strategy=s)
-               for s in ("forward_over_reverse", "reverse_over_reverse", "cached_double_backward")}
-        ops["cached_double_backward"](v)  # builds the kept graph
+        with math_attention(name):
+            X, y = data[0]
+            n = sum(p.numel() for p in model.parameters())
+            v = torch.randn(n, generator=torch.Generator().manual_seed(0))
+            ops = {s: hessian_operator(model, loss, data, strategy=s)
+                   for s in ("forward_over_reverse", "reverse_over_reverse", "cached_double_backward")}
+            cached = ops["cached_double_backward"]
+            cached(v)  # builds the kept graph
+            block = max(cached.block_size(), 4)
+            V = torch.randn(n, block, generator=torch.Generator().manual_seed(1))
+            batched = hessian_operator(model, loss, data)
+            batched(v)
+            batched.block_size = lambda b=block: b  # the batched pass, whatever the default rule says
 
-        def gradient():
+            def gradient():
+                model.zero_grad()
+                loss(model(X), y).backward()
+            t = medians([gradient] + [lambda op=op: op(v) for op in ops.values()] + [lambda: batched.matmat(V)],
+                        3 * reps)
             model.zero_grad()
-            loss(model(X), y).backward()
-        t = medians([gradient] + [lambda op=op: op(v) for op in ops.values()], 3 * reps)
-        model.zero_grad()
-        print(f"    {name:12s} gradient {t[0] * 1e3:7.1f} | " + " | ".join(
-            f"{s} {ti * 1e3:7.1f} ({ti / t[0]:.2f}x)" for s, ti in zip(ops, t[1:])))
-        tracker = deep.SharpnessTracker()
-        model2 = copy.deepcopy(model)
-        opt2 = torch.optim.Adam(model2.parameters(), lr=1e-3)
-        opt2.load_state_dict(opt.state_dict())
-        s_hvps, p_hvps = [], []
-        for step in range(1, 201):
-            opt2.zero_grad()
-            loss(model2(X), y).backward()
-            opt2.step()
-            if step % 10 == 0:
-                m = tracker.measure(model2, loss, data, opt2)
-                if step > 10:
-                    s_hvps.append(m["hvps_sharpness"])
-                    p_hvps.append(m["hvps_preconditioned"])
-        cold_s = deep.top_eigenpairs(model2, loss, data).hvps
-        cold_p = deep.top_eigenpairs(model2, loss, data, opt2).hvps
-        print(f"    {name:12s} warm start every 10 Adam steps, 19 measurements: median HVPs S {np.median(s_hvps):.0f}, "
-              f"S_P {np.median(p_hvps):.0f} (cold at the end: S {cold_s}, S_P {cold_p})")
+            print(f"    {name:12s} gradient {t[0] * 1e3:7.1f} | " + " | ".join(
+                f"{s} {ti * 1e3:7.1f} ({ti / t[0]:.2f}x)" for s, ti in zip(ops, t[1:4]))
+                + f" | batched {block} columns: {t[4] / block * 1e3:7.1f} per column ({t[4] / block / t[0]:.2f}x;"
+                  f" default block here {cached.block_size()})")
+            if compiled:
+                print(f"    {name:12s} " + compiled_cost(model, data, loss, v, t[3]))
+            tracker = deep.SharpnessTracker()
+            model2 = copy.deepcopy(model)
+            opt2 = torch.optim.Adam(model2.parameters(), lr=1e-3)
+            opt2.load_state_dict(opt.state_dict())
+            s_hvps, p_hvps = [], []
+            for step in range(1, 201):
+                opt2.zero_grad()
+                loss(model2(X), y).backward()
+                opt2.step()
+                if step % 10 == 0:
+                    m = tracker.measure(model2, loss, data, opt2)
+                    if step > 10:
+                        s_hvps.append(m["hvps_sharpness"])
+                        p_hvps.append(m["hvps_preconditioned"])
+            cold_s = deep.top_eigenpairs(model2, loss, data).hvps
+            cold_p = deep.top_eigenpairs(model2, loss, data, opt2).hvps
+            print(f"    {name:12s} warm start every 10 Adam steps, 19 measurements: median HVPs S {np.median(s_hvps):.0f}"
+                  f", S_P {np.median(p_hvps):.0f} (max {max(s_hvps)}, {max(p_hvps)}; cold at the end: S {cold_s}, "
+                  f"S_P {cold_p})")
 
 
-def trace_comparison(seeds):
-    print("\n[3] trace, 100 HVPs, digits MLP 64-20-10 tanh (1510 parameters) after 200 Adam steps: rms relative"
-          f" error over {seeds} seeds against the dense float64 trace")
+def trace_problem():
+    """The small digits MLP of the trace comparison (float64), trained 200 Adam steps, and its exact trace."""
     d = deep.load_digits(300)
     model = deep.build_model("mlp", (64,), 10, width=20, depth=1, act="tanh", seed=0).double()
     X, y, loss = d.X.double(), d.y.double(), HalfSquare()
@@ -233,18 +362,45 @@ def trace_comparison(seeds):
         loss(model(X), y).backward()
         opt.step()
     exact = float(torch.trace(hessian_operator(model, loss, (X, y)).to_dense()))
-    model_f, data_f = copy.deepcopy(model).float(), [(X.float(), y.float())]
-    estimators = {f"ours {m}": (lambda s, m=m: deep.hessian_trace(model_f, loss, data_f, hvps=100, estimator=m, seed=s).estimate)
-                  for m in ESTIMATORS}
+    return copy.deepcopy(model).float(), [(X.float(), y.float())], loss, exact
+
+
+class OneAtATime:
+    """The operator with its batched products switched off (the previous release's behaviour)."""
+
+    def __init__(self, op) -> None:
+        self.op = op
+
+    def __enter__(self):
+        self.saved = self.op.block_size
+        self.op.block_size = lambda: 1
+        return self.op
+
+    def __exit__(self, *exc):
+        self.op.block_size = self.saved
+
+
+def trace_estimators(model_f, data_f, loss):
+    """label -> function(seed, budget) -> estimate."""
+    estimators = {}
+    for m in ESTIMATORS:
+        estimators[f"ours {m}"] = lambda s, b, m=m: deep.hessian_trace(model_f, loss, data_f, hvps=b, estimator=m,
+                                                                       seed=s).estimate
+
+    def before(s, b):
+        op = hessian_operator(model_f, loss, data_f)
+        with OneAtATime(op):
+            return trace_estimate(op, hvps=b, seed=s).estimate
+    estimators["ours lanczos_hutch++, one product at a time (before)"] = before
     try:
         import pyhessian
 
-        def ph_trace(s):
+        def ph_trace(s, b):
             torch.manual_seed(s)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return float(np.mean(pyhessian.hessian(copy.deepcopy(model_f), loss, data=data_f[0], cuda=False)
-                                     .trace(maxIter=100, tol=0.0)))
+                                     .trace(maxIter=b, tol=0.0)))
         estimators["PyHessian trace (Hutchinson)"] = ph_trace
     except ImportError:
         pass
@@ -255,57 +411,101 @@ def trace_comparison(seeds):
         def cl(fn, s, budget):
             torch.manual_seed(s)
             return float(fn(HessianLinearOperator(model_f, loss, params, data_f, check_deterministic=False), budget))
-        estimators["curvlinops hutchpp_trace (99: a multiple of 3)"] = lambda s: cl(hutchpp_trace, s, 99)
-        estimators["curvlinops xtrace"] = lambda s: cl(xtrace, s, 100)
+        estimators["curvlinops hutchpp_trace (budget rounded to a multiple of 3)"] = \
+            lambda s, b: cl(hutchpp_trace, s, 3 * (b // 3))
+        estimators["curvlinops xtrace"] = lambda s, b: cl(xtrace, s, b)
     except ImportError:
         pass
     try:
         import hessian_eigenthings as he
         for m in ("hutch++", "hutchinson"):
-            estimators[f"hessian-eigenthings {m}"] = (lambda s, m=m: he.trace(
-                he.HessianOperator(model_f, data_f, he.supervised_loss(loss)), num_matvecs=100, method=m,
+            estimators[f"hessian-eigenthings {m}"] = (lambda s, b, m=m: he.trace(
+                he.HessianOperator(model_f, data_f, he.supervised_loss(loss)), num_matvecs=b, method=m,
                 seed=s).estimate)
     except ImportError:
         pass
-    print(f"    exact trace {exact:.6g}")
-    for label, fn in estimators.items():
-        t0 = time.perf_counter()
-        errors = np.array([fn(s) / exact - 1 for s in range(seeds)])
-        seconds = (time.perf_counter() - t0) / seeds
-        print(f"    {label:48s} rms rel.err {np.sqrt(np.mean(errors ** 2)):.4f}  max {np.abs(errors).max():.4f}"
-              f"  {seconds:.2f} s per estimate")
+    return estimators
+
+
+def time_at_error(budgets, errors, seconds, target):
+    """(seconds per estimate at rms error ``target``, how it was read): interpolated between the two budgets
+    around it (error ~ budget^-a, time ~ budget); at the smallest budget when that one is already below the
+    target (an upper bound); None when even the largest budget misses it."""
+    if errors[0] <= target:
+        return seconds[0], f"<= (rms {errors[0]:.4f} at {budgets[0]} products)"
+    for (b0, e0, t0), (b1, e1, t1) in zip(zip(budgets, errors, seconds), list(zip(budgets, errors, seconds))[1:]):
+        if e1 <= target <= e0 and e0 > e1 > 0:
+            a = math.log(e0 / e1) / math.log(b1 / b0)
+            b = b0 * (e0 / target) ** (1 / a)
+            return t0 + (t1 - t0) * (b - b0) / (b1 - b0), f"(about {b:.0f} products)"
+    return None, f"(rms {errors[-1]:.4f} at {budgets[-1]} products: not reached)"
+
+
+def trace_comparison(seeds, budgets=(25, 50, 100, 200)):
+    model_f, data_f, loss, exact = trace_problem()
+    print(f"\n[3] trace, digits MLP 64-20-10 tanh (1510 parameters, 300 images) after 200 Adam steps: rms relative "
+          f"error over {seeds} seeds against the dense float64 trace ({exact:.6g}); {load()}")
+    table = {}
+    for label, fn in trace_estimators(model_f, data_f, loss).items():
+        row = []
+        for b in budgets:
+            t0 = time.perf_counter()
+            errors = np.array([fn(s, b) / exact - 1 for s in range(seeds)])
+            row.append((float(np.sqrt(np.mean(errors ** 2))), (time.perf_counter() - t0) / seeds))
+        table[label] = row
+        print(f"    {label:58s} " + " | ".join(f"{b}: rms {e:.4f} {t * 1e3:6.1f} ms" for b, (e, t) in zip(budgets, row)),
+              flush=True)
+    if "curvlinops xtrace" in table:
+        target = table["curvlinops xtrace"][budgets.index(100)][0]
+        print(f"    at the error of curvlinops xtrace with 100 products (rms {target:.4f}): seconds per estimate")
+        for label, row in table.items():
+            t, how = time_at_error(budgets, [e for e, _ in row], [s for _, s in row], target)
+            print(f"    {label:58s} " + (how if t is None else f"{t * 1e3:6.1f} ms {how}"))
+    print(f"    ({load()})")
 
 
 def density_comparison(nets, reps):
-    print("\n[4] spectral density (stochastic Lanczos quadrature), digits MLP, 1 probe of 60 Lanczos steps")
-    model, data, loss, _ = nets["MLP"]
-    rows = [("ours spectral_density", lambda: deep.spectral_density(model, loss, data, steps=60, probes=1))]
-    try:
-        import pyhessian
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pyhessian.hessian(copy.deepcopy(model), loss, data=data[0], cuda=False).density(iter=60, n_v=1)
-            rows.append(("PyHessian density", lambda: pyhessian.hessian(copy.deepcopy(model), loss, data=data[0],
-                                                                        cuda=False).density(iter=60, n_v=1)))
-        except Exception as err:  # noqa: BLE001 - report why the peer fails
-            print(f"    PyHessian density fails on torch {torch.__version__}: {type(err).__name__}: "
-                  f"{str(err).splitlines()[0][:90]}")
-    except ImportError:
-        pass
+    print(f"\n[4] spectral density (stochastic Lanczos quadrature, 60 steps per probe, full reorthogonalisation in "
+          f"both); {load()}")
     try:
         import hessian_eigenthings as he
-        rows.append(("hessian-eigenthings spectral_density", lambda: he.spectral_density(
-            he.HessianOperator(model, data, he.supervised_loss(loss)), num_runs=1, lanczos_steps=60, num_grid_points=1000, seed=0)))
+    except ImportError:
+        print("    hessian-eigenthings: not installed")
+        return
+    small, small_data, small_loss, _ = trace_problem()
+    cases = {"digits MLP (55210 parameters)": nets["MLP"][:3], "small MLP of [3] (1510 parameters)":
+             (small, small_data, small_loss)}
+    for label, (model, data, loss) in cases.items():
+        for probes in (1, 4):
+            def before(model=model, data=data, loss=loss, probes=probes):
+                op = hessian_operator(model, loss, data)
+                with OneAtATime(op):
+                    return density_estimate(op, steps=60, probes=probes)
+            rows = [("ours spectral_density", lambda: deep.spectral_density(model, loss, data, steps=60, probes=probes)),
+                    ("hessian-eigenthings spectral_density", lambda: he.spectral_density(
+                        he.HessianOperator(model, data, he.supervised_loss(loss)), num_runs=probes, lanczos_steps=60,
+                        num_grid_points=1000, seed=0)),
+                    ("ours, one product at a time (before)", before)]
+            times = medians([r[1] for r in rows], reps)
+            print(f"    {label}, {probes} probe(s): ours {times[0] * 1e3:8.1f} ms, hessian-eigenthings "
+                  f"{times[1] * 1e3:8.1f} ms, ours / this = {times[0] / times[1]:.2f}; ours one product at a time "
+                  f"(before) {times[2] * 1e3:8.1f} ms")
+    try:
+        import pyhessian
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, data, loss = nets["MLP"][:3]
+            pyhessian.hessian(copy.deepcopy(model), loss, data=data[0], cuda=False).density(iter=60, n_v=1)
     except ImportError:
         pass
-    times = medians([r[1] for r in rows], reps)
-    for (label, _), t in zip(rows, times):
-        print(f"    {label:40s} {t * 1e3:8.1f} ms   ours / this = {times[0] / t:.2f}")
+    except Exception as err:  # noqa: BLE001 - report why the peer fails
+        print(f"    PyHessian density fails on torch {torch.__version__}: {type(err).__name__}: "
+              f"{str(err).splitlines()[0][:90]}")
 
 
 def ggn_comparison(nets, reps):
-    print("\n[5] lambda_max of the Gauss-Newton matrix G, digits MLP, loss torch.nn.MSELoss() (curvlinops' GGN needs it)")
+    print(f"\n[5] lambda_max of the Gauss-Newton matrix G, digits MLP, loss torch.nn.MSELoss() (curvlinops' GGN needs "
+          f"it); {load()}")
     model, data, _, _ = nets["MLP"]
     loss = nn.MSELoss()
     rows = [("ours sharpness(curvature='ggn')", lambda: deep.sharpness(model, loss, data, curvature="ggn"))]
@@ -325,22 +525,36 @@ def ggn_comparison(nets, reps):
         print(f"    {label:48s} {value:.7g}  {t * 1e3:8.1f} ms   ours / this = {times[0] / t:.2f}")
 
 
+SECTIONS = ("top", "fisher", "hvp", "trace", "density", "ggn")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=600, help="Adam steps of the MLP (CNN, Transformer: half)")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=10, help="seeds per trace estimator")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=30, help="seeds per trace estimator and budget")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled strategy (compilation takes minutes)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits  # ships with scikit-learn
     threadpool_limits(1)
-    print(f"torch {torch.__version__}, 1 thread, float32, CPU")
-    nets = networks(args.steps)
-    top_eigenvalue(nets, args.reps)
-    hvp_costs(nets, args.reps)
-    trace_comparison(args.seeds)
-    density_comparison(nets, args.reps)
-    ggn_comparison(nets, args.reps)
+    print(f"torch {torch.__version__}, 1 thread, float32, CPU ({os.cpu_count()} cores); {load()}")
+    nets = networks(args.steps) if only - {"trace"} else {}
+    if "top" in only:
+        top_eigenvalue(nets, args.reps)
+    if "fisher" in only:
+        fisher_rows(nets, args.reps)
+    if "hvp" in only:
+        hvp_costs(nets, args.reps, not args.no_compile)
+    if "trace" in only:
+        trace_comparison(args.seeds)
+    if "density" in only:
+        density_comparison(nets, args.reps)
+    if "ggn" in only:
+        ggn_comparison(nets, args.reps)
+    print(f"\n{load()}")
 
 
 if __name__ == "__main__":

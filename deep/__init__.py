@@ -8,14 +8,16 @@ it, and where that step stands against its stability threshold.  Runs on CUDA wh
 Main entry points (the names a user types; everything else is imported from its sub-package):
 
 * measurement (:mod:`deep.measure`): :func:`sharpness`, :func:`preconditioned_sharpness`,
-  :func:`top_eigenpairs` (:class:`SharpnessResult`), :func:`measure_edge` (:class:`Edge`) and the
-  warm-started :class:`SharpnessTracker`;
+  :func:`top_eigenpairs` (:class:`SharpnessResult`), :func:`measure_edge` (:class:`Edge`), the
+  warm-started :class:`SharpnessTracker`, and :func:`batch_sharpness`, the minibatch quantity (raw, in the
+  optimizer's metric, or along its step);
 * the curvature toolkit (:mod:`deep.curvature`): :func:`curvature_operator`, the one way to build an
   operator (H or the Gauss-Newton G, raw or preconditioned, any parameter block, any HVP ``strategy``),
   the protocol :class:`CurvatureOperator` (and :func:`as_operator` for a user's own), :func:`hessian_trace`,
   :func:`spectral_density`, and :class:`Shard` for a full batch split over ``torch.distributed`` ranks;
 * training (:mod:`deep.training`): :func:`run` with a :class:`TrainConfig`, read back by
-  :func:`read_metrics`; offline data (:class:`Dataset`, :func:`load`, :func:`load_digits`,
+  :func:`read_metrics`; :class:`Monitor` for your own loop (``model_loss`` for Hugging Face style dict
+  batches); offline data (:class:`Dataset`, :func:`load`, :func:`load_digits`,
   :func:`load_text`, :func:`load_cifar10`), :func:`build_model`, the losses :func:`mse` and
   :func:`cross_entropy`, :func:`make_optimizer`;
 * prediction (:mod:`deep.flows`): :func:`central_flow`, the time-averaged trajectory at the edge;
@@ -37,7 +39,7 @@ _PUBLIC = {
     "sharpness": "deep.measure.sharpness", "preconditioned_sharpness": "deep.measure.sharpness",
     "top_eigenpairs": "deep.measure.sharpness", "SharpnessResult": "deep.curvature.eigen",
     "measure_edge": "deep.measure.edge", "Edge": "deep.measure.edge",
-    "SharpnessTracker": "deep.measure.tracker",
+    "SharpnessTracker": "deep.measure.tracker", "batch_sharpness": "deep.measure.batch",
     "curvature_operator": "deep.curvature.build", "CurvatureOperator": "deep.curvature.operators",
     "as_operator": "deep.curvature.operators", "hessian_trace": "deep.curvature.trace",
     "spectral_density": "deep.curvature.density", "Shard": "deep.curvature.inputs",
@@ -45,7 +47,8 @@ _PUBLIC = {
     "Dataset": "deep.training.data", "load": "deep.training.data", "load_digits": "deep.training.data",
     "load_text": "deep.training.data", "load_cifar10": "deep.training.data",
     "build_model": "deep.training.models", "mse": "deep.training.losses", "cross_entropy": "deep.training.losses",
-    "make_optimizer": "deep.training.optim",
+    "make_optimizer": "deep.training.optim", "Monitor": "deep.training.monitor",
+    "model_loss": "deep.curvature.inputs",
     "central_flow": "deep.flows.network",
 }
 
@@ -69,7 +72,8 @@ _MOVED = {
 }
 
 __all__ = sorted(_PUBLIC)
-_public_getattr, __dir__ = lazy_attributes(__name__, _PUBLIC, _MOVED)
+_public_getattr, __dir__ = lazy_attributes(__name__, _PUBLIC, _MOVED,
+                                           ("curvature", "measure", "training", "flows", "cli"))
 
 
 def __getattr__(name: str):

@@ -11,14 +11,16 @@ import importlib
 from typing import Any, Callable, Mapping
 
 
-def lazy_attributes(package: str, table: Mapping[str, str],
-                    moved: Mapping[str, str] | None = None) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_attributes(package: str, table: Mapping[str, str], moved: Mapping[str, str] | None = None,
+                    submodules: tuple[str, ...] = ()) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``table`` maps each public name to the module defining it
     (relative to ``package`` when it starts with a dot); ``moved`` maps a name that left to a sentence
-    saying where it went (an AttributeError quotes it)."""
+    saying where it went (an AttributeError quotes it); ``submodules`` are imported as attributes on use."""
     moved = dict(moved or {})
 
     def getattr_(name: str) -> Any:
+        if name in submodules:
+            return importlib.import_module(f"{package}.{name}")
         if name in table:
             module = table[name]
             return getattr(importlib.import_module(module, package) if module.startswith(".")

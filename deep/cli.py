@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
     p.add_argument("--lr", "--eta", dest="eta", type=float, required=True, help=HYPERS["eta"].doc)
     command.add_number_flags(p, flag_help(skip=("eta",)))
-    p.add_argument("--steps", type=int, default=1000, help="number of updates (default 1000)")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="number of updates, at most 2^24 = 16777216 (torch.optim's float32 step count) (default 1000)")
     p.add_argument("--measure-every", type=int, default=100, help="updates between measurements (default 100)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning-rate schedule: constant, or warmup_cosine (linear warmup over --warmup-steps, "
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches (default 0)")
     p.add_argument("--n", type=int, default=None, help="examples (default: digits 1000, cifar10 5000, text 512, "
                    "synthetic 1000)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size of the optimizer's steps (default: full batch); "
+                   "every measurement stays full batch")
     p.add_argument("--chunk-size", type=int, default=1000, help="physical batch for full-batch passes (default 1000)")
     p.add_argument("--width", type=int, default=None, help="hidden width / channels (default: the model's)")
     p.add_argument("--depth", type=int, default=None, help="hidden layers / blocks (default: the model's)")
@@ -93,12 +95,21 @@ def run(args: argparse.Namespace) -> int:
     elastic launcher and return their status; inside one (``WORLD_SIZE`` > 1), this process is one rank:
     rank 0 speaks and writes for all, and the process ends through :func:`deep.training.distributed.run_as_rank`."""
     from .training.config import TrainConfig
-    from .training.distributed import launch, run_as_rank
 
+    if not args.out.strip():  # the words of aeos figures
+        raise ValueError("--out must be a folder path; got an empty string")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out must be a folder, got the file {args.out!r}")
     if args.nproc is None:  # torchrun's own --nproc-per-node takes every prefix of --nproc: infer it
         args.nproc = int(os.environ.get("WORLD_SIZE", "1"))
     config = TrainConfig(hyper=command.given(args, HYPERS), **{f: getattr(args, f) for f in _FIELDS})
     config.validate()
+    if "WORLD_SIZE" not in os.environ:  # a finished run is reported at once, without torch
+        finished = _finished(config, args.out)
+        if finished is not None:
+            return _report(finished)
+    from .training.distributed import launch, run_as_rank
+
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch(["-m", "deep.cli", *shlex.split(_command_line(args))[1:]], args.nproc)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -108,16 +119,34 @@ def run(args: argparse.Namespace) -> int:
     return _train(config, args)
 
 
-def _train(config, args: argparse.Namespace) -> int:
-    from aeos_base import files
+def _finished(config, out: str):
+    """The path of ``metrics.csv`` when the folder ``out`` holds this config's finished run, proven as a resume
+    would prove it (:meth:`deep.training.run_folder.RunFolder.check`: ValueError for another config,
+    RecordError for records that cannot be trusted); None when there is training to do."""
+    from .training.run_folder import RunFolder
 
-    from .training.runlog import SUMMARY, read_metrics
-    from .training.train import DIVERGENCE_FACTOR
+    folder = RunFolder(out)
+    if not folder.summary.exists():
+        return None
+    return folder.metrics if folder.check(config.to_dict()).finished else None
+
+
+def _train(config, args: argparse.Namespace) -> int:
     from .training.train import run as train
 
     path = train(config, args.out, progress=not args.no_progress, command=_command_line(args))
     if int(os.environ.get("RANK", "0")) > 0:
         return command.EXIT_OK
+    return _report(path)
+
+
+def _report(path) -> int:
+    """Print the final status and the last measured row of the finished run whose ``metrics.csv`` is ``path``."""
+    from aeos_base import files
+
+    from .training.config import DIVERGENCE_FACTOR
+    from .training.runlog import SUMMARY, read_metrics
+
     summary = files.read_json(path.parent / SUMMARY)
     rows = read_metrics(path)
     if summary["status"] == "diverged":  # its last row is the diverged step's, with the loss that stopped it

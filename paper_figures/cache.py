@@ -16,8 +16,9 @@ atomically, last: its presence means "done"), plus whatever the run itself write
 A run holds an exclusive lock on its folder while it computes (a second writer stops at once), and a
 result is checked when read (:meth:`RunCache.problem`: valid JSON, the run's own key, columns of equal
 length; for a deep training run also every column of :data:`deep.training.runlog.COLUMNS`, numbers or null, its
-status, and the rows its own config and ``train/summary.json`` say it has): an entry that fails is
-computed again, and the command says so.
+status, and the rows its own config and ``train/summary.json`` say it has; the minibatch columns
+:data:`deep.training.runlog.BATCH_COLUMNS` may be absent from a result computed before they existed, whose other
+columns are the same): an entry that fails is computed again, and the command says so.
 """
 
 from __future__ import annotations
@@ -123,22 +124,24 @@ def _training_problem(path: Path, config: Mapping[str, Any], result: dict) -> st
     """Why the result of a deep training run with TrainConfig fields ``config`` cannot be used (None: it can).
 
     It must hold ``status``, ``last_step`` (<= steps; = steps when completed), ``rows`` and ``metrics``: every
-    column of :data:`deep.training.runlog.COLUMNS`, ``rows`` numbers or nulls long, its ``step`` column the run's
-    grid (:func:`deep.training.run_folder.row_steps`), and agree with ``train/summary.json`` beside it when present.
+    column of :data:`deep.training.runlog.COLUMNS` (the minibatch columns :data:`~deep.training.runlog.BATCH_COLUMNS`
+    may be absent: a result computed before they existed), ``rows`` numbers or nulls long, its ``step`` column the
+    run's grid (:func:`deep.training.run_folder.row_steps`), and agree with ``train/summary.json`` beside it when
+    present.  A figure that reads the minibatch columns checks that they are there.
     """
     from deep import TrainConfig
     from deep.training.run_folder import row_steps
-    from deep.training.runlog import COLUMNS, SUMMARY
+    from deep.training.runlog import BATCH_COLUMNS, COLUMNS, SUMMARY
 
     status, last, rows, metrics = (result.get(k) for k in ("status", "last_step", "rows", "metrics"))
     if not isinstance(metrics, dict):
         return f"{path} holds no metrics table"
-    missing = [c for c in COLUMNS if c not in metrics]
+    missing = [c for c in COLUMNS if c not in metrics and c not in BATCH_COLUMNS]
     if missing:
         return f"{path} lacks the metrics columns {', '.join(missing)}"
     if status not in _STATUSES or not _is_int(last) or not _is_int(rows):
         return f"{path} lacks the run's status, last_step or rows (got {status!r}, {last!r}, {rows!r})"
-    for name in COLUMNS:
+    for name in (c for c in COLUMNS if c in metrics):
         values = metrics[name]
         if not isinstance(values, list) or len(values) != rows:
             return f"{path} holds a metrics column {name} that is not a list of {rows} values"

@@ -169,9 +169,9 @@ class _Progress:
         self.figures_of = figures_of
         self.bar = None
         if enabled and total:
-            from tqdm import tqdm
+            from aeos_base.progress import progress
 
-            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+            self.bar = progress(total, unit="runs")  # a tqdm bar on a terminal, whole lines in a log file
 
     def describe(self, running: Sequence[Run], label: str) -> None:
         if self.bar is not None:

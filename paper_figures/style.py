@@ -168,11 +168,6 @@ def auto_log(ax: plt.Axes, values: Iterable[float], axis: str = "y", decades: fl
         logscale(ax, axis)
 
 
-def panel_label(ax: plt.Axes, text: str) -> None:
-    """Bold panel tag such as "(a)" in the top-left corner, outside the data area."""
-    ax.set_title(text, loc="left", fontweight="bold", fontsize=8)
-
-
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     """Write ``name``.png (dpi :data:`PNG_DPI`) and ``name``.pdf into ``out_dir``; return both paths.
 

@@ -11,15 +11,21 @@ Main entry points:
 * :func:`empirical_threshold`: bisection on lambda with frozen P, the experimental check of the theory;
 * :mod:`sims.problems` (quadratics) and :mod:`sims.sharpening` (:class:`SharpeningModel`, a model whose
   descent direction raises the curvature, and :func:`simulate_sharpening`);
-* :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp and Adam on the
+* :func:`central_flow` (:mod:`sims.flows`): the stable and central flows of GD, RMSProp, Adam, AdamW and NAdam on the
   same models (:mod:`aeos_theory.central_flow`), the time-averaged trajectory the runs oscillate around;
+* :mod:`sims.minibatch`: many minibatch runs on quadratics with per-example Hessians and the measured
+  mean-square stability boundary (:mod:`sims.minibatch_experiments`: the agreement with the theory);
 * :mod:`sims.experiments`: the paper's simulation experiments as functions returning data (the figures
   call them); :mod:`sims.summary`: late-time medians of recorded series;
 * ``aeos simulate`` and ``aeos bisect`` on the command line (:mod:`sims.cli`).
 
 Inside: :mod:`sims.updates` (one step of every optimizer), :mod:`sims.kernels` (batching, recording,
 divergence), :mod:`sims.reference` (a plain-numpy twin used by the tests).  numba compiles on first
-use (``cache=True``: once per machine); importing ``sims`` itself is light.
+use and caches the machine code on disk (:mod:`sims.jit_cache`: in ``sims/__pycache__/numba-<key>``,
+the key a SHA-256 of all of sims' sources and numba's version, so an edit of any file, say a helper in
+``updates.py`` that the kernels inline, recompiles rather than reusing stale code; ``NUMBA_CACHE_DIR``,
+if set, is the parent; ``~/.cache/aeos`` if the package folder is read-only); importing ``sims`` itself
+is light.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ _LAZY = {
     "simulate_sharpening": "sims.sharpening",
     "central_flow": "sims.flows",
 }
-_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows")
+_SUBMODULES = ("problems", "experiments", "sharpening", "summary", "kernels", "updates", "reference", "cli", "flows",
+               "minibatch", "minibatch_experiments", "jit_cache")
 
 
 def __getattr__(name: str) -> Any:

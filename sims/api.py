@@ -12,8 +12,8 @@ from typing import Optional
 import numpy as np
 
 from aeos_base import checks
-from aeos_theory.optimizers import get_optimizer, validate
-from sims.updates import ADAPTIVE_CODES, CODES, pack_hyper
+from aeos_theory.optimizers import OPTIMIZERS, get_optimizer, validate
+from sims.updates import ADAPTIVE_CODES, CODES, branch_flags, pack_hyper
 
 #: A coordinate with |x_j| above this (or NaN) marks the run as diverged (1e100 times any sane start).
 DEFAULT_BLOWUP = 1e100
@@ -98,22 +98,30 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
         raise ValueError("eta is passed positionally, not as a keyword hyperparameter")
     if np.ndim(eta) != 0:  # an array of etas: validate the rest with the largest (strictest for eta * wd < 1)
         etas = _as_float_array("eta", eta)
-        eta = float(np.max(etas)) if etas.size and np.all(etas > 0) else -1.0
+        if etas.size == 0:
+            raise ValueError("eta must be a real number or a non-empty array of them; got an empty array")
+        eta = float(np.max(etas)) if np.all(etas > 0) else float(etas[etas <= 0][0])  # else: the value refused
     values = validate(optimizer, {"eta": eta, **hyper})
-    return CODES[optimizer], values, pack_hyper(values)
+    return kernel_code(optimizer), values, pack_hyper(values)
+
+
+def kernel_code(optimizer: str) -> int:
+    """The kernel code of a simulated optimizer; ValueError naming the optimizers that have one otherwise."""
+    if not get_optimizer(optimizer).simulated:
+        simulated = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
+        raise ValueError(f"optimizer {optimizer!r} has no simulation kernel (sims runs {', '.join(simulated)}); "
+                         "its threshold is aeos_theory.stability_threshold and deep measures its edge")
+    return CODES[optimizer]
 
 
 def curvature_shift(optimizer: str, values: dict) -> float:
     """The coupled weight decay wd, which adds wd I to the curvature the optimizer descends (0 when the
     optimizer's decay is decoupled, as AdamW's, or absent)."""
-    return values.get("weight_decay", 0.0) if get_optimizer(optimizer).decay == "coupled" else 0.0
+    return get_optimizer(optimizer).coupled_decay(values)
 
 
 def _check_blowup(blowup: float) -> float:
-    blowup = float(blowup)
-    if not (np.isfinite(blowup) and blowup > 0):
-        raise ValueError(f"blowup must satisfy 0 < blowup < inf, got {blowup!r}")
-    return blowup
+    return checks.real("blowup", blowup, low=0.0, low_inclusive=False)
 
 
 def simulate(
@@ -207,6 +215,7 @@ def simulate_batch(
     *,
     preconditioner: Optional[np.ndarray] = None,
     blowup: float = DEFAULT_BLOWUP,
+    dtype: str = "float64",
     **hyper: float,
 ) -> BatchResult:
     """B independent diagonal quadratics L_b = 1/2 sum_j h[b, j] x[b, j]^2 at once (the hot path).
@@ -215,6 +224,13 @@ def simulate_batch(
     broadcastable to (B, d).  Parallel across runs (numba prange); when B is smaller than the number
     of threads, each run's coordinates are split into independent pieces (exact: the coordinates of a
     diagonal quadratic only share the step counter).
+
+    ``dtype``: ``"float64"`` (torch.optim's float64 arithmetic, to the last bit) or ``"float32"``: h, x0,
+    P and the state rounded to float32 and every update done in float32 arithmetic, as torch.optim on
+    float32 tensors (the scalar coefficients computed in float64, then rounded); about twice as fast, at
+    float32 precision (the relative error of the final iterates against float64 is measured in
+    ``benchmarks/sims_speed.py``).  ``x`` is returned in ``dtype``, the loss in float64; in float32 a
+    coordinate above the largest float32 (3.4e38) counts as diverged whatever ``blowup``.
     """
     code, values, hp = _prepare(optimizer, eta, hyper)
     steps = checks.integer("steps", steps, low=0)
@@ -237,6 +253,11 @@ def simulate_batch(
     if np.any(etas * wd >= 1.0):
         raise ValueError(f"weight_decay must satisfy 0 <= weight_decay < 1/eta for every eta, got {wd!r}")
     p = _frozen_p(preconditioner, (n_runs, d))
+    loss_h = h
+    if _check_dtype(dtype) == np.float32:
+        h, x = h.astype(np.float32), x.astype(np.float32)
+        p = None if p is None else p.astype(np.float32)
+        blowup = min(blowup, float(np.finfo(np.float32).max))
     from numba import get_num_threads
 
     threads = get_num_threads()
@@ -257,32 +278,40 @@ def simulate_batch(
                                None if p is None else p[r:r + 1], blowup, 1, threads)
             x_final[r] = xr[0]
     with np.errstate(all="ignore"):
-        loss = 0.5 * np.einsum("bj,bj,bj->b", h, x_final, x_final)
+        x64 = x_final.astype(np.float64)
+        loss = 0.5 * np.einsum("bj,bj,bj->b", loss_h, x64, x64)
     return BatchResult(x=x_final, loss=loss, diverged_at=div)
 
 
+def _check_dtype(dtype: object) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return dt
+
+
 def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
-    """Enter :func:`sims.kernels.batch_diagonal`; returns (final x (B, d), divergence steps (B,))."""
-    from sims.kernels import batch_diagonal, batch_diagonal_serial
+    """Enter :func:`sims.kernels.batch_kernel`, one run per item; returns (final x (B, d), divergence steps (B,))."""
+    from sims.kernels import batch_kernel
 
     n_runs, d = h.shape
     frozen = p is not None
     hw, xw = _split(h, pieces), _split(x0, pieces)
     if xw is x0:
         xw = x0.copy()  # the kernel updates its x in place; never the caller's array
-    pw = _split(p, pieces) if frozen else np.ones((hw.shape[0], 1))
+    pw = _split(p, pieces) if frozen else np.ones((hw.shape[0], 1), dtype=hw.dtype)
     ew = np.repeat(etas, pieces)
     rows, width = hw.shape
-    cap = max(1, 4096 // width)  # runs per item so that an item's state (~4 x 4096 doubles) stays in L2
-    n_items = min(rows, threads * -(-rows // (threads * cap)))
-    runs_per_item = -(-rows // n_items)
     m = np.zeros_like(xw)
-    v = np.zeros_like(xw) if code in ADAPTIVE_CODES and not frozen else np.zeros((rows, 1))
-    div = np.full(rows, -1, dtype=np.int64)
-    if n_items == 1:
-        batch_diagonal_serial(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, div)
-    else:
-        batch_diagonal(code, frozen, hw, xw, m, v, pw, ew, hp, steps, blowup, runs_per_item, div)
+    v = np.zeros_like(xw) if code in ADAPTIVE_CODES and not frozen else np.zeros((rows, 1), dtype=xw.dtype)
+    div = np.full((rows, 1), -1, dtype=np.int64)
+    kernel = batch_kernel(code, *branch_flags(hp), "serial" if rows == 1 or threads == 1 else "rows")
+    kernel(frozen, hw.reshape(rows, 1, width), xw.reshape(rows, 1, width), m.reshape(rows, 1, width),
+           v.reshape(rows, 1, -1), pw.reshape(rows, 1, -1), ew, hp, steps, blowup, div)
+    div = div[:, 0]
     if pieces == 1:
         return xw, div
     div2 = div.reshape(n_runs, pieces)
@@ -291,8 +320,9 @@ def _run_batch(code, hp, h, x0, etas, steps, p, blowup, pieces, threads):
 
 
 def _run_transposed(code, hp, h, x0, eta, steps, p, blowup, threads):
-    """Enter :func:`sims.kernels.batch_diagonal_transposed` (small d, one eta); same returns as _run_batch."""
-    from sims.kernels import batch_diagonal_transposed
+    """Enter :func:`sims.kernels.batch_kernel` in the transposed layout (small d, one eta); same returns as
+    _run_batch."""
+    from sims.kernels import batch_kernel
 
     n_runs, d = h.shape
     n_items = threads * max(1, -(-n_runs // (threads * 1024)))  # <= 1024 runs per item: state in L2
@@ -305,11 +335,12 @@ def _run_transposed(code, hp, h, x0, eta, steps, p, blowup, threads):
 
     hT, xT = layout(h), layout(x0)
     frozen = p is not None
-    pT = layout(p) if frozen else np.ones((n_items, 1, 1))
+    pT = layout(p) if frozen else np.ones((n_items, 1, 1), dtype=xT.dtype)
     mT = np.zeros_like(xT)
-    vT = np.zeros_like(xT) if code in ADAPTIVE_CODES and not frozen else np.zeros((n_items, 1, 1))
+    vT = np.zeros_like(xT) if code in ADAPTIVE_CODES and not frozen else np.zeros((n_items, 1, 1), dtype=xT.dtype)
     div = np.full((n_items, width), -1, dtype=np.int64)
-    batch_diagonal_transposed(code, frozen, hT, xT, mT, vT, pT, eta, hp, steps, blowup, div)
+    kernel = batch_kernel(code, *branch_flags(hp), "transposed")
+    kernel(frozen, hT, xT, mT, vT, pT, np.full(n_items, eta), hp, steps, blowup, div)
     x_final = xT.transpose(0, 2, 1).reshape(total, d)[:n_runs].copy()
     return x_final, div.reshape(total)[:n_runs].copy()
 

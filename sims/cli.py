@@ -3,7 +3,7 @@
     aeos simulate --optimizer adam --eta 0.01 --steps 20000 --out series.csv   # the dense quadratic
     aeos simulate --optimizer gd --eta 0.01 --steps 10000 --problem sharpening
     aeos bisect --optimizer nadam --eta 0.01 --beta1 0.9                       # bisection vs theory
-    python -m sims.cli ...                                                      # the same, sims alone
+    python -m sims ...                                                          # the same, sims alone
 
 ``simulate`` prints where eta * S_P settled (median over the last 40% of the run) next to the exact
 threshold constant and, with ``--out``, writes the recorded series as CSV.  The figures of the paper
@@ -20,13 +20,15 @@ from aeos_theory.hyperparams import flag_help
 from aeos_theory.optimizers import OPTIMIZERS
 
 PROBLEMS = ("dense", "sharpening")
+#: The optimizers with a numba kernel (the registry's others have thresholds, not simulations).
+SIMULATED = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
 SERIES = ("step", "loss", "sharpness", "preconditioned_sharpness", "eta_threshold")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` and ``bisect`` subcommands."""
     p = sub.add_parser("simulate", help="one optimizer run on a quadratic or the sharpening model (numba)")
-    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
+    p.add_argument("--optimizer", default="adam", choices=SIMULATED, help="optimizer (default adam)")
     p.add_argument("--eta", type=float, required=True, help="step size")
     command.add_number_flags(p, flag_help(skip=("eta",)))
     p.add_argument("--problem", default="dense", choices=PROBLEMS,
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_simulate)
 
     b = sub.add_parser("bisect", help="empirical frozen-P threshold by bisection, against the exact one")
-    b.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimizer (default adam)")
+    b.add_argument("--optimizer", default="adam", choices=SIMULATED, help="optimizer (default adam)")
     b.add_argument("--eta", type=float, required=True, help="step size")
     command.add_number_flags(b, flag_help(skip=("eta",)))
     b.add_argument("--rtol", type=float, default=1e-7, help="relative width of the bisection (default 1e-7)")
@@ -95,9 +97,9 @@ def run_bisect(args: argparse.Namespace) -> int:
     return command.EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sims.cli``: this package's subcommands alone."""
-    return command.main([register], argv, prog="python -m sims.cli", description="Optimizer simulations on quadratics")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m sims.cli") -> int:
+    """``python -m sims`` (or ``python -m sims.cli``): this package's subcommands alone."""
+    return command.main([register], argv, prog=prog, description="Optimizer simulations on quadratics")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ The flows themselves live in :mod:`aeos_theory.central_flow`; this module suppli
 * :class:`SharpeningFlow`: the progressive-sharpening model of :mod:`sims.sharpening`, with its
   analytic gradient, Hessian and third derivative.
 
-Eigenpairs are those of the dense d x d matrix diag(s) H diag(s) (``numpy.linalg.eigh``).
+Eigenpairs are those of the dense d x d matrix diag(s) (H + wd I) diag(s) (``numpy.linalg.eigh``; wd the
+coupled weight decay).
 
 >>> import numpy as np, sims
 >>> from sims.problems import dense_problem
 >>> p = dense_problem(seed=0, d=10)                # Adam, beta2 = 0.99: nu decays until eta S_P meets 38
 >>> flow = sims.central_flow("adam", p.H, p.x0, eta=1e-2, steps=1400, record_every=200, beta2=0.99)
 >>> np.round(flow.column("eta_S_P")[1:], 1)         # then the oscillation's share of nu holds it there
-array([ 0.7,  2.1,  5.8, 15.8, 38. , 38. , 38. ])
+array([ 0.7,  2.1,  5.8, 15.9, 38. , 38. , 38. ])
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aeos_theory.central_flow import FlowResult, central_flow_of
+from aeos_theory.central_flow import FlowResult, Schedule, central_flow_of
 from sims.sharpening import SharpeningModel
 
 
@@ -47,9 +48,9 @@ class _QuadraticPoint:
     def gradient(self) -> np.ndarray:
         return self.H @ self.x
 
-    def eigenpairs(self, scale, k: int):
+    def eigenpairs(self, scale, k: int, shift: float = 0.0):
         s = np.broadcast_to(np.asarray(scale, dtype=np.float64), self.x.shape)
-        return _top(s[:, None] * self.H * s[None, :], k)
+        return _top(s[:, None] * (self.H + shift * np.eye(len(s))) * s[None, :], k)
 
     def curvature_gradients(self, pairs) -> list[np.ndarray]:
         return [np.zeros_like(self.x) for _ in pairs]  # H does not depend on x
@@ -108,9 +109,9 @@ class _SharpeningPoint:
     def gradient(self) -> np.ndarray:
         return self.model.gradient(self.theta)
 
-    def eigenpairs(self, scale, k: int):
+    def eigenpairs(self, scale, k: int, shift: float = 0.0):
         s = np.broadcast_to(np.asarray(scale, dtype=np.float64), self.theta.shape)
-        return _top(s[:, None] * self.model.hessian(self.theta) * s[None, :], k)
+        return _top(s[:, None] * (self.model.hessian(self.theta) + shift * np.eye(len(s))) * s[None, :], k)
 
     def curvature_gradients(self, pairs) -> list[np.ndarray]:
         return [sharpening_third_derivative(self.model, self.theta, u, v) for u, v in pairs]
@@ -133,13 +134,15 @@ class SharpeningFlow:
 
 
 def central_flow(optimizer: str, H: np.ndarray | SharpeningModel, x0: np.ndarray | None, eta: float, steps: int,
-                 record_every: int = 10, *, central: bool = True, flow_options: dict | None = None,
-                 **hyper: float) -> FlowResult:
-    """The central flow (``central=False``: the stable flow) of ``optimizer`` ("gd", "rmsprop" or "adam",
-    torch semantics and hyperparameter names) on L = 1/2 x^T H x from ``x0``, or on a
-    :class:`sims.SharpeningModel` given as ``H`` (``x0`` None: the model's own start), for ``steps``
-    optimizer steps, recorded every ``record_every`` (:class:`aeos_theory.central_flow.FlowResult`;
-    ``flow_options``: :class:`aeos_theory.central_flow.CentralFlow`'s)."""
+                 record_every: int = 10, *, central: bool = True, schedule: Schedule | None = None,
+                 flow_options: dict | None = None, **hyper: float) -> FlowResult:
+    """The central flow (``central=False``: the stable flow) of ``optimizer`` ("gd", "rmsprop", "adam",
+    "adamw" or "nadam", torch semantics and hyperparameter names, ``weight_decay`` included) on
+    L = 1/2 x^T H x from ``x0``, or on a :class:`sims.SharpeningModel` given as ``H`` (``x0`` None: the
+    model's own start), for ``steps`` optimizer steps, recorded every ``record_every``, at the lr eta times
+    ``schedule``'s factor of each update (a sequence from update 1, or a function of its index t >= 1;
+    None: constant) (:class:`aeos_theory.central_flow.FlowResult`; ``flow_options``:
+    :class:`aeos_theory.central_flow.CentralFlow`'s)."""
     from sims.api import _as_float_array
 
     if isinstance(H, SharpeningModel):
@@ -154,4 +157,4 @@ def central_flow(optimizer: str, H: np.ndarray | SharpeningModel, x0: np.ndarray
     if start.shape != (d,):
         raise ValueError(f"x0 must have shape ({d},); got {start.shape}")
     return central_flow_of(problem, optimizer, start, steps, record_every=record_every, central=central,
-                           hyper={"eta": eta, **hyper}, **(flow_options or {}))
+                           hyper={"eta": eta, **hyper}, schedule=schedule, **(flow_options or {}))

@@ -7,92 +7,111 @@ and :mod:`sims.threshold` validate and convert before entering here.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from sims.updates import BETA, BETA1, EPS, apply_update, preconditioner, run_scalars, time_scalars
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _run_item(opt, frozen, h, x, m, v, p, eta, hp, steps, blowup, r0, r1, diverged_at):
-    """Runs r0..r1-1 for ``steps`` steps (see :func:`batch_diagonal`)."""
-    g = np.empty(1)  # unused: the diagonal gradient h x is fused into the update loop
-    mu_prod = 1.0
-    for t in range(1, steps + 1):
-        # t-only coefficients are shared by the item's runs; only eta differs between runs.
-        a, b, c, dd, e, mu_prod = time_scalars(opt, frozen, t, hp, mu_prod)
-        alive = False
-        for r in range(r0, r1):
-            if diverged_at[r] >= 0:
-                continue
-            alive = True
-            c0, c1, c2 = run_scalars(opt, frozen, eta[r], a, b, c, dd, e)
-            if apply_update(opt, frozen, x, h, g, True, m, v, p, r, eta[r], hp, c0, c1, c2, blowup):
-                diverged_at[r] = t
-        if not alive:
-            break
+from sims.jit_cache import njit
+from sims.updates import (ADAM, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NESTEROV, RMSPROP, step_adam,
+                          step_gd, step_momentum, step_nadam, step_rmsprop, apply_update, branch_flags,
+                          preconditioner, run_scalars, time_scalars)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def batch_diagonal(opt, frozen, h, x, m, v, p, eta, hp, steps, blowup, runs_per_item, diverged_at):
-    """Run B independent diagonal quadratics L_b(x) = 1/2 sum_j h[b, j] x[b, j]^2 for ``steps`` steps.
-
-    ``x``, ``m``, ``v`` (B, d) are updated in place; ``eta`` has shape (B,); ``p`` is (B, d) when
-    ``frozen`` (else any (B, 1) array).  Runs are grouped in items of ``runs_per_item`` consecutive runs:
-    parallel across items, sequential in time inside one, so an item's state stays in cache and the
-    t-only coefficients are computed once per item and step.  ``diverged_at[b]`` (initially -1)
-    receives the step t >= 1 at which run b first left [-blowup, blowup]; the run is then frozen.
-    """
-    n_runs = x.shape[0]
-    n_items = (n_runs + runs_per_item - 1) // runs_per_item
-    for item in prange(n_items):
-        r0 = item * runs_per_item
-        _run_item(opt, frozen, h, x, m, v, p, eta, hp, steps, blowup, r0, min(n_runs, r0 + runs_per_item),
-                  diverged_at)
+#: Steps per block of the batch drivers: the t-only coefficients of a block are tabulated once (serially,
+#: ``STEP_BLOCK`` x 5 doubles), then every run takes the block's steps in turn, its state in cache.
+STEP_BLOCK = 1024
 
 
 @njit(cache=True, error_model="numpy")
-def batch_diagonal_serial(opt, frozen, h, x, m, v, p, eta, hp, steps, blowup, diverged_at):
-    """:func:`batch_diagonal` as one item on the calling thread: for a single small job, where waking a
-    thread pool (milliseconds when the cores are shared) would cost more than the work."""
-    _run_item(opt, frozen, h, x, m, v, p, eta, hp, steps, blowup, 0, x.shape[0], diverged_at)
+def _time_table(opt, frozen, hp, start, n, mu_prod, out):
+    """out[k] = :func:`time_scalars` of step t = start + k + 1 (k < n); returns the running mu_prod."""
+    for k in range(n):
+        a, b, c, d, e, mu_prod = time_scalars(opt, frozen, start + k + 1, hp, mu_prod)
+        out[k, 0] = a
+        out[k, 1] = b
+        out[k, 2] = c
+        out[k, 3] = d
+        out[k, 4] = e
+    return mu_prod
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def batch_diagonal_transposed(opt, frozen, hT, xT, mT, vT, pT, eta, hp, steps, blowup, diverged_at):
-    """Many short runs with one eta: state laid out (item, coordinate, run) so loops run across runs.
+@functools.lru_cache(maxsize=None)
+def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
+    """The driver of :func:`sims.api.simulate_batch` for optimizer code ``opt``, the branches (low, decay)
+    of :func:`sims.updates.branch_flags` and a state ``layout``, all compiled in as constants.
 
-    ``xT[i, j, r]`` is coordinate j of run r in item i (C-contiguous), so each :func:`apply_update` call
-    updates coordinate j of all the item's runs in one vectorised loop (a small d would leave a
-    per-run loop mostly overhead).  A run that leaves [-blowup, blowup] gets ``diverged_at[i, r] = t``
-    and is parked in a quiescent state (x = m = 0, v = 1, which no optimizer moves); the caller
-    re-runs it to its divergence step to report its iterate there.
+    ``kernel(frozen, h, x, m, v, p, eta, hp, steps, blowup, diverged_at)`` runs B independent diagonal
+    quadratics L_b(x) = 1/2 sum_j h[b, j] x[b, j]^2 for ``steps`` steps, the state grouped in items:
+    ``x``, ``h``, ``m`` have shape (items, rows, width) and are updated in place, ``v`` and ``p`` too
+    when used (else (items, 1, 1)), ``eta`` (items,) and ``diverged_at`` (items, 1 or width), initially -1.
+
+    * layout ``"rows"`` (``prange`` over items) or ``"serial"`` (the calling thread, for one small job,
+      where waking the thread pool would cost more than the work): one run per item, one row of its d
+      coordinates, so each run takes a block of steps with its state (4 d doubles) in L1 / L2.  A run
+      that leaves [-blowup, blowup] gets ``diverged_at[b, 0] = t`` and stops there.
+    * ``"transposed"``: many short runs with one eta, item i holding coordinate j of its run r at
+      ``x[i, j, r]``, so each update of coordinate j runs across the item's runs in one vectorised loop
+      (a small d would leave a per-run loop mostly overhead).  A run that leaves [-blowup, blowup] gets
+      ``diverged_at[i, r] = t`` and is parked in a quiescent state (x = m = 0, v = 1, which no optimizer
+      moves); the caller re-runs it to its divergence step to report its iterate there.
+
+    Steps go in blocks of :data:`STEP_BLOCK`: the block's t-only coefficients are tabulated once, then
+    every item takes the whole block.  numba freezes a closure's variables and prunes the branches they
+    decide before it inlines and types anything, so each kernel holds one optimizer's step, whose
+    coordinate loops test neither flag; one kernel for all optimizers, flags read at run time, was ~10%
+    slower (its inner loops spilled registers and re-tested loop invariants).  Each kernel is compiled
+    on its first call (1-3 s) and cached on disk (:mod:`sims.jit_cache`; numba's cache key holds the
+    closure's constants).
     """
-    n_items, d, width = xT.shape
-    for item in prange(n_items):
-        x = xT[item]
-        h = hT[item]
-        m = mT[item]
-        v = vT[item]
-        p = pT[item]
-        div = diverged_at[item]
-        g = np.empty(1)  # unused: the gradient h x is fused into the update loop
+    @njit(cache=True, error_model="numpy", parallel=layout != "serial")
+    def kernel(frozen, h, x, m, v, p, eta, hp, steps, blowup, diverged_at):
+        coef = np.empty((max(1, min(steps, STEP_BLOCK)), 5))
+        g = np.empty(1)  # unused: the diagonal gradient h x is fused into the update loop
         mu_prod = 1.0
-        for t in range(1, steps + 1):
-            a, b, c, dd, e, mu_prod = time_scalars(opt, frozen, t, hp, mu_prod)
-            c0, c1, c2 = run_scalars(opt, frozen, eta, a, b, c, dd, e)
-            for j in range(d):
-                if apply_update(opt, frozen, x, h, g, True, m, v, p, j, eta, hp, c0, c1, c2, blowup):
-                    for r in range(width):
-                        if not abs(x[j, r]) <= blowup:
-                            div[r] = t
-                            for jj in range(d):
-                                x[jj, r] = 0.0
-                                m[jj, r] = 0.0
-                                if v.shape[1] == width:
-                                    v[jj, r] = 1.0
+        for start in range(0, steps, STEP_BLOCK):
+            n = min(STEP_BLOCK, steps - start)
+            mu_prod = _time_table(opt, frozen, hp, start, n, mu_prod, coef)
+            for item in prange(x.shape[0]):  # range when compiled serial
+                xi, hi, mi, vi, pi, div = x[item], h[item], m[item], v[item], p[item], diverged_at[item]
+                for k in range(n):
+                    if layout != "transposed" and div[0] >= 0:
+                        break
+                    c0, c1, c2 = run_scalars(opt, frozen, eta[item], coef[k, 0], coef[k, 1], coef[k, 2], coef[k, 3],
+                                             coef[k, 4])
+                    for j in range(xi.shape[0]):
+                        # apply_update's branch on opt, written here so that numba prunes it before
+                        # inlining: only this optimizer's step is compiled into the kernel.
+                        if opt == GD:
+                            bad = step_gd(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
+                                           c0, c1, c2, blowup)
+                        elif opt == HEAVY_BALL or opt == NESTEROV:
+                            bad = step_momentum(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
+                                                 hp, c0, c1, c2, blowup)
+                        elif opt == ADAM or opt == ADAMW:
+                            bad = step_adam(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
+                                             c0, c1, c2, blowup)
+                        elif opt == RMSPROP:
+                            bad = step_rmsprop(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
+                                                hp, c0, c1, c2, blowup)
+                        else:
+                            bad = step_nadam(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
+                                              c0, c1, c2, blowup)
+                        if bad > 0 and layout != "transposed":
+                            div[0] = start + k + 1
+                        elif bad > 0:
+                            for r in range(xi.shape[1]):
+                                if not abs(xi[j, r]) <= blowup:
+                                    div[r] = start + k + 1
+                                    for jj in range(xi.shape[0]):
+                                        xi[jj, r] = 0.0
+                                        mi[jj, r] = 0.0
+                                        if vi.shape[1] == xi.shape[1]:
+                                            vi[jj, r] = 1.0
+
+    return kernel
 
 
 @njit(cache=True, error_model="numpy")
@@ -131,6 +150,7 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
     P = np.ones(d)
     work = np.empty((d, d)) if dense else np.empty((1, 1))
     adaptive_no_p = adaptive and not frozen
+    low, decay = branch_flags(hp)
     mu_prod = 1.0
     n_rec = 0
     c1 = 0.0
@@ -139,7 +159,7 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
         if t > 0:
             a, b, c, dd, e, mu_prod = time_scalars(opt, frozen, t, hp, mu_prod)
             c0, c1, c2 = run_scalars(opt, frozen, eta, a, b, c, dd, e)
-            if apply_update(opt, frozen, x, H, g, not dense, m, v, p, 0, eta, hp, c0, c1, c2, blowup):
+            if apply_update(opt, frozen, low, decay, x, H, g, not dense, m, v, p, 0, eta, hp, c0, c1, c2, blowup):
                 return n_rec, t
         if dense:
             np.dot(H, x0, g)  # BLAS gemv: the gradient H x for the next step (and the loss)
@@ -184,12 +204,13 @@ def _probe_unstable(opt, lam, eta, hp, horizon):
     p = np.ones((1, 1))
     h = np.full((1, 1), lam)
     g = np.empty(1)
+    low, decay = branch_flags(hp)
     mu_prod = 1.0
     half = 0.0
     for t in range(1, 2 * horizon + 1):
         a, b, c, dd, e, mu_prod = time_scalars(opt, True, t, hp, mu_prod)
         c0, c1, c2 = run_scalars(opt, True, eta, a, b, c, dd, e)
-        apply_update(opt, True, x, h, g, True, m, v, p, 0, eta, hp, c0, c1, c2, 1e300)
+        apply_update(opt, True, low, decay, x, h, g, True, m, v, p, 0, eta, hp, c0, c1, c2, 1e300)
         norm2 = x[0, 0] * x[0, 0] + m[0, 0] * m[0, 0]
         if not norm2 < 1e40:
             return True

@@ -30,11 +30,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
-from sims.updates import EPS, apply_update, preconditioner, run_scalars, time_scalars
+from sims.jit_cache import njit
+from sims.updates import EPS, apply_update, branch_flags, preconditioner, run_scalars, time_scalars
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +126,7 @@ def run_model(opt, adaptive, shift, theta, m, v, eta, hp, kappa, y, c, w_star, s
     H = np.empty((d, d))
     M = np.empty((d, d))
     dummy = np.ones((1, 1))
+    low, decay = branch_flags(hp)
     mu_prod = 1.0
     c1 = 0.0
     c2 = 0.0
@@ -135,7 +136,8 @@ def run_model(opt, adaptive, shift, theta, m, v, eta, hp, kappa, y, c, w_star, s
             a, b, cc, dd, e, mu_prod = time_scalars(opt, False, t, hp, mu_prod)
             c0, c1, c2 = run_scalars(opt, False, eta, a, b, cc, dd, e)
             _gradient(th, kappa, y, c, w_star, g)
-            if apply_update(opt, False, theta, dummy, g, False, m, v, dummy, 0, eta, hp, c0, c1, c2, blowup):
+            if apply_update(opt, False, low, decay, theta, dummy, g, False, m, v, dummy, 0, eta, hp, c0, c1, c2,
+                            blowup):
                 return n_rec, t
         if t % record_every == 0:
             _hessian(th, kappa, y, c, H)
@@ -160,7 +162,9 @@ def simulate_sharpening(optimizer: str, eta: float, steps: int, record_every: in
     whose ``sharpness`` (S) now varies with t, alongside ``preconditioned_sharpness`` (S_P)."""
     from sims.api import SimulationResult, _check_blowup, _prepare, curvature_shift
 
-    model = model or SharpeningModel()
+    if model is not None and not isinstance(model, SharpeningModel):
+        raise ValueError(f"model must be a sims.SharpeningModel or None; got {type(model).__name__}")
+    model = model if model is not None else SharpeningModel()
     code, values, hp = _prepare(optimizer, eta, hyper)
     steps = checks.integer("steps", steps, low=0)
     record_every = checks.integer("record_every", record_every, low=1)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from aeos_base import checks
 from aeos_theory.optimizers import validate
-from sims.api import curvature_shift
+from sims.api import curvature_shift, kernel_code
 from sims.updates import CODES, HP_NAMES, pack_hyper
 
 
@@ -32,13 +33,12 @@ def empirical_threshold(optimizer: str, eta: float | np.ndarray, *, rtol: float 
     """
     from sims.kernels import threshold_bisection, threshold_bisection_serial
 
-    rtol = float(rtol)
-    if not (1e-15 <= rtol <= 0.1):
-        raise ValueError(f"rtol must satisfy 1e-15 <= rtol <= 0.1, got {rtol!r}")
+    rtol = checks.real("rtol", rtol, low=1e-15, high=0.1)
     if "eta" in hyper:
         raise ValueError("eta is passed positionally, not as a keyword hyperparameter")
     if optimizer not in CODES:
         validate(optimizer, {})  # raises the package's unknown-optimizer error
+    kernel_code(optimizer)  # refuses an optimizer without a kernel
     try:
         arrays = np.broadcast_arrays(np.asarray(eta, dtype=np.float64),
                                      *(np.asarray(v, dtype=np.float64) for v in hyper.values()))

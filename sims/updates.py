@@ -21,12 +21,15 @@ and NAdam's schedule is settled (mu_t = beta1, or beta1 / 2 when psi = 0; Pi_t =
 divides the step (preconditioned SGD); with P = 1 it is plain torch SGD.
 
 torch details kept: SGD's buffer starts as b_1 = G (no dampening on the first step) and with beta = 0
-SGD ignores dampening; ``lerp`` switches formula at weight 0.5; ``addcdiv`` is x + (value t1) / t2.
+SGD ignores dampening; ``lerp`` switches formula at weight 0.5; ``addcdiv`` is x + (value t1) / t2; the
+weight decay term is added only when weight_decay != 0.
 
 The drivers in :mod:`sims.kernels` call :func:`time_scalars` once per step (the parts that depend only
-on t), :func:`run_scalars` once per run and step, and :func:`apply_update` over the coordinates.  The
-branch on the optimizer sits outside each coordinate loop, so every loop vectorizes; all functions use
-numba's ``error_model="numpy"`` (x / 0 -> inf, no Python exception check, which would block SIMD).
+on t), :func:`run_scalars` once per run and step, and one step function per optimizer family
+(:func:`step_gd`, :func:`step_momentum`, :func:`step_adam`, :func:`step_rmsprop`, :func:`step_nadam`;
+:func:`apply_update` picks one by code) over the coordinates.  Every branch sits outside the
+coordinate loops, so every loop vectorizes; all functions use numba's ``error_model="numpy"``
+(x / 0 -> inf, no Python exception check, which would block SIMD).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba.extending import overload
 
 from aeos_theory.optimizers import OPTIMIZERS
+from sims.jit_cache import njit
 
 #: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
 CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
@@ -136,127 +140,224 @@ def run_scalars(opt, frozen, eta, a, b, c, d, e):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def apply_update(opt, frozen, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+def branch_flags(hp):
+    """(low, decay): the two branches of a step fixed by the hyperparameters ``hp`` for a whole run.
+
+    low: torch.lerp's formula for the first moment of adam / adamw / nadam (weight 1 - beta1 below 0.5);
+    decay: weight_decay != 0 (torch adds the decay term only then).  The batch kernels compile them in as
+    constants (:func:`sims.kernels.batch_kernels`), so their coordinate loops carry neither test.
+    """
+    return abs(1.0 - hp[BETA1]) < 0.5, hp[WEIGHT_DECAY] != 0.0
+
+
+def cast_like(value, array):
+    """``value`` in the dtype of ``array`` (numba: an exact no-op for float64 arrays).
+
+    The steps read their scalars (hyperparameters, step coefficients, blowup) through it, so that on
+    float32 state the arithmetic is float32 as torch's on float32 tensors (scalars computed in float64,
+    then rounded to float32), and on float64 state nothing changes."""
+    return array.dtype.type(value)
+
+
+@overload(cast_like)
+def _cast_like(value, array):
+    dtype = array.dtype
+
+    def impl(value, array):
+        return dtype(value)
+
+    return impl
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _gradient(x, h, g, diag, r, j, decay, wd):
+    """G_j = g_j + wd x_j on row r, with g_j = h[r, j] x[r, j] when ``diag`` (diagonal quadratic) or
+    ``g[j]``; the decay term only when ``decay``."""
+    gj = h[r, j] * x[r, j] if diag else g[j]
+    return gj + wd * x[r, j] if decay else gj
+
+
+# One step on row r of the 2-D state x in place, one function per optimizer family, with the arguments of
+# apply_update; each returns the number of coordinates that left [-blowup, blowup] or became NaN.
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """gd: x <- x - eta G (frozen: x - eta G / P)."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            xn = x[r, j] - c0 * (_gradient(x, h, g, diag, r, j, decay, wd) / p[r, j])
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            xn = x[r, j] - c0 * _gradient(x, h, g, diag, r, j, decay, wd)
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_momentum(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """heavy_ball / nesterov: b <- c1 b + c2 G; x <- x - eta d, d = b or G + beta b (frozen: d / P)."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    beta = cast_like(hp[BETA] if opt == NESTEROV else 0.0, x)  # d = G + beta b (nesterov) or b (heavy ball)
+    one = 1.0 if opt == NESTEROV else 0.0
+    c0, c1, c2 = cast_like(c0, x), cast_like(c1, x), cast_like(c2, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    for j in range(x.shape[1]):
+        gj = _gradient(x, h, g, diag, r, j, decay, wd)
+        b = m[r, j] * c1 + c2 * gj
+        m[r, j] = b
+        d = gj + beta * b if one == 1.0 else b
+        if frozen:
+            d = d / p[r, j]
+        xn = x[r, j] - c0 * d
+        x[r, j] = xn
+        bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_adam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """adam / adamw: m <- lerp(m, G, 1 - beta1), v <- beta2 v + (1 - beta2) G^2, x <- x + c0 m / P."""
+    # torch.lerp(m, G, w): m + w (G - m) if w < 0.5 else G - (G - m)(1 - w) = G + (-(1 - w))(G - m)
+    wd = hp[WEIGHT_DECAY]
+    w = 1.0 - hp[BETA1]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    coupled = decay and opt == ADAM  # L2 added to the gradient (adam) ...
+    shrink = cast_like(1.0 - eta * wd, x)  # ... or decoupled decay x <- (1 - eta wd) x (adamw)
+    decoupled = decay and opt == ADAMW
+    wd = cast_like(wd, x)
+    c0, c1 = cast_like(c0, x), cast_like(c1, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            xj = x[r, j]
+            gj = _gradient(x, h, g, diag, r, j, coupled, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            xn = (xj * shrink if decoupled else xj) + (c0 * mj) / p[r, j]
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            xj = x[r, j]
+            gj = _gradient(x, h, g, diag, r, j, coupled, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            vj = v[r, j] * beta2 + (a2 * gj) * gj
+            v[r, j] = vj
+            # torch addcdiv: (value t1) / t2
+            xn = (xj * shrink if decoupled else xj) + (c0 * mj) / (math.sqrt(vj) / c1 + eps)
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_rmsprop(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """rmsprop: v <- beta2 v + (1 - beta2) G^2, P = sqrt(v) + eps; with momentum b <- beta b + G / P."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    beta = cast_like(hp[BETA], x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if beta > 0.0:  # torch: buf = beta buf + G / avg; x += -eta buf
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            if frozen:
+                avg = p[r, j]
+            else:
+                vj = v[r, j] * beta2 + (a2 * gj) * gj
+                v[r, j] = vj
+                avg = math.sqrt(vj) + eps
+            b = m[r, j] * beta + gj / avg
+            m[r, j] = b
+            xn = x[r, j] - c0 * b
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:  # torch: x += (-eta G) / avg
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            if frozen:
+                avg = p[r, j]
+            else:
+                vj = v[r, j] * beta2 + (a2 * gj) * gj
+                v[r, j] = vj
+                avg = math.sqrt(vj) + eps
+            xn = x[r, j] + (-c0 * gj) / avg
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_nadam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """nadam: m, v as adam; x <- x + c0 G / P + c1 m / P, P = sqrt(v / c2) + eps."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    w = 1.0 - hp[BETA1]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0, c1, c2 = cast_like(c0, x), cast_like(c1, x), cast_like(c2, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    for j in range(x.shape[1]):
+        gj = _gradient(x, h, g, diag, r, j, decay, wd)
+        mo = m[r, j]
+        mj = (mo if low else gj) + cw * (gj - mo)
+        m[r, j] = mj
+        if frozen:
+            denom = p[r, j]
+        else:
+            vj = v[r, j] * beta2 + (a2 * gj) * gj
+            v[r, j] = vj
+            denom = math.sqrt(vj / c2) + eps
+        xn = x[r, j] + (c0 * gj) / denom
+        xn = xn + (c1 * mj) / denom
+        x[r, j] = xn
+        bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """One optimizer step on row ``r`` of the 2-D state ``x`` in place.
 
     The loss gradient is h[r, j] x[r, j] when ``diag`` (diagonal quadratic, fused into the loop) and
     ``g[j]`` otherwise.  ``m`` and ``v`` are the first and second buffers (SGD momentum / Adam m /
-    RMSprop momentum, and Adam / RMSprop v); ``p`` is the frozen P (read only when ``frozen``); (c0, c1, c2) come from
-    :func:`run_scalars`.  Returns True when some coordinate left [-blowup, blowup] or became NaN
-    (the run diverged at this step).  Each branch is one branch-free loop, so it vectorizes.
+    RMSprop momentum, and Adam / RMSprop v); ``p`` is the frozen P (read only when ``frozen``); (c0, c1, c2)
+    come from :func:`run_scalars`, (low, decay) from :func:`branch_flags`.  Returns True when some
+    coordinate left [-blowup, blowup] or became NaN (the run diverged at this step).  Each branch is one
+    branch-free loop, so it vectorizes.  The batch kernels (:func:`sims.kernels.batch_kernel`) branch on
+    the optimizer themselves and call its step directly, so that numba prunes the other optimizers
+    before inlining (inlining this function copies all five steps first: seconds of compile per kernel).
     """
-    n = x.shape[1]
-    wd = hp[WEIGHT_DECAY]
-    bad = 0
     if opt == GD:
-        if frozen:
-            for j in range(n):
-                xn = x[r, j] - c0 * (((h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]) / p[r, j])
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
-        else:
-            for j in range(n):
-                xn = x[r, j] - c0 * ((h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j])
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
+        bad = step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == HEAVY_BALL or opt == NESTEROV:
-        beta = hp[BETA] if opt == NESTEROV else 0.0  # d = G + beta b (nesterov) or b (heavy ball)
-        one = 1.0 if opt == NESTEROV else 0.0
-        for j in range(n):
-            gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
-            b = m[r, j] * c1 + c2 * gj
-            m[r, j] = b
-            d = gj + beta * b if one == 1.0 else b
-            if frozen:
-                d = d / p[r, j]
-            xn = x[r, j] - c0 * d
-            x[r, j] = xn
-            bad += not abs(xn) <= blowup
+        bad = step_momentum(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == ADAM or opt == ADAMW:
-        # torch.lerp(m, G, w): m + w (G - m) if w < 0.5 else G - (G - m)(1 - w) = G + (-(1 - w))(G - m)
-        w = 1.0 - hp[BETA1]
-        low = abs(w) < 0.5
-        cw = w if low else -(1.0 - w)
-        beta2 = hp[BETA2]
-        a2 = 1.0 - beta2
-        eps = hp[EPS]
-        wdc = 0.0 if opt == ADAMW else wd  # coupled L2 (adam) ...
-        shrink = 1.0 - eta * wd if opt == ADAMW else 1.0  # ... or decoupled decay (adamw)
-        if frozen:
-            for j in range(n):
-                xj = x[r, j]
-                gj = (h[r, j] * x[r, j] if diag else g[j]) + wdc * xj
-                mo = m[r, j]
-                mj = (mo if low else gj) + cw * (gj - mo)
-                m[r, j] = mj
-                xn = xj * shrink + (c0 * mj) / p[r, j]
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
-        else:
-            for j in range(n):
-                xj = x[r, j]
-                gj = (h[r, j] * x[r, j] if diag else g[j]) + wdc * xj
-                mo = m[r, j]
-                mj = (mo if low else gj) + cw * (gj - mo)
-                m[r, j] = mj
-                vj = v[r, j] * beta2 + (a2 * gj) * gj
-                v[r, j] = vj
-                xn = xj * shrink + (c0 * mj) / (math.sqrt(vj) / c1 + eps)  # torch addcdiv: (value t1) / t2
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
+        bad = step_adam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == RMSPROP:
-        beta = hp[BETA]
-        beta2 = hp[BETA2]
-        a2 = 1.0 - beta2
-        eps = hp[EPS]
-        if beta > 0.0:  # torch: buf = beta buf + G / avg; x += -eta buf
-            for j in range(n):
-                gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
-                if frozen:
-                    avg = p[r, j]
-                else:
-                    vj = v[r, j] * beta2 + (a2 * gj) * gj
-                    v[r, j] = vj
-                    avg = math.sqrt(vj) + eps
-                b = m[r, j] * beta + gj / avg
-                m[r, j] = b
-                xn = x[r, j] - c0 * b
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
-        else:  # torch: x += (-eta G) / avg
-            for j in range(n):
-                gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
-                if frozen:
-                    avg = p[r, j]
-                else:
-                    vj = v[r, j] * beta2 + (a2 * gj) * gj
-                    v[r, j] = vj
-                    avg = math.sqrt(vj) + eps
-                xn = x[r, j] + (-c0 * gj) / avg
-                x[r, j] = xn
-                bad += not abs(xn) <= blowup
-    elif opt == NADAM:
-        w = 1.0 - hp[BETA1]
-        low = abs(w) < 0.5
-        cw = w if low else -(1.0 - w)
-        beta2 = hp[BETA2]
-        a2 = 1.0 - beta2
-        eps = hp[EPS]
-        for j in range(n):
-            gj = (h[r, j] * x[r, j] if diag else g[j]) + wd * x[r, j]
-            mo = m[r, j]
-            mj = (mo if low else gj) + cw * (gj - mo)
-            m[r, j] = mj
-            if frozen:
-                denom = p[r, j]
-            else:
-                vj = v[r, j] * beta2 + (a2 * gj) * gj
-                v[r, j] = vj
-                denom = math.sqrt(vj / c2) + eps
-            xn = x[r, j] + (c0 * gj) / denom
-            xn = xn + (c1 * mj) / denom
-            x[r, j] = xn
-            bad += not abs(xn) <= blowup
+        bad = step_rmsprop(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    else:
+        bad = step_nadam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     return bad > 0
 
 

@@ -44,8 +44,9 @@ def digits_problem(n: int = 300, hidden: int = 40, seed: int = 0):
     return model, x, y
 
 
-def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse) -> np.ndarray:
-    """H of the full-batch loss by torch.autograd.functional.hessian on the flat parameter vector."""
+def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse, vectorize: bool = False) -> np.ndarray:
+    """H of the full-batch loss by torch.autograd.functional.hessian on the flat parameter vector
+    (``vectorize``: its rows by vmap, faster)."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -54,7 +55,7 @@ def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=mse) 
         parts = dict(zip(names, (c.view(s) for c, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
         return loss(torch.func.functional_call(model, parts, (x,)), y)
 
-    return torch.autograd.functional.hessian(total, flat0).numpy()
+    return torch.autograd.functional.hessian(total, flat0, vectorize=vectorize).numpy()
 
 
 def autograd_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -97,6 +98,8 @@ def step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.nd
     x -= lr (1 - mu_t)/(1 - Pi_t) g / P + lr mu_{t+1} / (1 - Pi_t mu_{t+1}) m / P.
     RMSprop: buf = momentum buf + g / P; x -= lr buf (or x -= lr g / P without momentum).
     """
+    if name in ZOO_MAPS:
+        return zoo_step_map(name, h, p, hyper, t)
     lr, w = hyper["eta"], hyper.get("weight_decay", 0.0)
     coupled = 0.0 if name == "adamw" else w
     g = np.array([h + coupled, 0.0])  # the (preconditioned) gradient G acting on (x, buffer)
@@ -130,6 +133,66 @@ def step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.nd
     return np.array([x_row, m])
 
 
+#: The optimizers beyond the paper's seven whose maps :func:`zoo_step_map` writes out.
+ZOO_MAPS = ("adagrad", "adamax", "adadelta", "radam", "asgd", "adafactor", "muon", "muon_plain", "shampoo", "soap")
+
+
+def radam_rectification(t: int, b2: float) -> float:
+    """torch's RAdam: rho_inf = 2/(1 - b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t); the rectification
+    sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)) when rho_t > 5, else None."""
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+    if rho_t <= 5:
+        return None
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+
+
+def zoo_step_map(name: str, h: float, p: float, hyper: dict, t: int | None) -> np.ndarray:
+    """torch's t-th update of the optimizers beyond the paper's seven on L = 1/2 h x^2, P = p frozen, as a
+    matrix on (x, buffer); written from the sources (``_single_tensor_*`` of torch.optim, pytorch_optimizer).
+
+    Adagrad: g += wd x; x -= lr / (1 + (t - 1) lr_decay) g / P.  Adamax: Adam's (P = exp_inf).  Adadelta:
+    g += wd x; x -= lr g / P.  RAdam: g += wd x; m = b1 m + (1 - b1) g; x -= lr / (1 - b1^t) r_t m / P when
+    rho_t > 5, x -= lr / (1 - b1^t) m otherwise.  ASGD: g += wd x; x *= 1 - lambd eta_t; x -= eta_t g,
+    eta_t = lr / (1 + lambd lr (t - 1))^alpha.  Adafactor (its step factor k = 1): x *= 1 - lr wd;
+    x -= lr g / P.  Muon: b = mu b + (1 - mu) g; M = (1 - mu) g + mu b (nesterov) or b; x *= 1 - lr wd;
+    x -= lr M / P (shape adjustment 1).  Shampoo (momentum 0): g += wd x; x -= lr g / P.  SOAP: m = b1 m +
+    (1 - b1) g; x -= lr / (1 - b1^t) m / P; x *= 1 - lr wd.  t = None: settled (the decays and
+    corrections at their limit; Adagrad's and ASGD's decayed lr is taken as the undecayed one)."""
+    lr, w = hyper["eta"], hyper.get("weight_decay", 0.0)
+    one, buf = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    none = np.array([0.0, 0.0])
+    if name in ("adagrad", "adadelta", "shampoo", "asgd"):
+        g = np.array([h + w, 0.0])
+        if name == "adagrad":
+            lr = lr / (1 + ((t or 1) - 1) * hyper["lr_decay"])
+        if name == "asgd":
+            lr = lr / (1 + hyper["lambd"] * lr * ((t or 1) - 1)) ** hyper["decay_power"]
+            return np.array([(1 - hyper["lambd"] * lr) * one - lr * g, none])
+        return np.array([one - lr * g / p, none])
+    if name == "adafactor":
+        return np.array([(1 - lr * w) * one - lr * np.array([h, 0.0]) / p, none])
+    if name in ("muon", "muon_plain"):
+        mu = hyper["beta"]
+        b = mu * buf + (1 - mu) * np.array([h, 0.0])
+        m = (1 - mu) * np.array([h, 0.0]) + mu * b if name == "muon" else b
+        return np.array([(1 - lr * w) * one - lr * m / p, b])
+    b1 = hyper["beta1"]
+    coupled = 0.0 if name == "soap" else w
+    m = b1 * buf + (1 - b1) * np.array([h + coupled, 0.0])
+    bias = 1.0 if t is None else 1 - b1**t
+    if name == "adamax":
+        return np.array([one - lr / bias * m / p, m])
+    if name == "soap":
+        return np.array([(1 - lr * w) * (one - lr / bias * m / p), m])
+    rect = 1.0 if t is None else radam_rectification(t, hyper["beta2"])
+    if t is None and hyper["beta2"] <= 2 / 3:  # rho_inf <= 5: the warm phase for ever
+        rect = None
+    if rect is None:
+        return np.array([one - lr / bias * m, m])
+    return np.array([one - lr / bias * rect * m / p, m])
+
+
 def spectral_radius(matrix: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvals(matrix))))
 
@@ -137,7 +200,8 @@ def spectral_radius(matrix: np.ndarray) -> float:
 def bisect_threshold(name: str, hyper: dict, t: int | None, rtol: float = 1e-12) -> float:
     """lambda* of torch's t-th update by bisection on the spectral radius of :func:`step_map` (P = 1):
     the curvature of the objective, h + wd for coupled weight decay."""
-    coupled = 0.0 if name == "adamw" else hyper.get("weight_decay", 0.0)
+    coupled = 0.0 if name in ("adamw", "adafactor", "muon", "muon_plain", "soap") else hyper.get("weight_decay", 0.0)
+    coupled += hyper.get("lambd", 0.0)  # ASGD's decay x *= 1 - lambd eta_t is a coupled decay at the same rate
     lo, hi = 0.0, 1.0 / hyper["eta"]
     while spectral_radius(step_map(name, hi - coupled, 1.0, hyper, t)) < 1:
         lo, hi = hi, 2 * hi
@@ -215,16 +279,21 @@ def _measure_shard(rank: int, world: int, rendezvous: str, out: str) -> int:
 
 def full_batch_measurements(model, opt, data) -> dict:
     """Every full-batch quantity of ``deep`` on the tiny problem's ``data`` (chunks or a deep.Shard):
-    loss, gradient, one HVP, S, S_P, eta_S_P and a seeded trace estimate (JSON-ready)."""
+    loss, gradient, one HVP, S, S_P, eta_S_P and a seeded trace estimate, and the minibatch batch
+    sharpness (its three forms over 12 seeded batches of 7 drawn from the whole data set) (JSON-ready)."""
     import deep
+    from deep.measure.batch import batch_sharpness_forms
 
     v = torch.linspace(-1, 1, 203, dtype=torch.float64)
     op = deep.curvature_operator(model, mse, data)
+    batch = batch_sharpness_forms(model, mse, data, 7, opt, forms=("raw", "preconditioned", "update"), samples=12,
+                                  tol=1e-9, seed=5)
     return {"loss": op.loss(), "gradient": op.gradient().tolist(), "hvp": (op @ v).tolist(),
             "sharpness": deep.sharpness(model, mse, data, tol=1e-10, max_iter=203),
             "preconditioned": deep.preconditioned_sharpness(model, mse, data, opt, tol=1e-10, max_iter=203),
             "eta_S_P": deep.measure_edge(model, mse, data, opt, tol=1e-10, max_iter=203).eta_S_P,
-            "trace": deep.hessian_trace(model, mse, data, hvps=30, seed=4).estimate}
+            "trace": deep.hessian_trace(model, mse, data, hvps=30, seed=4).estimate,
+            **{f"batch_{form}": [r.value, r.stderr, r.samples] for form, r in batch.items()}}
 
 
 def adam_trained(model, x, y, steps: int = 3):
@@ -235,3 +304,75 @@ def adam_trained(model, x, y, steps: int = 3):
         mse(model(x), y).backward()
         opt.step()
     return opt
+
+
+# ----------------------------------------------------------------------------- a newcomer's GPT
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-LayerNorm block with causal ``F.scaled_dot_product_attention`` and a GELU MLP (as people write one)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.ln1, self.ln2 = heads, nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+                   for t in self.qkv(self.ln1(x)).split(C, dim=2))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    """Token and position embeddings, SDPA blocks, a final LayerNorm and a head tied to the token embedding."""
+
+    def __init__(self, vocab: int = 11, context: int = 6, width: int = 8, heads: int = 2, layers: int = 1) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*[CausalSelfAttentionBlock(width, heads) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        return self.head(self.ln(self.blocks(x)))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over every position (nats per token)."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def token_data(n: int = 8, context: int = 6, vocab: int = 11, seed: int = 0):
+    """Random token windows and their next-token targets (long tensors (n, context))."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (n, context + 1), generator=g)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+
+def eigsh_top(model: nn.Module, loss, batches, scale: torch.Tensor | None = None) -> float:
+    """lambda_max(D H D), D = diag(scale) (I when None), by scipy eigsh (tol 1e-12) on H v computed here with
+    plain ``torch.autograd`` double backward on the model itself, attention on torch's math backend.
+    ``batches``: (X, y) pairs weighted by size."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    params = list(model.parameters())  # a tied weight appears once
+    n = sum(p.numel() for p in params)
+    total = sum(len(X) for X, _ in batches)
+    d = torch.ones(n, dtype=torch.float64) if scale is None else scale.double()
+
+    def matvec(v):
+        v = torch.as_tensor(np.asarray(v).reshape(-1), dtype=torch.float64) * d
+        out = torch.zeros(n, dtype=torch.float64)
+        with sdpa_kernel(SDPBackend.MATH):
+            for X, y in batches:
+                grads = torch.autograd.grad(loss(model(X), y) * len(X) / total, params, create_graph=True)
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                out += torch.cat([h.reshape(-1) for h in torch.autograd.grad(flat @ v.to(flat.dtype), params)]).double()
+        return (out * d).numpy()
+
+    return float(eigsh(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=1, which="LA", tol=1e-12,
+                       v0=np.ones(n))[0][0])

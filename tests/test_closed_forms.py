@@ -37,7 +37,7 @@ def _random_hyper(name: str, rng: np.random.Generator) -> dict[str, float]:
     """Hyperparameters of ``name`` inside their ranges, each 0 one time in five where 0 is allowed."""
     hyper = {"eta": float(np.exp(rng.uniform(np.log(1e-4), 0.0)))}
     highs = {"beta": 0.999, "beta1": 0.999, "beta2": 0.999, "dampening": 0.99, "momentum_decay": 1.0,
-             "weight_decay": 0.99 / hyper["eta"]}
+             "weight_decay": 0.99 / hyper["eta"], "lr_decay": 1.0, "lambd": 10.0, "decay_power": 1.0}
     for h in OPTIMIZERS[name].hypers:
         if h == "eps":
             hyper[h] = float(rng.uniform(1e-10, 1e-3))
@@ -112,8 +112,8 @@ def test_eta_zero_gives_the_limit_of_the_constant(step):
     limit = constant_expression("adamw").subs({ETA: 0, SYMBOLS["beta1"]: sp.Rational(9, 10),
                                                STEP_SYMBOLS["k"]: 1 / sp.Rational(str(bias))})
     assert float(limit) == pytest.approx(expected, rel=1e-14)
-    for name in OPTIMIZERS:
-        if OPTIMIZERS[name].decay != "decoupled":
+    for name in OPTIMIZERS:  # ASGD's lr schedule reads eta: asked for, as where decay is decoupled
+        if OPTIMIZERS[name].decay != "decoupled" and not OPTIMIZERS[name].eta_in_coefficients:
             assert threshold_constant(name, step=step, eta=0.0) == threshold_constant(name, step=step)
 
 
@@ -230,3 +230,25 @@ def test_the_derivation_names_still_import_lazily():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         aeos_theory.nope  # noqa: B018
     assert math.isclose(threshold(0.9, 1e-3), 38_000, rel_tol=1e-12)
+
+
+def test_rerunning_a_finished_train_imports_no_heavy_library(tmp_path, capsys):
+    """A finished run folder is proven and reported (config checked, summary and row hash, the last row) with no
+    torch: `aeos train` into it again answers at once."""
+    from paper_figures.console import main
+
+    flags = ["train", "--dataset", "digits", "--n", "60", "--model", "mlp", "--width", "4", "--depth", "1",
+             "--optimizer", "adam", "--lr", "1e-3", "--steps", "2", "--measure-every", "1", "--no-progress",
+             "--out", str(tmp_path / "run")]
+    assert main(flags) == 0
+    first = capsys.readouterr().out
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "paper_figures.console", *flags],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == first and out.stdout.startswith("completed at step 2; 3 rows")
+    imported = {line.rpartition("|")[2].strip().split(".")[0] for line in out.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "deep" in imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    other = subprocess.run([sys.executable, "-m", "paper_figures.console", *flags[:-3], "--lr", "2e-3",
+                            "--no-progress", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "holds a run with a different config" in other.stderr

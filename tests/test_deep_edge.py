@@ -30,6 +30,11 @@ def _train(model, opt, x, y, steps: int, scheduler=None) -> None:
             scheduler.step()
 
 
+def _stepped(opt, model, x, y, steps: int = 1):
+    _train(model, opt, x, y, steps)
+    return opt
+
+
 def _reference(model, x, y, opt, p_of, decoupled: bool = False, lrs=None) -> float:
     """lambda_max(D^1/2 (H + W) D^1/2) with D = lr_g / P and W the coupled decay, in numpy (coordinates in
     the order of model.parameters(), as the dense Hessian's, whatever the order of the groups); ``lrs`` the
@@ -241,12 +246,15 @@ def test_sgd_with_two_learning_rates_is_measured_on_the_edge_operator():
 def test_errors_name_what_cannot_be_read():
     model, x, y = tiny_problem()
     data = [(x, y)]
-    adagrad = torch.optim.Adagrad(model.parameters())
-    _train(model, adagrad, x, y, 1)
-    with pytest.raises(ValueError, match="setting the package describes"):
-        deep.measure_edge(model, mse, data, adagrad)
-    with pytest.raises(ValueError, match="got torch.optim.Adamax"):
-        deep.measure_edge(model, mse, data, torch.optim.Adamax(model.parameters()))
+    rprop = torch.optim.Rprop(model.parameters())
+    _train(model, rprop, x, y, 1)
+    with pytest.raises(ValueError, match="^optimizer Rprop has no edge of stability to measure: its step is"):
+        deep.measure_edge(model, mse, data, rprop)
+    with pytest.raises(ValueError, match="^optimizer SparseAdam has no edge of stability to measure"):
+        deep.measure_edge(model, mse, data, torch.optim.SparseAdam(model.parameters()))
+    with pytest.raises(ValueError, match="setting the package describes"):  # decoupled decay with NAdam
+        deep.measure_edge(model, mse, data, _stepped(torch.optim.NAdam(model.parameters(), weight_decay=0.1,
+                                                                         decoupled_weight_decay=True), model, x, y))
     with pytest.raises(ValueError, match="no step yet"):
         deep.measure_edge(model, mse, data, torch.optim.Adam(model.parameters()))
     with pytest.raises(ValueError, match="maximize=True"):

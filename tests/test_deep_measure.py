@@ -208,7 +208,7 @@ def test_min_iter_guards_against_stopping_at_lambda_2():
     # cold measurements take at least COLD_MIN_ITER products, warm ones may stop earlier
     model, x, y = tiny_problem()
     cold = top_eigenpairs(model, mse, [(x, y)], tol=1e-3)
-    assert cold.hvps >= COLD_MIN_ITER == 12
+    assert cold.hvps >= COLD_MIN_ITER == 6
     warm = top_eigenpairs(model, mse, [(x, y)], tol=1e-3, init=cold.eigenvectors[:, 0])
     assert warm.hvps < cold.hvps and warm.top == pytest.approx(cold.top, rel=1e-3)
 
@@ -231,9 +231,14 @@ def test_one_public_way_to_build_an_operator_and_old_names_say_where_they_went()
 
 
 def test_non_finite_products_give_nan_not_a_crash():
-    model, x, y = tiny_problem()
-    with torch.no_grad():
-        model[0].weight[0, 0] = float("nan")  # a diverged network
+    """sqrt(z^2) at z = 0: finite outputs and loss, so the inputs pass the door, but NaN gradients (a NaN in
+    the inputs or a weight is refused at the door: tests/test_refusals.py)."""
+    class Root(torch.nn.Module):
+        def forward(self, z):
+            return torch.sqrt(z * z)
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False), Root()).double()
+    x, y = torch.zeros(4, 3, dtype=torch.float64), torch.ones(4, 2, dtype=torch.float64)
     with pytest.warns(LanczosConvergenceWarning, match="non-finite"):
         res = top_eigenpairs(model, mse, [(x, y)])
     assert np.isnan(res.top) and res.converged is False and res.hvps == 1

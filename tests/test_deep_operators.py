@@ -69,6 +69,64 @@ def test_cached_strategy_respects_the_memory_budget():
     torch.testing.assert_close(auto.start_direction(), g, rtol=1e-10, atol=1e-12)
 
 
+def test_batched_products_through_the_kept_graph(monkeypatch):
+    """matmat of the cached strategy: blocks of columns in one batched backward pass, equal to H V."""
+    from deep.curvature import hessian
+
+    model, x, y = tiny_problem(seed=6)
+    H = dense_hessian(model, x, y)
+    V = torch.randn(203, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    chunks = [(x[:13], y[:13]), (x[13:], y[13:])]
+    op = CachedDoubleBackward(model, mse, chunks)
+    assert op.block_size() > 1  # a small graph: many columns per pass (this call builds the graph)
+    monkeypatch.setattr(hessian, "BATCH_BYTES", 7 * op.graph_bytes)  # blocks of 7: 7 + 7 + 6 columns
+    assert op.block_size() == 7
+    np.testing.assert_allclose(op.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert op.matvecs == 20
+    original = torch.autograd.grad
+
+    def no_batching_rule(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
+    fallback = CachedDoubleBackward(model, mse, chunks)
+    np.testing.assert_allclose(fallback.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert fallback.block_size() == 1  # remembered: later products go one at a time
+    monkeypatch.setattr(torch.autograd, "grad", original)
+    over = CachedDoubleBackward(model, mse, chunks, memory_budget=0)  # nothing kept: one column at a time
+    assert over.block_size() == 1
+    np.testing.assert_allclose(over.matmat(V[:, :3]).numpy(), H @ V[:, :3].numpy(), rtol=1e-9, atol=1e-11)
+    opt, p = adam_steps(model, x, y)
+    pre = deep.curvature_operator(model, mse, chunks, opt)
+    assert pre.block_size() == 7
+    M = np.diag(p ** -0.5) @ dense_hessian(model, x, y) @ np.diag(p ** -0.5)
+    np.testing.assert_allclose(pre.matmat(V).numpy(), M @ V.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_compiled_strategy_is_the_dense_hessian_and_falls_back(monkeypatch):
+    """strategy="compiled" through dynamo and AOT autograd (the "aot_eager" backend stands in for inductor's
+    C++ compilation, minutes here; the benchmark runs inductor), and the fallback when compilation fails."""
+    from deep.curvature import hessian
+
+    model, x, y = tiny_problem(seed=3)
+    H = dense_hessian(model, x, y)
+    V = torch.randn(203, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    monkeypatch.setattr(hessian, "COMPILE_BACKEND", "aot_eager")
+    op = hessian_operator(model, mse, (x, y), strategy="compiled")
+    np.testing.assert_allclose(op.matmat(V).numpy(), H @ V.numpy(), rtol=1e-9, atol=1e-11)
+    assert op.strategy == "compiled" and model in hessian._COMPILED  # kept for the next operator
+
+    def broken(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(hessian, "COMPILE_BACKEND", broken)
+    other, x2, y2 = tiny_problem(seed=4)
+    fallback = hessian_operator(other, mse, (x2, y2), strategy="compiled")
+    np.testing.assert_allclose(fallback.matmat(V).numpy(), dense_hessian(other, x2, y2) @ V.numpy(), rtol=1e-9,
+                               atol=1e-11)
+    assert fallback.strategy.startswith("cached_double_backward (compilation failed")
+
+
 def test_protocol_scipy_export_user_operator_and_composition():
     model, x, y = tiny_problem(seed=5)
     H = dense_hessian(model, x, y)

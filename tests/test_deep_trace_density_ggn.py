@@ -14,10 +14,11 @@ from support import dense_hessian, digits_problem, mse, tiny_problem
 from torch import nn
 
 import deep
-from deep.curvature.density import lanczos_quadrature
+from deep.curvature.density import lanczos_quadrature, lanczos_quadratures
 from deep.curvature.ggn import GGNOperator
 from deep.curvature.hessian import hessian_operator
-from deep.curvature.trace import trace_estimate
+from deep.curvature.operators import CallableOperator
+from deep.curvature.trace import block_krylov_range, trace_estimate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,6 +78,37 @@ def test_trace_is_exact_when_the_lanczos_range_spans_the_space():
     assert res.estimate == pytest.approx(np.trace(H), rel=1e-9) and res.stderr == 0.0
     with pytest.raises(ValueError, match="estimator must be one of"):
         deep.hessian_trace(model, mse, (x, y), estimator="xtrace")
+
+
+def test_block_krylov_range_spans_the_block_krylov_space():
+    """Q of block_krylov_range against the space [S, A S, A^2 S] built densely in numpy from the same block S."""
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((40, 40))
+    A = B @ B.T / 40 + np.diag(np.linspace(0, 5, 40))
+    op = CallableOperator(lambda v: torch.as_tensor(A) @ v, 40, dtype=torch.float64)
+    Q, low_rank = block_krylov_range(op, 12, 4, torch.Generator().manual_seed(3))
+    np.testing.assert_allclose(Q.T.numpy() @ Q.numpy(), np.eye(12), atol=1e-12)
+    assert low_rank == pytest.approx(np.trace(Q.T.numpy() @ A @ Q.numpy()), rel=1e-12) and op.matvecs == 12
+    S = (2 * torch.randint(0, 2, (40, 4), generator=torch.Generator().manual_seed(3), dtype=torch.int8) - 1).double()
+    K = np.hstack([np.linalg.matrix_power(A, j) @ S.numpy() for j in range(3)])
+    residual = K - Q.numpy() @ (Q.numpy().T @ K)
+    assert np.linalg.norm(residual) < 1e-9 * np.linalg.norm(K)
+    Q, low_rank = block_krylov_range(op, 40, 6, torch.Generator().manual_seed(3))  # the whole space
+    assert low_rank == pytest.approx(np.trace(A), rel=1e-12)
+
+
+def test_probes_advanced_together_equal_one_probe_at_a_time():
+    model, x, y = tiny_problem(seed=3)
+    op = hessian_operator(model, mse, (x, y))
+    assert op.block_size() > 1  # products of the probes batched
+    Z = torch.randn(203, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    nodes, weights = lanczos_quadratures(op, Z, steps=10)
+    assert op.matvecs == 30
+    for j in range(3):
+        alone = hessian_operator(model, mse, (x, y), strategy="reverse_over_reverse")  # one product at a time
+        n1, w1 = lanczos_quadrature(alone, Z[:, j], steps=10)
+        np.testing.assert_allclose(nodes[j].numpy(), n1.numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(weights[j].numpy(), w1.numpy(), rtol=1e-7, atol=1e-12)
 
 
 def test_lanczos_quadrature_reproduces_the_moments_of_the_probe():

@@ -68,6 +68,33 @@ def test_cifar10_errors_say_what_was_expected(tmp_path):
         load_cifar10(folder, n=21)
 
 
+class _Hostile:
+    """What a crafted batch carries: unpickling it calls a function of its choice (here, it writes a file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import builtins
+
+        return builtins.exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def test_cifar10_batches_are_read_by_a_restricted_unpickler(tmp_path):
+    """A batch whose pickle asks to call builtins.exec is refused with one ValueError naming the file, and the
+    code never runs (the marker file is not written); a real batch with a numpy array still loads."""
+    folder = tmp_path / "cifar-10-batches-py"
+    write_fake_cifar(folder)
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": _Hostile(str(marker)), b"labels": [0]}, fh)
+    with pytest.raises(ValueError, match=r"data_batch_3.*refused.*builtins\.exec"):
+        load_cifar10(folder, n=4)
+    assert not marker.exists()
+    write_fake_cifar(folder)
+    assert load_cifar10(folder, n=4).X.shape == (4, 3, 32, 32)
+
+
 def test_text_windows_are_the_corpus_shifted_by_one():
     ds = load_text(n=5, context=16)
     corpus = text_corpus()

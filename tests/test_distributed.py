@@ -28,7 +28,8 @@ SMALL = dict(dataset="digits", n=200, model="mlp", width=32, loss="mse", optimiz
 
 
 def test_sharded_measurements_equal_one_process(tmp_path):
-    """Loss, gradient, HVP, S, S_P, eta_S_P and a seeded trace from two shards equal the whole batch's."""
+    """Loss, gradient, HVP, S, S_P, eta_S_P and a seeded trace from two shards equal the whole batch's, and so do
+    the batch sharpness's seeded minibatches (drawn from the whole data set, each rank adding its members)."""
     import torch.multiprocessing as mp
 
     mp.start_processes(sharded_measurements, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,

@@ -57,8 +57,10 @@ def _independent_top_eigenvalue(model, chunks, scale: torch.Tensor) -> float:
 def test_readme_deep_tour_measures_what_eigsh_measures(capsys):
     """The plain-python block runs as written; its S and S_P match eigsh on independent HVPs, with
     P = sqrt(v / (1 - beta2^t)) + eps rebuilt here from Adam's state."""
-    # the other plain block (deep.Shard) runs only under torchrun: tests/test_distributed.py makes its calls
-    blocks = [b for b in _blocks("python") if ">>>" not in b and "deep.Shard" not in b]
+    # the other plain blocks: deep.Shard runs only under torchrun (tests/test_distributed.py makes its calls),
+    # the GPT loop with deep.Monitor runs in test_readme_gpt_loop_runs_end_to_end, the callbacks need their libraries
+    blocks = [b for b in _blocks("python") if ">>>" not in b and "deep.Shard" not in b and "deep.Monitor(" not in b
+              and "_callback(" not in b]
     assert len(blocks) == 1
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
@@ -75,6 +77,50 @@ def test_readme_deep_tour_measures_what_eigsh_measures(capsys):
     assert edge.eta_S_P == pytest.approx(lr * expected, rel=2e-3)
     assert edge.constant == pytest.approx((2 + 1.8) * (1 - 0.9**300) / 0.1, rel=1e-9)
     assert f"{edge.eta_S_P:.1f}" in capsys.readouterr().out
+
+
+def _gpt_block() -> str:
+    (block,) = [b for b in _blocks("python") if "deep.Monitor(" in b]
+    return block
+
+
+def test_readme_gpt_loop_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """The README's own-loop example as written, on 16 windows for 30 updates measured every 10 (the three
+    numbers substituted here; the model, the schedule to 0 and the monitor unchanged): rows at 10, 20, 30,
+    the last update at lr 0 with eta * S_P = 0, the CSV written and read back, the printout."""
+    block = _gpt_block()
+    for old, new in (("deep.load_text(128, context=32)", "deep.load_text(16, context=32)"),
+                     ("steps, warmup, every = 1000, 100, 100", "steps, warmup, every = 30, 5, 10")):
+        assert old in block
+        block = block.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    namespace: dict = {}
+    try:
+        exec(compile(block, "README.md", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    rows = namespace["monitor"].rows
+    assert [row["step"] for row in rows] == [10, 20, 30]
+    assert sum(p.numel() for p in namespace["model"].parameters()) == 29_792
+    assert rows[-1]["lr"] == 0.0 and rows[-1]["eta_S_P"] == 0.0
+    assert all(np.isfinite(row["eta_S_P"]) and row["eta_S_P"] > 0 for row in rows[:-1])
+    import deep
+
+    assert [r["step"] for r in deep.read_metrics(tmp_path / "runs/gpt/edge.csv")] == [10, 20, 30]
+    out = capsys.readouterr().out
+    assert out.count("eta*S_P") == 3 and "measuring cost" in out
+
+
+def test_the_benchmark_measures_the_readme_gpt():
+    """benchmarks/real_loop.py quotes the cost of the README's loop: its model is the README's, line for line."""
+    bench = (README.parent / "benchmarks" / "real_loop.py").read_text()
+
+    def model_source(text: str) -> list[str]:
+        code = text[text.index("class Block"): text.index("def lm_loss")]
+        return [line.split("#")[0].rstrip() for line in code.splitlines() if line.split("#")[0].strip()]
+
+    assert model_source(bench) == model_source(_gpt_block())
 
 
 def test_every_aeos_command_in_the_readme_parses():

@@ -135,6 +135,17 @@ def test_rows_before_the_checkpoint_cannot_change_or_vanish(tmp_path, monkeypatc
     assert same_rows(read_metrics(run(TrainConfig(**SMALL), out, progress=False)), reference)
 
 
+def test_a_run_started_with_other_columns_is_not_continued_in_the_same_file(tmp_path, monkeypatch):
+    """A folder whose metrics.csv has the columns of an earlier version (before the minibatch columns) is
+    refused on resume: appending rows of another layout would make the file unreadable."""
+    import deep.training.runlog as runlog
+
+    monkeypatch.setattr(runlog, "COLUMNS", tuple(c for c in runlog.COLUMNS if c not in runlog.BATCH_COLUMNS))
+    out = _partial(tmp_path, monkeypatch, "r", checkpoints=2)
+    with pytest.raises(RecordError, match="has other columns than this version of aeos writes"):
+        run(TrainConfig(**SMALL), out, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["two rows", "torn last line", "deleted"])
 def test_a_finished_run_verifies_its_rows_before_saying_completed(tmp_path, damage):
     out = tmp_path / "r"

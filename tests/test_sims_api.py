@@ -40,6 +40,33 @@ def test_batch_matches_numpy_reference(optimizer, hyper):
     np.testing.assert_allclose(res.loss, 0.5 * np.sum(h * ref * ref, axis=1), rtol=1e-9)
 
 
+BIT_CASES = [
+    ("gd", {"weight_decay": 0.05}),
+    ("heavy_ball", {"beta": 0.9, "dampening": 0.2, "weight_decay": 0.05}),
+    ("nesterov", {"beta": 0.8}),
+    ("adam", {"beta1": 0.9, "beta2": 0.99}),
+    ("adam", {"beta1": 0.2, "beta2": 0.99, "weight_decay": 0.05}),  # torch.lerp's other formula (w > 0.5)
+    ("adamw", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.3}),
+    ("rmsprop", {"beta": 0.5, "beta2": 0.99, "weight_decay": 0.05}),
+    ("nadam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),
+]
+
+
+@pytest.mark.parametrize("optimizer,hyper", BIT_CASES, ids=[f"{o}-{i}" for i, (o, _) in enumerate(BIT_CASES)])
+def test_every_batch_layout_equals_numpy_reference_bit_for_bit(optimizer, hyper):
+    """The kernels do torch's operations in torch's order, as the numpy reference does: the final iterates
+    are equal to the last bit in each layout the batch takes, many small runs with one eta (run-major),
+    per-run etas (one run per item, parallel), one run (serial), and one long run split in pieces."""
+    rng = np.random.default_rng(4)
+    for B, d, eta in ((40, 6, 0.02), (40, 6, np.linspace(0.005, 0.02, 40)), (1, 9, 0.02), (1, 700, 0.02)):
+        h = np.tile(np.logspace(0, 1, d), (B, 1))
+        x0 = rng.standard_normal((B, d))
+        res = simulate_batch(optimizer, h, x0, eta, 300, **hyper)
+        ref = reference_batch(optimizer, h, x0, eta, 300, **hyper)
+        assert not res.diverged.any()
+        assert res.x.tobytes() == ref.tobytes(), (B, d, float(np.max(np.abs(res.x - ref))))
+
+
 def test_split_runs_equal_unsplit_runs():
     """Splitting one long diagonal run into coordinate pieces (used when B < threads) is exact,
     including a run that diverges: its final iterate is the one of its divergence step."""
@@ -131,6 +158,8 @@ H2 = np.array([[2.0, 0.5], [0.5, 1.0]])
     (lambda: simulate_batch("adam", np.ones(3), np.ones(3), 1e-3, 10), "h"),
     (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((2, 3)), 1e-3, 10), "x0"),
     (lambda: simulate_batch("sgd", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10), "optimizer"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10, dtype="float16"), "dtype"),
+    (lambda: simulate_batch("adam", np.ones((3, 2)), np.ones((3, 2)), 1e-3, 10, dtype="double32"), "dtype"),
 ])
 def test_bad_input_raises_value_error(call, word):
     with pytest.raises(ValueError, match=word):
@@ -162,6 +191,21 @@ def test_many_small_runs_layout_equals_row_layout(optimizer, hyper, frozen):
     ref = reference_batch(optimizer, h[ok], x0[ok], 1e-2, 300, **hyper) if not frozen else None
     if ref is not None:
         np.testing.assert_allclose(res.x[ok], ref, rtol=1e-10, atol=1e-14)
+
+
+def test_float32_divergence_matches_closed_form():
+    """GD with eta = 1 on L = 1/2 h x^2 from x = 1: x_t = (1 - h)^t exactly (powers of two).  In float32 a
+    run diverges at the first t with |x_t| above blowup, or above the largest float32 (3.4e38 < 2^128)
+    whatever blowup: without that bound an overflow to inf would pass the test |x| <= blowup = inf."""
+    h = np.array([[3.0], [0.5]])  # x_t = (-2)^t and 2^-t (until float32 underflow)
+    res = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 300, blowup=1e30, dtype="float32")
+    assert res.x.dtype == np.float32
+    assert res.diverged_at.tolist() == [100, -1]  # 2^99 < 1e30 < 2^100
+    assert res.x[0, 0] == 2.0 ** 100
+    res32 = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 400, dtype="float32")  # blowup 1e100
+    res64 = simulate_batch("gd", h, np.ones((2, 1)), 1.0, 400)
+    assert res32.diverged_at.tolist() == [128, -1] and np.isinf(res32.x[0, 0])  # 2^128 overflows float32
+    assert res64.diverged_at.tolist() == [333, -1]  # 2^332 < 1e100 < 2^333
 
 
 def test_weight_decay_checked_against_every_eta():

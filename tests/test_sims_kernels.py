@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sims import simulate
+from sims import simulate, simulate_batch
 from sims.reference import reference_run
 
 STEPS = 500
@@ -120,3 +120,36 @@ def test_kernel_matches_torch_optim(optimizer, eta, hyper, dense):
         torch.set_default_dtype(old)
     res = simulate(optimizer, H, x0, eta, STEPS, record_x=True, **hyper)
     assert _rel(res.trajectory, np.array(traj)) <= 1e-10
+
+
+@pytest.mark.parametrize("optimizer,eta,hyper", list(TORCH_CASES.values()), ids=list(TORCH_CASES))
+def test_float32_batch_matches_torch_optim_in_float32(optimizer, eta, hyper):
+    """simulate_batch(dtype="float32") against torch.optim stepping float32 tensors, 300 steps: 40 runs
+    with one eta (one (40, 8) tensor: the optimizers act elementwise) and 3 runs with their own eta (one
+    optimizer each).  Both round every operation to float32 and differ only where torch's vectorised
+    kernels contract or reorder: by 1e-5 of max |x| at most (300 steps of float32 rounding, eps 1.2e-7).
+    The etas are a quarter of the cases' and below, away from the edge, where such 1-ulp differences
+    would grow chaotically over 40 random starts."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    h = np.logspace(0, 1, D)
+    for etas in (np.full(40, eta / 4), np.array([eta / 4, eta / 6, eta / 10])):
+        B = len(etas)
+        x0 = rng.standard_normal((B, D))
+        res = simulate_batch(optimizer, np.tile(h, (B, 1)), x0, etas if B < 40 else etas[0], 300, dtype="float32",
+                             **hyper)
+        assert res.x.dtype == np.float32
+        groups = [slice(0, B)] if B == 40 else [slice(b, b + 1) for b in range(B)]
+        ref = np.empty((B, D), dtype=np.float32)
+        for rows in groups:
+            x = torch.tensor(x0[rows], dtype=torch.float32, requires_grad=True)
+            ht = torch.tensor(h, dtype=torch.float32)
+            opt = _torch_optimizer(torch, optimizer, [x], float(etas[rows][0]), hyper)
+            for _ in range(300):
+                with torch.no_grad():
+                    x.grad = ht * x
+                opt.step()
+            ref[rows] = x.detach().numpy()
+        assert _rel(res.x, ref) <= 1e-5
+        res64 = simulate_batch(optimizer, np.tile(h, (B, 1)), x0, etas, 300, **hyper)
+        assert _rel(res.x, res64.x) > 1e-8  # the float32 run did round to float32

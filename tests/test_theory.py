@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aeos_theory import LAMBDA, OPTIMIZERS, SYMBOLS, derive, derive_boundary, identify, stability_threshold, threshold
-from support import nadam_mu, spectral_radius, step_map
+from support import ZOO_MAPS, nadam_mu, spectral_radius, step_map
 
 eta, beta, beta1, d, wd = (SYMBOLS[n] for n in ("eta", "beta", "beta1", "dampening", "weight_decay"))
 
@@ -36,7 +36,17 @@ CLOSED_FORMS = {
     "adamw": (1 + beta1) * (2 - eta * wd) / ((1 - beta1) * eta),
     "rmsprop": (2 + 2 * beta) / eta,
     "nadam": (2 + 2 * beta1) / ((1 - beta1) * (1 + 2 * beta1) * eta),
+    # beyond the paper's seven (tests/test_zoo_theory.py checks them against torch's maps); Adagrad's and
+    # ASGD's lr decays to 0, so their settled update is stable at every curvature
+    "adagrad": sp.oo, "asgd": sp.oo, "adadelta": 2 / eta, "shampoo": 2 / eta,
+    "adamax": (2 + 2 * beta1) / ((1 - beta1) * eta), "radam": (2 + 2 * beta1) / ((1 - beta1) * eta),
+    "adafactor": (2 - eta * wd) / eta,
+    "muon": (1 + beta) * (2 - eta * wd) / ((1 - beta) * (1 + 2 * beta) * eta),
+    "muon_plain": (1 + beta) * (2 - eta * wd) / ((1 - beta) * eta),
+    "soap": (1 + beta1) * (2 - eta * wd) / ((1 - eta * wd) * (1 - beta1) * eta),
 }
+#: The paper's seven, whose maps the tests below write from torch's source (the rest: test_zoo_theory.py).
+PAPER = sorted(name for name in OPTIMIZERS if name not in ZOO_MAPS)
 STEPS = (1, 10, 100, 1000, 20000)
 
 
@@ -46,7 +56,8 @@ def test_every_optimizer_has_a_closed_form_here():
 
 @pytest.mark.parametrize("name", sorted(CLOSED_FORMS))
 def test_derivation_equals_closed_form(name):
-    assert sp.simplify(derive(name) - CLOSED_FORMS[name]) == 0
+    expected = CLOSED_FORMS[name]
+    assert derive(name) == expected if expected == sp.oo else sp.simplify(derive(name) - expected) == 0
     assert derive_boundary(name).kind == "z = -1"
 
 
@@ -89,18 +100,19 @@ def random_hyper(name: str, rng: np.random.Generator) -> dict:
     return hyper
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", PAPER)
 @pytest.mark.parametrize("t", STEPS)
 def test_step_threshold_is_the_edge_of_torchs_t_th_update(name, t):
     """At 25 random hyperparameter draws (and P in [1e-3, 10]), the spectral radius of torch's t-th
-    update crosses 1 at lambda* = stability_threshold(step=t): lambda = (h + wd)/P, coupled decay."""
+    update crosses 1 at lambda* = stability_threshold(step=t), to 1e-7 relative (a coefficient wrong by
+    6e-6, such as NAdam's mu_t in place of mu_(t+1), fails): lambda = (h + wd)/P, coupled decay."""
     rng = np.random.default_rng(zlib.crc32(f"{name} {t}".encode()))  # the same draws in every process
     for _ in range(25):
         hyper = random_hyper(name, rng)
         p = float(10 ** rng.uniform(-3, 1)) if name in ("adam", "adamw", "nadam", "rmsprop") else 1.0  # SGD: P = I
         lam = stability_threshold(name, step=t, **hyper)
         coupled = 0.0 if name == "adamw" else hyper.get("weight_decay", 0.0)
-        for factor, stable in ((0.999, True), (1.001, False)):
+        for factor, stable in ((1 - 1e-7, True), (1 + 1e-7, False)):
             h = factor * lam * p - coupled  # the raw curvature at (factor * lambda*)
             assert (spectral_radius(step_map(name, h, p, hyper, t)) < 1) == stable, (hyper, p, factor)
 
@@ -189,7 +201,7 @@ step_size = st.floats(1e-5, 10.0)
 fraction = st.floats(0.0, 0.99)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", PAPER)
 @settings(max_examples=100, deadline=None)
 @given(eta_=step_size, b=coefficient, damp=fraction, wd_fraction=fraction)
 def test_settled_threshold_is_the_stability_edge(name, eta_, b, damp, wd_fraction):
@@ -228,7 +240,8 @@ def test_identify_names_the_optimizer_a_param_group_runs(torch_class, group, exp
 
 
 @pytest.mark.parametrize("torch_class, group, words", [
-    ("Adamax", {"lr": 1e-3}, "torch.optim Adam"),
+    ("Rprop", {"lr": 1e-3}, "^optimizer Rprop has no edge of stability to measure: its step is -lr_i sign"),
+    ("SparseAdam", {"lr": 1e-3}, "SparseAdam has no edge .*sparse gradient"),
     ("NAdam", {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1, "momentum_decay": 0.004,
                "decoupled_weight_decay": True}, "setting the package describes"),
     ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": True},

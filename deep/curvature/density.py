@@ -13,6 +13,8 @@ Averaged over ``probes`` probes and smoothed with a Gaussian of width sigma,
 
 which integrates to 1 (renormalised on the grid, which spans the nodes +- 5 sigma).  This is the
 method of Ghorbani, Krishnan and Xiao (2019), PyHessian's ``density``, with full reorthogonalisation.
+The probes' Lanczos runs advance together, each step's products taken in one ``matmat`` (batched by the
+operators that can, :meth:`~deep.curvature.operators.CurvatureOperator.block_size`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aeos_base import checks
 
 from .build import curvature_operator
 from .inputs import LossFn
-from .lanczos import lanczos
+from .lanczos import Convergence, KrylovBasis
 from .operators import CurvatureOperator, as_operator
 from .params import ParamSelection
 
@@ -52,6 +54,11 @@ class SpectralDensity:
     sigma: float
     hvps: int
 
+    def __repr__(self) -> str:
+        probes, steps = self.nodes.shape
+        return (f"SpectralDensity({probes} probes x {steps} nodes, grid [{self.grid[0]:.4g}, {self.grid[-1]:.4g}] "
+                f"({len(self.grid)} points), sigma={self.sigma:.4g}, hvps={self.hvps})")
+
     def moment(self, p: int) -> float:
         """The quadrature estimate of (1/n) tr(A^p), from the nodes and weights (not the smoothed curve)."""
         return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
@@ -64,12 +71,49 @@ def lanczos_quadrature(op: CurvatureOperator, probe: Tensor, steps: int) -> tupl
     """
     op = as_operator(op)
     steps = checks.integer("steps", steps, low=1, high=op.n)
-    v = probe.to(device=op.device, dtype=op.dtype)
-    v = v / torch.linalg.vector_norm(v)
-    res = lanczos(op, k=steps, tol=1e-300, max_iter=steps, min_iter=steps, init=v, warn=False)
-    weights = (res.eigenvectors.T.double() @ v.double()) ** 2
-    order = torch.argsort(res.eigenvalues)
-    return res.eigenvalues[order], weights.cpu()[order]
+    nodes, weights = lanczos_quadratures(op, probe.reshape(-1, 1), steps)
+    return nodes[0], weights[0]
+
+
+def lanczos_quadratures(op: CurvatureOperator, probes: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """:func:`lanczos_quadrature` of every column of ``probes`` (n, p): (p, steps) nodes and weights.
+
+    The p Lanczos runs (:class:`deep.curvature.lanczos.KrylovBasis`, full reorthogonalisation, a random
+    restart if a Krylov space becomes invariant) advance in step, so that each step's p products are one
+    ``matmat``: an operator that batches its products takes them together.
+    """
+    n, p = probes.shape
+    V = probes.to(device=op.device, dtype=op.dtype)
+    V = V / torch.linalg.vector_norm(V, dim=0, keepdim=True)
+    bases = [KrylovBasis(n, steps, op.device, op.dtype) for _ in range(p)]
+    tests = [Convergence(1, 1e-300, "largest") for _ in range(p)]
+    generators = [torch.Generator().manual_seed(0) for _ in range(p)]
+    current, finite = V.clone(), [True] * p
+    for j in range(steps):
+        for i, basis in enumerate(bases):
+            basis.append(current[:, i])
+        W = op.matmat(current)
+        for i, basis in enumerate(bases):
+            alpha, r = basis.extend(current[:, i], W[:, i])
+            beta = float(torch.linalg.vector_norm(r))
+            finite[i] = finite[i] and math.isfinite(alpha) and math.isfinite(beta)
+            if not finite[i]:  # this probe is done (its quadrature will be nan); zeros cost nothing to track
+                current[:, i] = 0
+            elif j + 1 < steps:
+                theta, s = basis.ritz()
+                invariant = tests[i].residuals(theta, s, alpha, beta)[2]
+                current[:, i] = basis.restart(generators[i]) if invariant else basis.continue_with(beta, r)
+    nodes, weights = [], []
+    for i, basis in enumerate(bases):
+        if not finite[i]:  # e.g. a diverged network: this probe's quadrature is nan
+            nodes.append(torch.full((steps,), math.nan, dtype=torch.float64))
+            weights.append(torch.full((steps,), math.nan, dtype=torch.float64))
+            continue
+        theta, s = basis.ritz()
+        w = (basis.vectors(s, torch.arange(steps)).T.double() @ V[:, i].double()) ** 2
+        nodes.append(theta)
+        weights.append(w.cpu())
+    return torch.stack(nodes), torch.stack(weights)
 
 
 def density_estimate(op: CurvatureOperator, *, steps: int = 60, probes: int = 4, sigma: float | None = None,
@@ -82,13 +126,10 @@ def density_estimate(op: CurvatureOperator, *, steps: int = 60, probes: int = 4,
     grid_points = checks.integer("grid_points", grid_points, low=2)
     generator = torch.Generator().manual_seed(int(seed))
     start = op.matvecs
-    nodes, weights = [], []
-    for _ in range(probes):
-        z = (2 * torch.randint(0, 2, (op.n,), generator=generator, dtype=torch.int8) - 1).to(torch.float64)
-        theta, w = lanczos_quadrature(op, z, steps)
-        nodes.append(theta.numpy())
-        weights.append(w.numpy())
-    nodes_a, weights_a = np.array(nodes), np.array(weights)
+    Z = torch.stack([(2 * torch.randint(0, 2, (op.n,), generator=generator, dtype=torch.int8) - 1).to(torch.float64)
+                     for _ in range(probes)], dim=1)
+    nodes_t, weights_t = lanczos_quadratures(op, Z, steps)
+    nodes_a, weights_a = nodes_t.numpy(), weights_t.numpy()
     span = float(nodes_a.max() - nodes_a.min())
     if sigma is None:
         sigma = 0.01 * span if span > 0 else 1e-3 * max(abs(float(nodes_a.max())), 1.0)
@@ -111,7 +152,7 @@ def spectral_density(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: to
         steps: Lanczos steps per probe (quadrature nodes; PyHessian's ``iter``). probes: number of
             Rademacher probes (PyHessian's ``n_v``). sigma: Gaussian smoothing width in eigenvalue units
             (None: 1% of the range of the nodes). grid_points: size of the grid. seed: the probes' seed.
-        params: parameter block (:mod:`deep.curvature.params`). curvature: "hessian" or "ggn".
+        params: parameter block (:mod:`deep.curvature.params`). curvature: one of :data:`deep.curvature.CURVATURES`.
         strategy: the HVP strategy (:mod:`deep.curvature.hessian`).
 
     Returns:

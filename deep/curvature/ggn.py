@@ -22,14 +22,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from aeos_base import checks
 
 from .hessian import GraphMeter, ModelOperator, default_memory_budget
-from .inputs import LossFn, evaluation
+from .inputs import LossFn, evaluation, forward
 from .params import ParamSelection
 from .reductions import reduce_mean
+from .twice import check_graph
 
 
 class _ChunkGraphs:
@@ -38,23 +38,40 @@ class _ChunkGraphs:
     def __init__(self, op: "GGNOperator", leaves: dict[str, Tensor], order: list[Tensor], inputs, targets) -> None:
         with torch.enable_grad():
             with evaluation(op.model):
-                self.out = functional_call(op.model, (leaves, op._fixed), inputs)
+                self.out = forward(op.model, (leaves, op._fixed), inputs)
+            if not isinstance(self.out, Tensor):
+                raise ValueError("curvature='ggn' needs a model that returns a tensor of outputs; got a "
+                                 f"{type(self.out).__name__}")
             out_leaf = self.out.detach().requires_grad_(True)
             self.out_leaf = out_leaf
             self.dl_df = torch.autograd.grad(op.loss_fn(out_leaf, targets), out_leaf, create_graph=True)[0]
             self.u = torch.zeros_like(self.out, requires_grad=True)
             self.jt_u = torch.autograd.grad(self.out, order, grad_outputs=self.u, create_graph=True,
                                             materialize_grads=True)
+        check_graph([*self.jt_u, self.dl_df])
         self.order = order
 
-    def product(self, parts: list[Tensor]) -> list[Tensor]:
+    def jacobian_product(self, parts: list[Tensor]) -> Tensor:
+        """J v, shaped like the outputs (a backward pass through the graph of J^T u, linear in u)."""
         live = [i for i, t in enumerate(self.jt_u) if t.requires_grad]
-        jv = torch.autograd.grad([self.jt_u[i] for i in live], self.u, [parts[i] for i in live],
-                                 retain_graph=True, materialize_grads=True)[0]
-        if not self.dl_df.requires_grad:  # a loss linear in the outputs: H_L = 0
+        return torch.autograd.grad([self.jt_u[i] for i in live], self.u, [parts[i] for i in live],
+                                   retain_graph=True, materialize_grads=True)[0]
+
+    def output_curvature(self, jv: Tensor) -> Tensor | None:
+        """H_L (J v) through the graph of dL/df (None for a loss linear in the outputs: H_L = 0)."""
+        if not self.dl_df.requires_grad:
+            return None
+        return torch.autograd.grad(self.dl_df, self.out_leaf, jv, retain_graph=True)[0]
+
+    def transpose_product(self, w: Tensor | None) -> list[Tensor]:
+        """J^T w for w shaped like the outputs (a backward pass through the forward graph); None: 0."""
+        if w is None:
             return [torch.zeros_like(p) for p in self.order]
-        w = torch.autograd.grad(self.dl_df, self.out_leaf, jv, retain_graph=True)[0]
         return list(torch.autograd.grad(self.out, self.order, w, retain_graph=True, materialize_grads=True))
+
+    def product(self, parts: list[Tensor]) -> list[Tensor]:
+        """J^T H_L J v."""
+        return self.transpose_product(self.output_curvature(self.jacobian_product(parts)))
 
     def gradient(self) -> list[Tensor]:
         return list(torch.autograd.grad(self.out, self.order, self.dl_df.detach(), retain_graph=True,
@@ -69,6 +86,7 @@ class GGNOperator(ModelOperator):
     """
 
     strategy = "ggn"
+    chunk_graphs = _ChunkGraphs  # what one chunk keeps and how it multiplies (a subclass swaps it)
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, params: ParamSelection = None,
                  memory_budget: int | None = None) -> None:
@@ -93,7 +111,7 @@ class GGNOperator(ModelOperator):
                 continue
             counter = GraphMeter()
             with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
-                graphs = _ChunkGraphs(self, *self._leaves_order, inputs, targets)
+                graphs = self.chunk_graphs(self, *self._leaves_order, inputs, targets)
             if used + counter.bytes > self.memory_budget:
                 self._rest.append((inputs, targets, n))
                 continue
@@ -105,7 +123,7 @@ class GGNOperator(ModelOperator):
             self._build()
         yield from self._kept
         for inputs, targets, n in self._rest:  # over the budget: rebuilt for this product only
-            yield _ChunkGraphs(self, *self._leaves(), inputs, targets), n
+            yield self.chunk_graphs(self, *self._leaves(), inputs, targets), n
 
     def _matvec(self, v: Tensor) -> Tensor:
         tangents = self.layout.split(v)
@@ -118,6 +136,7 @@ class GGNOperator(ModelOperator):
     def start_direction(self) -> Tensor:
         """The full-batch gradient g = sum_i (n_i/N) J_i^T dL_i/df (from the kept graphs)."""
         acc = torch.zeros(self.n, dtype=self.dtype, device=self.device)
-        for graphs, n in self._each_chunk():
-            acc.add_(self.layout.flatten(graphs.gradient()).detach(), alpha=n)
+        with self.twice_differentiable():
+            for graphs, n in self._each_chunk():
+                acc.add_(self.layout.flatten(graphs.gradient()).detach(), alpha=n)
         return reduce_mean(acc, self._count, self.group)

@@ -11,11 +11,13 @@ scipy's ``eigsh`` (ARPACK) uses, so the two are compared at equal ``tol``.  For 
 accepted eigenvalue is then within ``tol * |theta_i|`` of an eigenvalue of A, and in practice within
 about (tol theta)^2 / gap.
 
-Each new vector is orthogonalised against the whole basis twice ("twice is enough", DGKS), which
-keeps the Ritz values free of the ghost copies plain Lanczos produces; the basis is stored on the
-operator's device, n x (iterations) numbers.  The basis may run into an invariant subspace (beta_j
-~ 0, e.g. when warm-started from an exact eigenvector); then a fresh random direction orthogonal to
-the basis continues the run, so fewer than ``k`` eigenvalues are never returned.
+The run is three parts: :class:`KrylovBasis` holds the Lanczos vectors and T_j and takes each step (the
+three-term recurrence, then :func:`reorthogonalise` against the whole basis, twice, "twice is enough"
+(DGKS), which keeps the Ritz values free of the ghost copies plain Lanczos produces; the basis is
+stored on the operator's device, n x (iterations) numbers); :class:`Convergence` is the residual test;
+:func:`lanczos` runs them.  The basis may run into an invariant subspace (beta_j ~ 0, e.g. when
+warm-started from an exact eigenvector); then :meth:`KrylovBasis.restart` continues the run with a
+fresh random direction orthogonal to the basis, so fewer than ``k`` eigenvalues are never returned.
 
 Power iteration is not used: its error shrinks like (lambda_2 / lambda_1)^j, hopeless when the top two
 eigenvalues nearly coincide, which is the Edge-of-Stability regime; Lanczos converges like
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -60,7 +62,7 @@ class LanczosResult:
     """
 
     eigenvalues: Tensor
-    eigenvectors: Tensor
+    eigenvectors: Tensor = field(repr=False)
     residuals: Tensor
     matvecs: int
     converged: bool
@@ -88,6 +90,116 @@ def _start_vector(init: Tensor | None, n: int, generator, device, dtype) -> Tens
     norm = torch.linalg.vector_norm(v)
     _check("init", bool(torch.isfinite(norm)) and float(norm) > 0, "a finite non-zero vector", "norm " + str(float(norm)))
     return v / norm
+
+
+class KrylovBasis:
+    """The orthonormal Lanczos vectors q_0 .. q_j (rows of ``Q``) and the tridiagonal T_j = Q A Q^T.
+
+    ``alphas[i]`` = q_i^T A q_i; ``betas[i]`` couples q_i and q_(i+1) (0.0 marks a restart).  The rows live in
+    one buffer on the operator's device, grown by doubling up to ``capacity``.
+    """
+
+    def __init__(self, n: int, capacity: int, device, dtype) -> None:
+        self.n, self.capacity = n, capacity
+        self._rows = torch.empty(min(capacity, 32), n, device=device, dtype=dtype)
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.alphas)
+
+    @property
+    def Q(self) -> Tensor:
+        """The basis so far, (size, n)."""
+        return self._rows[: self.size]
+
+    def append(self, q: Tensor) -> None:
+        """Make ``q`` the next row (its alpha is appended by :meth:`extend`)."""
+        j = self.size
+        if j == self._rows.shape[0]:
+            grown = torch.empty(min(2 * j, self.capacity), self.n, device=self._rows.device, dtype=self._rows.dtype)
+            grown[:j] = self._rows[:j]
+            self._rows = grown
+        self._rows[j] = q
+
+    def extend(self, q: Tensor, w: Tensor) -> tuple[float, Tensor]:
+        """One Lanczos step from q_j = ``q`` and w = A q_j: alpha_j = q_j^T w and the residual
+        r = w - alpha_j q_j - beta_(j-1) q_(j-1), reorthogonalised against the whole basis."""
+        alpha = float(torch.dot(q, w))
+        self.alphas.append(alpha)
+        r = w - alpha * q
+        if self.size > 1:
+            r = r - self.betas[-1] * self._rows[self.size - 2]
+        return alpha, reorthogonalise(r, self.Q)
+
+    def ritz(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues theta (ascending, float64) and eigenvectors s of T_j."""
+        a = torch.tensor(self.alphas, dtype=torch.float64)
+        b = torch.tensor(self.betas, dtype=torch.float64)
+        return torch.linalg.eigh(torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1))
+
+    def continue_with(self, beta: float, r: Tensor) -> Tensor:
+        """The next Lanczos vector r / beta (beta = |r| couples it to the last one)."""
+        self.betas.append(beta)
+        return r / beta
+
+    def restart(self, generator: torch.Generator) -> Tensor:
+        """A random unit vector orthogonal to the basis, after the basis became invariant (beta ~ 0): the run
+        goes on in the rest of the space, uncoupled (beta 0.0)."""
+        self.betas.append(0.0)
+        device, dtype = self._rows.device, self._rows.dtype
+        for _attempt in range(3):
+            q = reorthogonalise(_random_unit(self.n, generator, device, dtype), self.Q)
+            norm = float(torch.linalg.vector_norm(q))
+            if norm > 1e-6:
+                break
+        return q / norm
+
+    def vectors(self, s: Tensor, top: Tensor) -> Tensor:
+        """Unit Ritz vectors Q^T s_i for the Ritz pairs ``top``, (n, len(top))."""
+        vectors = self.Q.T @ s[:, top].to(device=self._rows.device, dtype=self._rows.dtype)
+        return vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
+
+
+def reorthogonalise(r: Tensor, Q: Tensor) -> Tensor:
+    """r minus its projection on the rows of Q, twice ("twice is enough", DGKS): full reorthogonalisation,
+    which keeps the Ritz values free of the ghost copies plain Lanczos produces."""
+    for _ in range(2):
+        r = r - Q.T @ (Q @ r)
+    return r
+
+
+@dataclass
+class Convergence:
+    """The residual test of the top-k Ritz pairs: ||A y_i - theta_i y_i|| = beta_j |s_i[j]| <= tol |theta_i|.
+
+    ``scale`` tracks the largest |theta| and |alpha_j| + beta_j seen, the operator's norm as far as the run
+    knows it: a beta below 1e-10 scale means the basis spans an invariant subspace (the residuals are then 0),
+    and |theta| below 1e-12 scale counts as 0 in the relative test.
+    """
+
+    k: int
+    tol: float
+    which: str
+    scale: float = 0.0
+
+    def residuals(self, theta: Tensor, s: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor, bool]:
+        """(the indices ``top`` of the wanted Ritz pairs, their residuals, whether the basis is invariant)."""
+        self.scale = max(self.scale, float(theta.abs().max()), abs(alpha) + beta)
+        j = theta.numel() - 1
+        top = torch.argsort(theta, descending=self.which == "largest")[: min(self.k, j + 1)]
+        invariant = beta <= 1e-10 * max(self.scale, 1e-300)
+        return top, (0.0 if invariant else beta) * s[j, top].abs(), invariant
+
+    def met(self, theta: Tensor, top: Tensor, residuals: Tensor) -> bool:
+        floor = 1e-12 * self.scale
+        return bool(torch.all(residuals <= self.tol * torch.clamp(theta[top].abs(), min=floor)))
+
+
+def _nan_result(k: int, n: int, matvecs: int, device, dtype) -> LanczosResult:
+    nan = torch.full((k,), math.nan, dtype=torch.float64)
+    return LanczosResult(nan, torch.full((n, k), math.nan, device=device, dtype=dtype), nan.clone(), matvecs, False)
 
 
 def lanczos(
@@ -148,81 +260,35 @@ def lanczos(
     generator = torch.Generator().manual_seed(int(seed))
     m = min(max_iter, n)
 
+    basis, test = KrylovBasis(n, m, device, dtype), Convergence(k, tol, which)
     q = _start_vector(init, n, generator, device, dtype)
-    basis = torch.empty(min(m, 32), n, device=device, dtype=dtype)
-    alphas: list[float] = []
-    betas: list[float] = []  # betas[j] couples q_j and q_{j+1}; 0.0 marks a restart
-    matvecs = 0
     converged = False
-    theta = s = None
-    top = torch.zeros(0, dtype=torch.long)
-    residuals = torch.zeros(0, dtype=torch.float64)
-    scale = 0.0
-
     for j in range(m):
-        if j == basis.shape[0]:  # grow the basis by doubling
-            grown = torch.empty(min(2 * j, m), n, device=device, dtype=dtype)
-            grown[:j] = basis
-            basis = grown
-        basis[j] = q
+        basis.append(q)
         w = matvec(q).to(device=device, dtype=dtype)
-        matvecs += 1
         _check("matvec(v)", w.shape == (n,), f"a vector of shape ({n},)", tuple(w.shape))
-        alpha = float(torch.dot(q, w))
-        alphas.append(alpha)
-        w = w - alpha * q
-        if j > 0:
-            w = w - betas[-1] * basis[j - 1]
-        Q = basis[: j + 1]
-        for _ in range(2):  # full reorthogonalisation, twice
-            w = w - Q.T @ (Q @ w)
-        beta = float(torch.linalg.vector_norm(w))
+        alpha, r = basis.extend(q, w)
+        beta = float(torch.linalg.vector_norm(r))
         if not (math.isfinite(beta) and math.isfinite(alpha)):  # e.g. a diverged network: report, don't crash
             if warn:
                 warnings.warn(f"matvec returned non-finite values at Lanczos step {j}; eigenvalues are nan",
                               LanczosConvergenceWarning, stacklevel=2)
-            nan = torch.full((k,), math.nan, dtype=torch.float64)
-            return LanczosResult(nan, torch.full((n, k), math.nan, device=device, dtype=dtype), nan.clone(),
-                                 matvecs, False)
-
-        a = torch.tensor(alphas, dtype=torch.float64)
-        b = torch.tensor(betas, dtype=torch.float64)
-        T = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
-        theta, s = torch.linalg.eigh(T)
-        scale = max(scale, float(theta.abs().max()), abs(alpha) + beta)
-        top = torch.argsort(theta, descending=which == "largest")[: min(k, j + 1)]
-        invariant = beta <= 1e-10 * max(scale, 1e-300)
-        residuals = (0.0 if invariant else beta) * s[j, top].abs()
-        if j + 1 >= max(k, min_iter):
-            floor = 1e-12 * scale
-            if bool(torch.all(residuals <= tol * torch.clamp(theta[top].abs(), min=floor))):
-                converged = True
-                break
+            return _nan_result(k, n, j + 1, device, dtype)
+        theta, s = basis.ritz()
+        top, residuals, invariant = test.residuals(theta, s, alpha, beta)
+        if j + 1 >= max(k, min_iter) and test.met(theta, top, residuals):
+            converged = True
+            break
         if j + 1 == m:
             break
-        if invariant:  # restart with a random direction orthogonal to the basis
-            betas.append(0.0)
-            for _attempt in range(3):
-                q = _random_unit(n, generator, device, dtype)
-                for _ in range(2):
-                    q = q - Q.T @ (Q @ q)
-                qn = float(torch.linalg.vector_norm(q))
-                if qn > 1e-6:
-                    break
-            q = q / qn
-        else:
-            betas.append(beta)
-            q = w / beta
+        q = basis.restart(generator) if invariant else basis.continue_with(beta, r)
 
-    if not converged and len(alphas) == n:
+    if not converged and basis.size == n:
         converged = True  # the full space was spanned: T is A in the basis, eigenvalues exact
         residuals = torch.zeros_like(residuals)
-    Q = basis[: len(alphas)]
-    vectors = Q.T @ s[:, top].to(device=device, dtype=dtype)
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     if not converged and warn:
         warnings.warn(
             f"Lanczos ({which}) did not converge in max_iter={max_iter} products: residuals "
             f"{[f'{r:.3g}' for r in residuals.tolist()]} vs tol*|theta| with tol={tol}",
             LanczosConvergenceWarning, stacklevel=2)
-    return LanczosResult(theta[top].clone(), vectors, residuals.clone(), matvecs, converged)
+    return LanczosResult(theta[top].clone(), basis.vectors(s, top), residuals.clone(), basis.size, converged)

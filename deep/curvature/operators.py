@@ -14,7 +14,9 @@ Building blocks, composed rather than re-solved:
 * :class:`CallableOperator`: any user function v -> A v of a symmetric A;
 * :class:`DiagonalOperator`: v -> d * v;  ``A + B`` a :class:`SumOperator` (e.g. H + diag(wd));
 * :class:`PreconditionedOperator`: v -> P^-1/2 A P^-1/2 v for a diagonal P > 0, whose eigenvalues are
-  those of P^-1 A (S_P = lambda_max(P^-1/2 H P^-1/2)).
+  those of P^-1 A (S_P = lambda_max(P^-1/2 H P^-1/2)); :class:`BlockPreconditionedOperator` the same for
+  any P that applies P^-1/2 block by block (Muon, Shampoo, SOAP, a user's own:
+  :mod:`deep.curvature.block_preconditioners`).
 """
 
 from __future__ import annotations
@@ -64,11 +66,20 @@ class CurvatureOperator:
     __call__ = matvec
 
     def matmat(self, V: Tensor) -> Tensor:
-        """A V for an (n, m) matrix of columns (m products)."""
-        V = torch.as_tensor(V)
+        """A V for an (n, m) matrix of columns (m products; an operator may compute several per pass,
+        :meth:`block_size`)."""
+        V = torch.as_tensor(V).to(device=self.device, dtype=self.dtype)
         if V.ndim != 2 or V.shape[0] != self.n:
             raise ValueError(f"V must have shape ({self.n}, m); got {tuple(V.shape)}")
-        return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+        self.matvecs += V.shape[1]
+        return self._matmat(V)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return torch.stack([self._matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+    def block_size(self) -> int:
+        """How many columns a :meth:`matmat` computes together at its best (1: one at a time)."""
+        return 1
 
     def __matmul__(self, x: Tensor) -> Tensor:
         return self.matmat(x) if torch.as_tensor(x).ndim == 2 else self.matvec(x)
@@ -131,6 +142,12 @@ class DiagonalOperator(CurvatureOperator):
     def _matvec(self, v: Tensor) -> Tensor:
         return self.d * v
 
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.d[:, None] * V
+
+    def block_size(self) -> int:
+        return 1 << 16
+
 
 class SumOperator(CurvatureOperator):
     """v -> A v + B v (each product of the sum counts one product of A and one of B)."""
@@ -146,6 +163,12 @@ class SumOperator(CurvatureOperator):
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.a.matvec(v) + self.b.matvec(v).to(device=self.device, dtype=self.dtype)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.a.matmat(V) + self.b.matmat(V).to(device=self.device, dtype=self.dtype)
+
+    def block_size(self) -> int:
+        return min(self.a.block_size(), self.b.block_size())
 
     def start_direction(self) -> Tensor | None:
         return self.a.start_direction()
@@ -172,9 +195,43 @@ class PreconditionedOperator(CurvatureOperator):
     def _matvec(self, v: Tensor) -> Tensor:
         return self.inv_sqrt_p * self.hessian.matvec(self.inv_sqrt_p * v)
 
+    def _matmat(self, V: Tensor) -> Tensor:
+        scale = self.inv_sqrt_p[:, None]
+        return scale * self.hessian.matmat(scale * V)
+
+    def block_size(self) -> int:
+        return self.hessian.block_size()
+
     def start_direction(self) -> Tensor | None:
         g = self.hessian.start_direction()
         return None if g is None else self.inv_sqrt_p * g
+
+
+class BlockPreconditionedOperator(CurvatureOperator):
+    """v -> P^-1/2 A P^-1/2 v for any preconditioner P that applies P^-1/2 to flat vectors (``inv_sqrt``, the
+    protocol of :mod:`deep.curvature.block_preconditioners`: Kronecker factors, eigenbases, a user's own),
+    by composition.  Its eigenvalues are those of P^-1 A; with P scaled by step sizes (D^1/2 = e^1/2 P^-1/2)
+    the top one is eta_S_P."""
+
+    def __init__(self, hessian: CurvatureOperator, preconditioner) -> None:
+        hessian = as_operator(hessian)
+        if not callable(getattr(preconditioner, "inv_sqrt", None)):
+            raise ValueError(f"preconditioner must apply P^-1/2 through inv_sqrt(v); got {type(preconditioner).__name__}")
+        if getattr(preconditioner, "n", hessian.n) != hessian.n:
+            raise ValueError(f"preconditioner must act on vectors of length {hessian.n}; got {preconditioner.n}")
+        super().__init__(hessian.n, hessian.dtype, hessian.device)
+        self.hessian, self.preconditioner = hessian, preconditioner
+        self.layout, self.strategy = hessian.layout, hessian.strategy
+
+    def _half(self, v: Tensor) -> Tensor:
+        return self.preconditioner.inv_sqrt(v).to(device=self.device, dtype=self.dtype)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self._half(self.hessian.matvec(self._half(v)))
+
+    def start_direction(self) -> Tensor | None:
+        g = self.hessian.start_direction()
+        return None if g is None else self._half(g)
 
 
 def as_operator(obj, n: int | None = None, *, dtype: torch.dtype = torch.float32,

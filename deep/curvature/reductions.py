@@ -29,11 +29,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .inputs import Shard
+from .inputs import CheckedData, Shard
 
 
 def group_of(data: Any) -> Any:
     """The process group over which ``data``'s chunk sums are to be reduced (None: one process)."""
+    if isinstance(data, CheckedData):
+        data = data.data
     return data.group if isinstance(data, Shard) else None
 
 

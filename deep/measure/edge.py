@@ -32,6 +32,13 @@ choice (the ratio is the largest of the groups' own ratios).  AdamW's c_t holds 
 (2 - lr_g wd_g), so its usual groups (a no-decay group for biases and norms, or groups at different lr)
 differ by half the spread of lr_g wd_g, relative: 5e-4 for a no-decay group beside lr = 1e-2, wd = 0.1,
 accepted.  Groups with different betas, or whose lr_g wd_g are more than about 2e-3 apart, are refused.
+
+**Beyond a diagonal P and one lr.**  D = e / P in general: P block by block (Muon, Shampoo, SOAP:
+:mod:`deep.curvature.block_preconditioners`) and e each tensor's step size, the group's lr times Muon's
+shape adjustment, or Adafactor's relative step and clipping as its step used them.  Several optimizers
+sharing one model (Muon on the matrices, AdamW on the rest) give a :class:`CombinedEdge`: one edge per
+optimizer on its own parameters and a combined ratio.  A user's preconditioner takes ``lr=`` and
+``constant=``.  RAdam's phase (warm, P = I, or rectified) and Muon's approximation are in ``note``.
 """
 
 from __future__ import annotations
@@ -46,12 +53,25 @@ from torch import Tensor, nn
 
 from aeos_base import checks
 from aeos_theory import identify, threshold_constant
+from aeos_theory.zoo import radam_rectified_from, radam_rho
 
+from ..curvature.block_preconditioners import (
+    BlockPreconditioner,
+    decay_of,
+    is_preconditioner,
+    owners,
+    preconditioner_of,
+    step_sizes,
+)
+from ..curvature.build import precondition
+from ..curvature.door import check_measurement_inputs
 from ..curvature.eigen import DEFAULT_MAX_ITER, eigenpairs_of
 from ..curvature.hessian import hessian_operator
 from ..curvature.inputs import LossFn
-from ..curvature.operators import CurvatureOperator, DiagonalOperator, PreconditionedOperator
-from ..curvature.preconditioners import coupled_decay_diagonal, group_diagonal, optimizer_step, preconditioner_diagonal
+from ..curvature.operators import CurvatureOperator, DiagonalOperator
+from ..curvature.optimizer_class import optimizer_class
+from ..curvature.params import ParamLayout, ParamSelection
+from ..curvature.preconditioners import optimizer_step
 from .last_step import lr_used
 
 #: Param groups whose threshold constants c_t agree to this relative tolerance share one edge, compared
@@ -63,17 +83,20 @@ LearningRates = float | Sequence[float] | None
 
 @dataclass(frozen=True)
 class EdgeSetting:
-    """What the optimizer's last update applied: the package ``optimizer`` name, ``step`` t (None for SGD,
-    which keeps no count; its momentum thresholds are those of t >= 2), ``constant`` c_t (the smallest of
-    the stepping groups' constants, which agree to :data:`CONSTANT_RTOL`), each group's ``lr`` used, and the
-    flat diagonals ``step_size`` D = lr_g / P and ``decay`` W."""
+    """What the optimizer's last update applied: the package ``optimizer`` name, ``step`` t (None for SGD and
+    Muon, which keep no count; SGD's momentum thresholds are those of t >= 2), ``constant`` c_t (the smallest
+    of the stepping groups' constants, which agree to :data:`CONSTANT_RTOL`), each group's ``lr`` used, the
+    step size ``step_size`` (a :class:`~deep.curvature.block_preconditioners.BlockPreconditioner` whose
+    ``inv_sqrt`` applies D^1/2 = (e / P)^1/2, e each tensor's step size: the lr, Muon's shape adjustment,
+    Adafactor's relative step), the flat ``decay`` W and a ``note`` (RAdam's phase, Muon's approximation)."""
 
     optimizer: str
     step: int | None
     constant: float
     lr: tuple[float, ...]
-    step_size: Tensor = field(repr=False)
+    step_size: BlockPreconditioner = field(repr=False)
     decay: Tensor = field(repr=False)
+    note: str = ""
 
     @property
     def frozen(self) -> bool:
@@ -93,6 +116,23 @@ class Edge:
     lr: tuple[float, ...]
     eta_S_P: float
     constant: float
+    ratio: float
+    hvps: int
+    converged: bool
+    eigenvector: Tensor | None = field(repr=False)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CombinedEdge:
+    """The edge of several optimizers that share one model (Muon on the matrices, AdamW on the rest): ``parts``,
+    one :class:`Edge` per optimizer on its own parameters (H's diagonal block, the others held fixed), and the
+    combined ``ratio`` = lambda_max(D_c^1/2 (H + W) D_c^1/2) with D_c = D_i / c_i on optimizer i's block:
+    every block's step measured against its own threshold, through the whole H.  Exact when the optimizers'
+    update maps are the same recurrence (one momentum; then c_i is shared and this is eta_S_P / c); an
+    approximation otherwise (a coupled system of two recurrences has no single threshold)."""
+
+    parts: tuple[Edge, ...]
     ratio: float
     hvps: int
     converged: bool
@@ -122,54 +162,104 @@ def learning_rates(optimizer: torch.optim.Optimizer, lr: LearningRates = None) -
 def identify_group(optimizer: torch.optim.Optimizer, group: dict, lr: float) -> tuple[str, dict[str, float]]:
     """The package optimizer a param group runs and its hyperparameters, with ``eta`` the lr its update used
     (a group at lr 0 is identified as at a tiny lr, since the registry's eta is positive, then given 0)."""
-    name, hyper = identify(type(optimizer).__name__, {**group, "lr": lr if lr > 0 else 1e-300})
+    name, hyper = identify(optimizer_class(optimizer), {**group, "lr": lr if lr > 0 else 1e-300})
     return name, {**hyper, "eta": lr}
 
 
+def _note(name: str, step: int | None, hyper: dict) -> str:
+    if name == "radam" and step is not None:
+        switch = radam_rectified_from(hyper["beta2"])
+        rho = radam_rho(step, hyper["beta2"])[1]
+        phase = "rectified" if rho > 5.0 else "warm (P = I)"
+        return f"RAdam {phase} at step {step} (rho_t = {rho:.4g}); rectified from step {switch}"
+    if name in ("muon", "muon_plain"):
+        return "Muon: the orthogonalisation frozen, P = (M M^T)^1/2 on the smaller side (an approximation)"
+    return ""
+
+
 def edge_setting(optimizer: torch.optim.Optimizer, model: nn.Module, step: int | None = None, *,
-                 lr: LearningRates = None) -> EdgeSetting:
+                 lr: LearningRates = None, params: ParamSelection = None, constant: float | None = None,
+                 muon: str = "polar") -> EdgeSetting:
     """Read the update the optimizer has just taken (no Hessian-vector product); ValueError when it cannot.
 
     ``step``: the number of updates taken, for an optimizer that keeps no count (SGD); an optimizer
     that does (``state["step"]``) must agree with it.  ``lr``: the lr of that update (module docstring).
+    ``params``: the parameters measured (default every trainable one; the optimizer must hold them).  A
+    user's preconditioner P (:mod:`deep.curvature.block_preconditioners`) in place of the optimizer needs
+    ``lr`` (one number, eta) and ``constant`` (c): D = eta P^-1, no decay.  ``muon``: Muon's frozen P
+    (:func:`deep.curvature.block_preconditioners.preconditioner_of`).
     """
+    layout = ParamLayout.of(model, params)
+    if is_preconditioner(optimizer):
+        return _user_setting(optimizer, model, layout, lr, constant)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    optimizer_class(optimizer)
     rates = learning_rates(optimizer, lr)
     named = [identify_group(optimizer, group, rate) for group, rate in zip(optimizer.param_groups, rates)]
-    p_diag = preconditioner_diagonal(optimizer, model)  # validates classes, parameters and the first step
+    preconditioner = preconditioner_of(optimizer, model, layout, muon=muon)  # validates parameters and the first step
     counted = optimizer_step(optimizer, model)
     if counted is not None and step is not None and counted != step:
         raise ValueError(f"step must be the optimizer's own count {counted}; got {step}")
     step = counted if counted is not None else (None if step is None else checks.integer("step", step, low=1))
-    stepping = [nh for nh, rate in zip(named, rates) if rate > 0] or named  # a group at lr 0 took no step
+    rate_of = {id(group): rate for group, rate in zip(optimizer.param_groups, rates)}
+    held = {id(g) for _, g in owners(optimizer, model, layout).values()}
+    stepping = [nh for nh, group, rate in zip(named, optimizer.param_groups, rates) if rate > 0 and id(group) in held]
+    stepping = stepping or [nh for nh, group in zip(named, optimizer.param_groups) if id(group) in held]
     if len({name for name, _ in stepping}) != 1:
         raise ValueError(f"optimizer param groups run different optimizers {[n for n, _ in stepping]}")
-    constants = [threshold_constant(name, step=step, **hyper) for name, hyper in stepping]
+    no_update = step == 0  # SOAP's first step only builds its eigenbasis
+    constants = [threshold_constant(name, step=max(step, 1) if step is not None else None, **hyper)
+                 for name, hyper in stepping]
     if max(constants) - min(constants) > CONSTANT_RTOL * max(constants):
         raise ValueError(f"optimizer param groups have different threshold constants {constants}, further apart "
                          f"than the relative tolerance {CONSTANT_RTOL:g} (different betas, or lr * weight_decay "
                          "far apart under decoupled decay): no single edge to compare with")
-    rate_of = {id(group): rate for group, rate in zip(optimizer.param_groups, rates)}
-    lr_diag = group_diagonal(optimizer, model, lambda group: rate_of[id(group)]).to(p_diag)
-    return EdgeSetting(stepping[0][0], step, min(constants), rates, lr_diag / p_diag,
-                       coupled_decay_diagonal(optimizer, model).to(p_diag))
+    sizes = step_sizes(optimizer, model, layout, lambda opt, group: 0.0 if no_update else rate_of[id(group)])
+    return EdgeSetting(stepping[0][0], step, min(constants), rates if not no_update else tuple(0.0 for _ in rates),
+                       preconditioner.scaled(sizes), decay_of(optimizer, model, layout),
+                       _note(stepping[0][0], step, stepping[0][1]))
+
+
+def _user_setting(preconditioner, model: nn.Module, layout: ParamLayout, lr: LearningRates,
+                  constant: float | None) -> EdgeSetting:
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or constant is None:
+        raise ValueError("a preconditioner in place of an optimizer needs lr= (one number, its step size eta) and "
+                         "constant= (the threshold c its update is compared with)")
+    eta = checks.real("lr", lr, low=0.0)
+    c = checks.real("constant", constant, low=0.0, low_inclusive=False)
+    pre = preconditioner_of(preconditioner, model, layout)
+    step_size = pre.scaled({name: eta for name in layout.names}) if isinstance(pre, BlockPreconditioner) \
+        else _ScaledCallable(pre, eta)
+    return EdgeSetting("preconditioner", None, c, (eta,), step_size, torch.zeros(layout.n, dtype=torch.float64))
+
+
+class _ScaledCallable:
+    """eta^1/2 P^-1/2 for a user's ``inv_sqrt``."""
+
+    identity = False
+
+    def __init__(self, pre, eta: float) -> None:
+        self.pre, self.eta, self.n, self.layout = pre, eta, pre.n, pre.layout
+
+    def inv_sqrt(self, v: Tensor) -> Tensor:
+        return math.sqrt(self.eta) * self.pre.inv_sqrt(v)
 
 
 def edge_operator(model: nn.Module, loss_fn: LossFn, data, setting: EdgeSetting,
-                  strategy: str = "auto") -> CurvatureOperator:
+                  strategy: str = "auto", params: ParamSelection = None) -> CurvatureOperator:
     """v -> D^1/2 (H + W) D^1/2 v, whose top eigenvalue is eta_S_P: H (products by ``strategy``,
-    :mod:`deep.curvature.hessian`) plus the coupled decay W, scaled by D^1/2 = (lr_g / P)^1/2."""
-    hessian = hessian_operator(model, loss_fn, data, strategy=strategy)
+    :mod:`deep.curvature.hessian`; the block ``params``) plus the coupled decay W, scaled by D^1/2."""
+    hessian = hessian_operator(model, loss_fn, data, strategy=strategy, params=params)
     curvature = hessian + DiagonalOperator(setting.decay.to(hessian.dtype)) if bool(torch.any(setting.decay != 0)) \
         else hessian
-    return PreconditionedOperator(curvature, 1.0 / setting.step_size)
+    return precondition(curvature, setting.step_size)
 
 
-def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim.Optimizer, *,
+def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer, *,
                  step: int | None = None, lr: LearningRates = None, tol: float = 1e-3,
                  max_iter: int = DEFAULT_MAX_ITER, init: Tensor | None = None, seed: int = 0,
-                 strategy: str = "auto") -> Edge:
+                 strategy: str = "auto", constant: float | None = None, muon: str = "polar") -> Edge | CombinedEdge:
     """eta_S_P, the threshold c_t of the update the optimizer has just taken and their ratio (module docstring).
 
     ``data`` is the full batch as (inputs, targets) chunks, as for :func:`deep.sharpness`; ``step`` the
@@ -178,13 +268,59 @@ def measure_edge(model: nn.Module, loss_fn: LossFn, data, optimizer: torch.optim
     group (default: remembered as the step ran); ``init`` a warm start (a previous :attr:`Edge.eigenvector`);
     Lanczos stops at relative residual ``tol``; ``strategy`` is the HVP strategy
     (:mod:`deep.curvature.hessian`).  The model, its gradients and the optimizer's state are left untouched.
+
+    ``optimizer`` may also be a list of optimizers that share the model (Muon on the matrices, AdamW on the
+    rest): a :class:`CombinedEdge`, one edge per optimizer and the combined ratio; or a user's preconditioner
+    P with ``lr=`` eta and ``constant=`` c (:mod:`deep.curvature.block_preconditioners`).
     """
-    setting = edge_setting(optimizer, model, step, lr=lr)
+    data = check_measurement_inputs(model, loss_fn, data)  # the door, before the optimizer is read
+    if isinstance(optimizer, (list, tuple)) and not is_preconditioner(optimizer):
+        return _combined_edge(model, loss_fn, data, list(optimizer), lr=lr, tol=tol, max_iter=max_iter, init=init,
+                              seed=seed, strategy=strategy, muon=muon)
+    setting = edge_setting(optimizer, model, step, lr=lr, constant=constant, muon=muon)
+    return _solve(model, loss_fn, data, setting, tol=tol, max_iter=max_iter, init=init, seed=seed, strategy=strategy)
+
+
+def _solve(model, loss_fn, data, setting: EdgeSetting, *, tol, max_iter, init, seed, strategy,
+           params: ParamSelection = None) -> Edge:
     if setting.frozen:
-        return Edge(setting.step, setting.optimizer, setting.lr, 0.0, setting.constant, 0.0, 0, True, None)
-    res = eigenpairs_of(edge_operator(model, loss_fn, data, setting, strategy), tol=tol, max_iter=max_iter,
+        return Edge(setting.step, setting.optimizer, setting.lr, 0.0, setting.constant, 0.0, 0, True, None,
+                    setting.note)
+    res = eigenpairs_of(edge_operator(model, loss_fn, data, setting, strategy, params), tol=tol, max_iter=max_iter,
                         init=init, seed=seed, preconditioned=True)
     eta_s_p = res.top
     return Edge(setting.step, setting.optimizer, setting.lr, eta_s_p, setting.constant,
                 eta_s_p / setting.constant if math.isfinite(eta_s_p) else math.nan, res.hvps, res.converged,
-                res.eigenvectors[:, 0])
+                res.eigenvectors[:, 0], setting.note)
+
+
+def _combined_edge(model, loss_fn, data, optimizers: list, *, lr, tol, max_iter, init, seed, strategy,
+                   muon) -> CombinedEdge:
+    if lr is not None:
+        raise ValueError("lr= is for one optimizer; with several, each one's lr is remembered as its step ran")
+    layout = ParamLayout.of(model)
+    own = owners(optimizers, model, layout)
+    parts, settings = [], []
+    for opt in optimizers:
+        names = [name for name in layout.names if own[name][0] is opt]
+        if not names:
+            raise ValueError(f"optimizer {type(opt).__name__} holds none of the model's trainable parameters")
+        setting = edge_setting(opt, model, params=names, muon=muon)
+        settings.append((names, setting))
+        parts.append(_solve(model, loss_fn, data, setting, tol=tol, max_iter=max_iter, init=None, seed=seed,
+                            strategy=strategy, params=names))
+    blocks, scale, decay = {}, {}, torch.zeros(layout.n, dtype=torch.float64)
+    offsets = dict(zip(layout.names, torch.tensor([0, *layout.numels]).cumsum(0).tolist()))
+    for names, setting in settings:
+        for name in names:
+            blocks[name] = setting.step_size.blocks[name]
+            scale[name] = setting.step_size.scale[name] / setting.constant
+        sub = ParamLayout.of(model, names)
+        for name, part in sub.split(setting.decay).items():
+            decay[offsets[name]:offsets[name] + part.numel()] = part.reshape(-1)
+    combined = EdgeSetting("+".join(p.optimizer for p in parts), None, 1.0, tuple(r for p in parts for r in p.lr),
+                           BlockPreconditioner(layout, blocks, scale), decay)
+    whole = _solve(model, loss_fn, data, combined, tol=tol, max_iter=max_iter, init=init, seed=seed,
+                   strategy=strategy)
+    return CombinedEdge(tuple(parts), whole.ratio, whole.hvps + sum(p.hvps for p in parts),
+                        whole.converged and all(p.converged for p in parts), whole.eigenvector)

@@ -13,15 +13,16 @@ divided by the units of P (those of the gradient), i.e. 1/step-length, so eta * 
 Design: ``sharpness`` and ``preconditioned_sharpness`` return plain numbers (a float for k = 1, a list
 of k floats, descending, otherwise).  :func:`top_eigenpairs` runs the same computation and returns a
 :class:`SharpnessResult` with the eigenvectors, the number of Hessian-vector products, the residuals
-and the converged flag: use it when you need more than the number.  :class:`SharpnessTracker` keeps the
-previous eigenvectors to warm-start the next measurement during training.
+and the converged flag: use it when you need more than the number.  :class:`deep.SharpnessTracker`
+(:mod:`deep.measure.tracker`) keeps the previous eigenvectors to warm-start the next measurement during
+training.
 
 None of these change the model's parameters, gradients or buffers, nor the optimizer's state.
 
-Cost: a cold measurement takes at least :data:`COLD_MIN_ITER` Hessian-vector products before its first
+Cost: a cold measurement takes at least :data:`~deep.curvature.eigen.COLD_MIN_ITER` Hessian-vector products before its first
 convergence test, a guard against stopping at lambda_2 when the top two eigenvalues nearly coincide;
 a warm one (previous eigenvector) stops as soon as the residual test passes.  The default
-``method="auto"`` keeps the gradient graph of the whole batch for the measurement (within a memory
+``strategy="auto"`` keeps the gradient graph of the whole batch for the measurement (within a memory
 budget) so each product is one backward pass (:mod:`deep.curvature.hessian`).  The eigensolve itself,
 shared with :mod:`deep.measure.edge`, is :func:`eigenpairs_of` (:mod:`deep.curvature.eigen`).  Measured costs are in
 ``benchmarks/README.md``.
@@ -68,7 +69,8 @@ def top_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, optimizer: tor
         which: "largest" (S, S_P) or "smallest" (lambda_min: the most negative curvature).
         params: the parameter block (a sub-module, or parameter names or tensors; :mod:`deep.curvature.params`)
             for per-layer / block curvature; None: every trainable parameter.
-        curvature: "hessian" (H) or "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`).
+        curvature: "hessian" (H), "ggn" (the generalised Gauss-Newton matrix G, :mod:`deep.curvature.ggn`),
+            "empirical_fisher" or "kfac" (:data:`deep.curvature.CURVATURES`).
     """
     op = curvature_operator(model, loss_fn, data, optimizer, curvature=curvature, strategy=strategy, params=params)
     return eigenpairs_of(op, k=k, tol=tol, max_iter=max_iter, init=init, seed=seed, min_iter=min_iter,

@@ -8,6 +8,9 @@ Main entry points:
 
 * :func:`run` with a :class:`TrainConfig` (:mod:`.train`, :mod:`.config`), read back by
   :func:`read_metrics` (:mod:`.runlog`; the folder's proofs: :mod:`.run_folder`);
+* your own loop instead: :class:`Monitor` (:mod:`.monitor`) measures S, S_P and the edge every N updates and
+  writes rows of the same columns; :mod:`.callbacks` wraps it for PyTorch Lightning and the Hugging Face
+  ``Trainer``;
 * data (:mod:`.data`: :class:`Dataset`, :func:`load`, :func:`load_digits`, :func:`load_text`,
   :func:`load_cifar10`, :func:`load_synthetic`), models (:func:`build_model`, :mod:`.models`), losses
   (:func:`mse`, :func:`cross_entropy`, :mod:`.losses`), :func:`make_optimizer` (:mod:`.optim`) and
@@ -29,7 +32,8 @@ _PUBLIC = {
     "Dataset": ".data", "chunks": ".data", "load": ".data", "load_cifar10": ".data", "load_digits": ".data",
     "load_synthetic": ".data", "load_text": ".data",
     "build_model": ".models", "mse": ".losses", "cross_entropy": ".losses", "get_loss": ".losses",
-    "make_optimizer": ".optim",
+    "make_optimizer": ".optim", "Monitor": ".monitor",
+    "lightning_callback": ".callbacks", "huggingface_callback": ".callbacks",
 }
 __all__ = sorted(_PUBLIC)
 __getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

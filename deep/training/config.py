@@ -1,16 +1,31 @@
-"""The configuration of a training run (:class:`TrainConfig`), validated at the boundary."""
+"""The configuration of a training run (:class:`TrainConfig`), validated at the boundary.
+
+Validating a config imports no torch (unless it names a CUDA device, whose presence only torch knows), so
+that ``aeos train`` answers at once when its run folder already holds the finished run.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
 
 from .names import ACTIVATIONS, DATASETS, DTYPES, LOSSES, MODELS, SCHEDULES
+
+#: The most updates a run may take: torch.optim counts steps in a float32 tensor (``state["step"]``), whose
+#: integers are exact up to 2^24 = 16,777,216; beyond it the count stops growing, and the bias correction and
+#: the threshold c_t of each update would describe another step.
+MAX_STEPS = 2**24
+
+if TYPE_CHECKING:
+    import torch
+
+#: A run is diverged when its full-batch loss (or a minibatch loss) is not finite or exceeds this many
+#: times its loss at step 0.
+DIVERGENCE_FACTOR = 1e4
 
 
 @dataclass
@@ -23,7 +38,8 @@ class TrainConfig:
     loss: ``mse`` (1/2 ||f - onehot||^2 averaged over examples) or ``ce``.
     optimizer, hyper: package optimizer name and hyperparameters named as in :mod:`aeos_theory`
         (``eta`` is required; missing ones take the optimizer's defaults).
-    steps: number of updates; measure_every: record a row every this many updates (and at the end).
+    steps: number of updates (at most :data:`MAX_STEPS`); measure_every: record a row every this many updates
+        (and at the end).
     schedule, warmup_steps, final_lr_ratio: the learning-rate schedule (:mod:`deep.training.schedules`):
         ``constant`` or ``warmup_cosine`` (linear warmup over ``warmup_steps`` updates, then a cosine
         decay to ``final_lr_ratio * eta``).
@@ -79,7 +95,7 @@ class TrainConfig:
         if self.model in ("cnn", "resnet") and self.dataset == "synthetic":
             raise ValueError(f"model {self.model!r} needs images (dataset digits or cifar10); got 'synthetic'")
         self.resolved_hyper()
-        checks.integer("steps", self.steps, low=0)
+        checks.integer("steps", self.steps, low=0, high=MAX_STEPS)
         checks.integer("measure_every", self.measure_every, low=1)
         checks.integer("seed", self.seed, low=0)
         checks.integer("context", self.context, low=1)
@@ -94,7 +110,10 @@ class TrainConfig:
         checks.real("tol", self.tol, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
         if self.target_loss is not None:
             checks.real("target_loss", self.target_loss)
-        self.torch_device()
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {self.device!r}")
+        if self.device.startswith("cuda"):
+            self.torch_device()  # is CUDA there?
         return self
 
     def resolved_hyper(self) -> dict[str, float]:
@@ -103,12 +122,16 @@ class TrainConfig:
             raise ValueError(f"hyper must be a dict of hyperparameters such as {{'eta': 0.001}}; got {self.hyper!r}")
         return get_optimizer(self.optimizer).validate(dict(self.hyper))
 
-    def torch_dtype(self) -> torch.dtype:
+    def torch_dtype(self) -> "torch.dtype":
         """The torch dtype named by ``dtype``."""
+        import torch
+
         return getattr(torch, checks.choice("dtype", self.dtype, DTYPES))
 
-    def torch_device(self) -> torch.device:
+    def torch_device(self) -> "torch.device":
         """The device to run on ("auto": cuda if available, else cpu)."""
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:

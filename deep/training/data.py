@@ -119,12 +119,40 @@ def _cifar_dir(root: str | os.PathLike) -> str:
     return root
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for something no CIFAR-10 batch contains."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what the official CIFAR-10 python batches hold and nothing else: dicts, lists, bytes, str,
+    ints and numpy arrays (through numpy's own array reconstruction).  Any other global a pickle asks for
+    (``os.system``, ``builtins.eval``, a class with ``__reduce__``...) is refused before it is looked up,
+    so a hostile file in the folder a user points at cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise _Refused(f"it asks for {module}.{name}, which no CIFAR-10 batch contains")
+        if name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     expected = ("a pickled dict with b'data' (uint8, shape (N, 3072), rows = 1024 red, 1024 green, "
                 "1024 blue values of a 32x32 image) and b'labels' (N ints in 0..9)")
     try:
         with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+            batch = _BatchUnpickler(fh, encoding="bytes").load()
+    except _Refused as err:
+        raise ValueError(f"cifar10 batch {path!r} was refused: {err}; only the official CIFAR-10 python batches "
+                         "are read") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is a malformed batch
         raise ValueError(f"cifar10 batch {path!r} is not readable as {expected}: {err}") from None
     if not isinstance(batch, dict):
@@ -146,7 +174,8 @@ def load_cifar10(root: str | os.PathLike | None, n: int = 5000) -> Dataset:
     """The first ``n`` CIFAR-10 training images from a local copy of the official python batches.
 
     ``root`` is the ``cifar-10-batches-py`` folder (or its parent) holding ``data_batch_1`` ...
-    ``data_batch_5``.  As in locuslab/edge-of-stability: x = pixel / 255, centred and divided by the
+    ``data_batch_5``, read by a restricted unpickler that refuses anything but arrays, lists, bytes and numbers
+    (a hostile file cannot run code).  As in locuslab/edge-of-stability: x = pixel / 255, centred and divided by the
     per-pixel mean and standard deviation over all training images, then the first ``n`` kept.
     Inputs (n, 3, 32, 32) float32, one-hot targets (n, 10).  Nothing is downloaded.
     """

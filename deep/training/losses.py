@@ -1,7 +1,7 @@
 """Losses as means over the examples of one chunk (the convention of :mod:`deep.measure`).
 
 Targets are either one-hot / real-valued floats with the outputs' shape, or long class indices with
-the outputs' shape minus the last (class) axis.  For the language model an "example" is a token:
+the outputs' shape minus the last (class) axis; any other shape is refused (ValueError).  For the language model an "example" is a token:
 outputs (b, T, V), targets (b, T), and the mean runs over the b T tokens.
 
 * ``mse``: L = 1/(2 n) sum_i ||f(x_i) - y_i||^2 (sum over classes, mean over examples; the paper's
@@ -24,6 +24,16 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _flat(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs, targets) as (m, K) and (m, K) floats or (m,) class indices; ValueError for any other shape
+    (a reshape would silently pair the wrong numbers: targets (10, 100) for outputs (100, 10))."""
+    if out.ndim < 2:
+        raise ValueError(f"outputs must have a last axis of K outputs (classes), shape (n, K); got shape "
+                         f"{tuple(out.shape)} (for one output per example use shape (n, 1))")
+    floats = target.is_floating_point()
+    expected = out.shape if floats else out.shape[:-1]
+    if target.shape != expected:
+        raise ValueError(f"targets must have the outputs' shape {tuple(out.shape)} (floats) or {tuple(out.shape[:-1])} "
+                         f"(class indices); got {'float' if floats else 'integer'} targets of shape {tuple(target.shape)}")
     k = out.shape[-1]
     out = out.reshape(-1, k)
     if target.is_floating_point():

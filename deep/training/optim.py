@@ -3,11 +3,14 @@
 Which ``torch.optim`` class and which keyword arguments a package name stands for is a fact of the
 registry (:data:`aeos_theory.OPTIMIZERS`: ``torch_class`` and ``torch_arguments``); this module only
 applies it.  For example ``make_optimizer("adam", params, {"eta": 1e-3})`` is
-``torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)``.
+``torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)``.  Shampoo and SOAP come
+from ``pytorch_optimizer`` (the optional extra ``optimizers``); Muon takes matrices only (pair it with
+AdamW for the rest, as :func:`deep.training.zoo.zoo_optimizers` does).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Iterable, Mapping
 
 import torch
@@ -19,5 +22,10 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], hyper: Mappi
     """The ``torch.optim`` optimizer for package name ``name`` with validated, defaults-completed hyperparameters."""
     spec = get_optimizer(name)
     values = spec.validate(dict(hyper))
-    return getattr(torch.optim, spec.torch_class)(params, **spec.torch_arguments(values))
+    try:
+        module = importlib.import_module(spec.torch_module)
+    except ImportError:
+        raise ValueError(f"optimizer {name!r} needs the package {spec.torch_module} (pip install "
+                         f"'aeos[optimizers]', with torch pinned)") from None
+    return getattr(module, spec.torch_class)(params, **spec.torch_arguments(values))
 

@@ -12,8 +12,10 @@ The rules, checked every time a run folder is opened (:meth:`RunFolder.check`):
   checkpoint without a config, or any difference is refused, naming it.
 * **Rows are proven by hashes.** Each checkpoint stores how many ``metrics.csv`` rows it covers and the
   SHA-256 of the file up to them (rows are fsynced before the checkpoint that covers them); a resume
-  keeps exactly those rows after checking the hash.  ``summary.json`` stores the hash of the finished
-  file, and reopening a finished run checks it before reporting the run as done.
+  keeps exactly those rows after checking the hash, and only when the file's columns are the ones this
+  version writes (a run started by a version with other columns is not continued in the same file).
+  ``summary.json`` stores the hash of the finished file, and reopening a finished run checks it before
+  reporting the run as done.
 
 A folder that breaks a rule raises :class:`aeos_base.command.RecordError` (``aeos train`` exits 1
 with one line); a config that differs from the command's raises ValueError (exit 2: the command asks
@@ -113,6 +115,8 @@ class RunFolder:
         self.path = Path(path)
         if not str(path).strip():
             raise ValueError("out_dir must be a folder path; got an empty string")
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"out_dir must be a folder, got the file {str(path)!r}")
         self.config, self.metrics = self.path / runlog.CONFIG, self.path / runlog.METRICS
         self.checkpoint, self.summary = self.path / runlog.CHECKPOINT, self.path / runlog.SUMMARY
 
@@ -168,6 +172,10 @@ class RunFolder:
         if rows_digest(self.metrics, state["rows"]) != state["metrics_sha256"]:
             raise RecordError(f"{self.metrics} rows covered by the checkpoint at step {state['step']} were changed "
                               "or reordered (their hash differs)")
+        header = self.metrics.read_text().split("\n", 1)[0]
+        if header != ",".join(runlog.COLUMNS):
+            raise RecordError(f"{self.metrics} has other columns than this version of aeos writes (it was started "
+                              "by an earlier one): resuming would mix two layouts in one file; use a new folder")
         return state
 
     @staticmethod

@@ -14,8 +14,14 @@ row to ``metrics.csv`` (columns in :data:`deep.training.runlog.COLUMNS`):
     threshold on S_P of that step's update, eta_S_P = lr S_P and eta_threshold, the threshold constant
     of the step read from the live optimizer (:mod:`deep.measure.edge`: Adam's bias correction, NAdam's
     momentum schedule, ...), edge_ratio = eta_S_P / eta_threshold, hvps, converged, wall_time (s),
-    oscillation (the period-2 amplitude along the top eigenvector of P^-1 H, :mod:`deep.measure.oscillation`,
-    from the two iterates before the row's, which the run keeps, checkpoints included)
+    oscillation, oscillation_total (the rms period-2 amplitude over every step since the previous row,
+    along the top eigenvector of P^-1 (H + W) and whole, :mod:`deep.measure.oscillation`; the running
+    sums and the last two iterates are kept, checkpoints included)
+    the minibatch quantities at the run's batch size (:data:`deep.training.runlog.BATCH_COLUMNS`): the batch
+        sharpness BS, eta * BS_P and the ratio along the optimizer's next step, each with its standard error,
+        from random batches drawn from their own seed (:func:`deep.measure.batch.batch_seed` of the run's seed
+        and the step), until a relative standard error of :data:`BATCH_TOL` or :data:`BATCH_SAMPLES` batches;
+        in a full-batch run the batch is the whole data set, where they are exact (one sample)
 
 then saves ``checkpoint.pt`` (model, optimizer, scheduler, RNG states, Lanczos warm start, step) atomically.
 A loss that is not finite, or above ``DIVERGENCE_FACTOR`` = 10^4 times the loss at step 0, stops the
@@ -35,26 +41,26 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from aeos_base.command import RecordError
+from aeos_base.progress import progress as progress_reporter
 from aeos_theory import threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
 from ..curvature.inputs import Shard
 from ..curvature.reductions import reduce_sum
+from ..measure.batch import batch_seed, batch_sharpness_forms
 from ..measure.edge import identify_group
-from ..measure.oscillation import flat_parameters, period_two_amplitude, top_direction
+from ..measure.oscillation import OscillationMeter, flat_parameters, top_direction
 from ..measure.tracker import SharpnessTracker
 from . import runlog
-from .config import TrainConfig
+from .config import DIVERGENCE_FACTOR, TrainConfig
 from .data import Dataset, chunks, load
 from .distributed import Ranks, broadcast, join, session, shard_slice
 from .losses import correct, count, get_loss
@@ -70,7 +76,8 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = Tru
 
     Resumes from ``out_dir/checkpoint.pt`` when present (same config required, ValueError otherwise);
     returns at once when the folder holds a finished run.  ``progress`` shows a tqdm bar with the
-    live eta * S_P; ``command`` is recorded in ``config.json`` (the CLI passes its command line).
+    live eta * S_P on a terminal, and a line every tenth of the run when stderr is a file
+    (:mod:`aeos_base.progress`); ``command`` is recorded in ``config.json`` (the CLI passes its command line).
     See the module docstring for the columns and :func:`deep.training.runlog.read_metrics` to read them.
     """
     if not isinstance(config, TrainConfig):
@@ -141,7 +148,7 @@ class Trainer:
         self.resumed_at: int | None = None  # the checkpoint step, whose row is already on disk
         self.last_row = -1
         self.start_loss: float | None = None  # the full-batch loss at step 0, the scale of divergence
-        self.recent: dict[int, Tensor] = {}  # theta_s for the two steps s before a row (its oscillation)
+        self.oscillation = OscillationMeter()  # the period-2 amplitude at every step, rms per row
         self.lr_used: tuple[float, ...] | None = None  # each group's lr in the last update taken
 
     # ------------------------------------------------------------------ the loop
@@ -153,8 +160,8 @@ class Trainer:
         self.writer = (runlog.MetricsWriter(self.folder.metrics, keep_rows=kept) if self.ranks.is_writer
                        else runlog.RowCounter(kept))
         self.theory_constant(step)  # the first call derives the formula (sympy)
-        self.bar = tqdm(total=self.config.steps, initial=step, disable=not progress, dynamic_ncols=True,
-                        desc=f"{self.config.optimizer} eta={self.eta:g}", file=sys.stderr)
+        self.bar = progress_reporter(self.config.steps, initial=step, desc=f"{self.config.optimizer} eta={self.eta:g}",
+                                     unit="steps", enabled=progress)  # a bar on a terminal, lines in a log
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)  # the same numbers whatever the machine or --jobs
         self.clock = time.perf_counter()
@@ -200,6 +207,7 @@ class Trainer:
     def restore(self, state: dict[str, Any] | None) -> int:
         """Load a verified checkpoint ``state`` (None: a new run); the step to continue from."""
         if state is None:
+            self.oscillation.observe(flat_parameters(self.model))  # w_0
             return 0
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -213,7 +221,7 @@ class Trainer:
         self.elapsed, self.resumed_at = float(state["elapsed"]), int(state["step"])
         self.last_row, self.start_loss = self.resumed_at, state["start_loss"]
         self.lr_used = tuple(state["lr_used"]) if state.get("lr_used") is not None else None
-        self.recent = {int(s): w.to(self.device) for s, w in state.get("recent", {}).items()}
+        self.oscillation.load_state_dict(state["oscillation"], self.device)
         return self.resumed_at
 
     def observe(self, step: int) -> tuple[float | None, float]:
@@ -244,13 +252,11 @@ class Trainer:
                 return False
             batch_loss.backward()
             reduce_gradients(self.model, self.ranks.group)
-        if self.on_grid(step + 1) or self.on_grid(step + 2):  # theta_step is needed by the row of step + 1 or + 2
-            self.recent = {s: w for s, w in self.recent.items() if s >= step - 1}
-            self.recent[step] = flat_parameters(self.model)
         self.lr_used = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        self.oscillation.observe(flat_parameters(self.model))
         return True
 
     def record(self, step: int, loss: float | None, accuracy: float, measure: bool = True) -> None:
@@ -267,7 +273,12 @@ class Trainer:
                        hvps=m["hvps"], converged=m["converged"], eta_S_P=m["eta_S_P"])
             if has_p:
                 row["eta_threshold"] = m["edge_constant"]
-            row["oscillation"], row["oscillation_total"] = self.oscillation(step) if has_p else (math.nan, math.nan)
+            row["oscillation"], row["oscillation_total"] = self.oscillation.read()
+            row.update(self.batch_measurements(step, has_p))
+            if has_p and self.tracker.last_preconditioned is not None:  # the direction of the next rows' windows
+                self.oscillation.aim(top_direction(self.optimizer, self.model,
+                                                   self.tracker.last_preconditioned.eigenvectors[:, 0],
+                                                   lr=self.update_lrs(step)))
             if not (math.isfinite(m["sharpness"]) and (step == 0 or math.isfinite(row["eta_S_P"]))):
                 self.tracker.reset()  # an overflowing HVP leaves no usable warm start
             self.bar.set_postfix_str(f"eta*S_P={row['eta_S_P']:.4g} (thr {row['eta_threshold']:.4g}) loss={loss:.3g}")
@@ -276,20 +287,26 @@ class Trainer:
         row["wall_time"] = self.wall_time()
         self.writer.write(row)
 
+    def batch_measurements(self, step: int, has_p: bool) -> dict[str, float]:
+        """The minibatch columns of the row of ``step`` (:data:`deep.training.runlog.BATCH_COLUMNS`) at the run's
+        batch size (the whole data set in a full-batch run), P and lr those of the update just taken."""
+        forms = ("raw", "preconditioned", "update") if has_p else ("raw", "update")
+        size = len(self.data) if self.full_batch else self.config.batch_size
+        res = batch_sharpness_forms(self.model, self.loss_fn, self.measured, size, self.optimizer, forms=forms,
+                                    samples=BATCH_SAMPLES, tol=BATCH_TOL, seed=batch_seed(self.config.seed, step),
+                                    step=max(step, 1), lr=self.update_lrs(step))
+        out = {"batch_sharpness": res["raw"].value, "batch_sharpness_stderr": res["raw"].stderr,
+               "batch_update_ratio": res["update"].value, "batch_update_ratio_stderr": res["update"].stderr,
+               "batch_samples": res["raw"].samples}
+        if has_p:
+            out.update(eta_BS_P=res["preconditioned"].eta_value, eta_BS_P_stderr=res["preconditioned"].eta_stderr)
+        return out
+
     def update_lrs(self, step: int) -> tuple[float, ...]:
         """Each group's lr in update ``step``, the update just taken (at step 0, the first update's)."""
         if step > 0 and self.lr_used is not None:
             return self.lr_used
         return tuple(float(group["lr"]) for group in self.optimizer.param_groups)
-
-    def oscillation(self, step: int) -> tuple[float, float]:
-        """The period-2 amplitude at ``step`` along the top eigenvector of P^-1 (H + W) just measured, and
-        its whole length (:mod:`deep.measure.oscillation`); NaN before step 2."""
-        if step - 1 not in self.recent or step - 2 not in self.recent or self.tracker.last_preconditioned is None:
-            return math.nan, math.nan
-        u = top_direction(self.optimizer, self.model, self.tracker.last_preconditioned.eigenvectors[:, 0])
-        iterates = (flat_parameters(self.model), self.recent[step - 1], self.recent[step - 2])
-        return period_two_amplitude(*iterates, u), period_two_amplitude(*iterates)
 
     def theory_constant(self, step: int) -> float:
         """c_t of the t-th update (t = max(step, 1)) from the live optimizer's first param group at that
@@ -319,7 +336,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "batch_rng": self.batches.get_state(), "elapsed": self.wall_time(),
-            "recent": {s: w.cpu() for s, w in self.recent.items()}, "lr_used": self.lr_used,
+            "oscillation": self.oscillation.state_dict(), "lr_used": self.lr_used,
         }, self.config.to_dict(), self.writer.rows)
 
     def wall_time(self) -> float:
@@ -327,9 +344,10 @@ class Trainer:
         return self.elapsed + time.perf_counter() - self.clock
 
 
-#: A run is diverged when its full-batch loss (or a minibatch loss) is not finite or exceeds this many
-#: times its loss at step 0.
-DIVERGENCE_FACTOR = 1e4
+#: The minibatch columns of a row: at most this many batches, fewer once every relative standard error is
+#: at most :data:`BATCH_TOL` (:func:`deep.measure.batch.batch_sharpness_forms`).
+BATCH_SAMPLES = 64
+BATCH_TOL = 0.05
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
