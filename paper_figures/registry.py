@@ -65,7 +65,7 @@ FIGURES: tuple[str, ...] = (
     "deep_gd_vs_adam",
     "beta1_sweep",
     "rmsprop_and_momentum",
-    "minibatch",
+    "minibatch_edge",
     "transformer",
     "nadam_schedule",
     "lr_schedule",

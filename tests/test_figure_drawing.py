@@ -67,8 +67,21 @@ def fake_train(**config) -> dict:
                "threshold": [constant / eta] * n, "eta_S_P": eta_s_p.tolist(), "eta_threshold": [constant] * n,
                "edge_ratio": (eta_s_p / constant).tolist(), "hvps": [20] * n, "converged": [1] * n,
                "wall_time": list(range(n)), "oscillation": [OSCILLATION] * n,
-               "oscillation_total": [2 * OSCILLATION] * n}
+               "oscillation_total": [2 * OSCILLATION] * n,
+               "eta_BS_P": eta_s_p.tolist(), "batch_update_ratio": [RATIO * _seeded(config["seed"]) * 2.0] * n}
     return {"status": "completed", "last_step": config["steps"], "metrics": metrics}
+
+
+CURVATURE_SPREAD = 0.5  # planted per-example curvatures: mu (1 -+ CURVATURE_SPREAD), alternating
+
+
+def fake_edge_train(**config) -> dict:
+    """fake_train, and per-example curvatures alternating mu (1 -+ CURVATURE_SPREAD) around the planted
+    S_P = mu: var(h)/mu^2 = CURVATURE_SPREAD^2 and no skew."""
+    out = fake_train(**config)
+    mu = out["metrics"]["preconditioned_sharpness"][-1]
+    signs = np.where(np.arange(config["n"]) % 2 == 0, -1.0, 1.0)
+    return {**out, "curvatures": (mu * (1 + CURVATURE_SPREAD * signs)).tolist()}
 
 
 OSCILLATION = 1e-3  # planted oscillation of a discrete run (parameter units)
@@ -140,7 +153,7 @@ def fake_density_run(train: dict, lanczos_steps: int, probes: int) -> dict:
     return out
 
 
-FAKES = {"train": fake_train, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
+FAKES = {"train": fake_train, "edge_train": fake_edge_train, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
          "dense_quadratic_run": fake_quadratic, "sharpening_run": fake_sharpening}
 
 
@@ -187,8 +200,28 @@ def check_numbers(name: str, numbers: dict) -> None:
             assert _close(_mean(numbers_of["central_max_edge_deviation"]), FLOW_EDGE - 1)
             assert _close(_mean(numbers_of["oscillation_total_predicted_over_measured"]), FLOW_OSCILLATION)
             assert all(_close(v, FLOW_OSCILLATION) for v in numbers_of["oscillation_predicted_over_measured"])
-    else:  # quadratic_aeos, deep_adam, minibatch, transformer: Adam at beta1 = 0.9
+    elif name == "minibatch_edge":
+        check_minibatch_edge(numbers)
+    else:  # quadratic_aeos, deep_adam, transformer: Adam at beta1 = 0.9
         assert all(_close(_mean(v["late_median_eta_S_P"]), adam) for v in numbers.values()), numbers
+
+
+def check_minibatch_edge(numbers: dict) -> None:
+    """Late medians of eta S_P and eta BS_P at RATIO times 38 (Adam), 2 (SGD) and 2 (1 + beta) (heavy ball), the
+    update ratio at RATIO * 2, no drift; the theory at b = 16 of n = 128 the paper-form mean-square edge
+    2 (1 + beta1)/((1 - beta1) + (1 + beta1) nu), nu = (n - b)/(b (n - 1)) CURVATURE_SPREAD^2, written here."""
+    controls = {"adam": closed_form("adam", {}), "SGD": 2.0, "SGD momentum": 2 + 2 * 0.5}
+    for group, level in controls.items():
+        for by_size in numbers[group].values():
+            assert _close(_mean(by_size["late_median_eta_S_P"]), RATIO * level)
+            assert _close(_mean(by_size["late_median_eta_BS_P"]), RATIO * level)
+            assert _close(_mean(by_size["late_median_batch_update_ratio"]), RATIO * 2.0)
+            assert abs(_mean(by_size["drift_eta_S_P"])) < 1e-9
+    theory = numbers["theory"]
+    assert _close(_mean(theory["nu_at_b1"]), CURVATURE_SPREAD**2)
+    nu = (128 - 16) / (16 * 127) * CURVATURE_SPREAD**2
+    assert _close(_mean(theory["batch=16"]["eta_S_P"]), 2 * 1.9 / (0.1 + 1.9 * nu))
+    assert _close(_mean(theory["batch=128"]["eta_S_P"]), 38.0) and _close(_mean(theory["batch=128"]["eta_BS_P"]), 38.0)
 
 
 def check_intervals(numbers: dict) -> None:
@@ -218,7 +251,10 @@ THRESHOLDS: dict[str, dict[int, tuple[list[float], str]]] = {
     "deep_gd_vs_adam": {0: ([2 / GD_ETA], "sharpness"), 1: ([2.0], r"\eta\,S$"), 2: ([ADAM], "S_P")},
     "beta1_sweep": {0: ([(2 + 2 * 0.5) / (1 - 0.5), ADAM], "S_P")},
     "rmsprop_and_momentum": {0: ([2.0], "S_P"), 1: ([2 + 2 * 0.5], r"\eta\,S$")},
-    "minibatch": {0: ([ADAM], "S_P"), 1: ([ADAM], "S_P")},
+    "minibatch_edge": {0: ([2.0, ADAM], "S_P"), 1: ([2.0, ADAM], "BS_P"), 2: ([2.0], "update ratio"),
+                       3: ([2.0, ADAM], "late median"), 4: ([2 * (1 - 0.5), 2.0, 2 * (1 + 0.5)], r"\eta\,S$"),
+                       5: ([2 * (1 - 0.5), 2.0, 2 * (1 + 0.5)], r"\eta\,BS$"), 6: ([2.0], "update ratio"),
+                       7: ([2 * (1 - 0.5), 2.0, 2 * (1 + 0.5)], "late median")},
     "transformer": {1: ([ADAM], "S_P")},
     "nadam_schedule": {0: ([(2 + 2 * 0.9) / ((1 - 0.9) * (1 + 2 * 0.9))], "S_P"), 1: ([1.0], "edge ratio")},
     "lr_schedule": {2: ([1.0], "edge ratio")},
@@ -237,7 +273,10 @@ LEGENDS: dict[str, list[str]] = {
     "beta1_sweep": ["beta1 = 0.5", "beta1 = 0.9", r"theory $(2+2\beta_1)/(1-\beta_1)$",
                     "late median: mean over seeds, 95% interval (dots: seeds)"],
     "rmsprop_and_momentum": [],
-    "minibatch": ["batch 50", "batch 300 (full)"],
+    "minibatch_edge": ["Adam, batch 16", "Adam, batch 128 (full)", r"theory: full-batch $\eta\,S_P$",
+                       r"theory: batch $\eta\,BS_P$", r"late median: full-batch $\eta\,S_P$",
+                       r"late median: batch $\eta\,BS_P$", "late median: update ratio", "SGD, batch 32",
+                       "SGD momentum, batch 32"],
     "transformer": ["eta = 0.001"],
     "nadam_schedule": ["threshold of step t (theory)", r"$\eta\,S_P$ (measured; thin: seeds, bold: mean)"],
     "lr_schedule": ["threshold c_t", "beta2 = 0.999", "beta2 = 0.99"],

@@ -13,6 +13,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from paper_figures import cli, estimate, intervals, pipeline, registry, report
@@ -306,3 +307,18 @@ def test_aeos_figures_subcommand_bad_input(repo_root: Path) -> None:
                           cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "'bogus'" in proc.stderr
+
+
+def test_minibatch_edge_curvatures_average_to_the_runs_last_eta_S_P(tmp_path: Path) -> None:
+    """minibatch_edge's full-batch run function: the per-example curvatures h_i = w^T H_i w along w = P^-1/2 u
+    (u the top eigenvector of P^-1/2 H P^-1/2 at the last checkpoint) average to S_P, which the trainer's own
+    Lanczos measured at that step (eta S_P in its last row): two independent routes to one number."""
+    from paper_figures.figures import minibatch_edge
+
+    ctx = registry.Context(scale="tiny")
+    (run,) = [r for r in minibatch_edge.plan(ctx) if r.fn.endswith(":edge_train") and r.config["seed"] == 0]
+    result = minibatch_edge.edge_train(tmp_path, **run.config)
+    h = np.asarray(result["curvatures"])
+    eta, last = run.config["hyper"]["eta"], result["metrics"]["eta_S_P"][-1]
+    assert h.shape == (run.config["n"],) and result["metrics"]["step"][-1] == run.config["steps"]
+    assert eta * h.mean() == pytest.approx(last, rel=2e-2)

@@ -7,7 +7,7 @@ rising while eta * S_P hovers at 38.  All measurements come from ``deep.run``.
 
 Seeds: 3 per step size at quick (5 at full).  Quick shrinks the data to the first 500 digits (full:
 1000), the MLP's run to 1000 steps (full: 5000) and the CNN to width 16 (full: 32) and 800 steps.  The
-other digits-MLP figures (deep_gd_vs_adam, beta1_sweep, rmsprop_and_momentum, minibatch, nadam_schedule,
+other digits-MLP figures (deep_gd_vs_adam, beta1_sweep, rmsprop_and_momentum, nadam_schedule,
 lr_schedule) train this same network, :func:`networks`.
 """
 
