@@ -106,16 +106,15 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
 
 
 _MATRIX_STEP = "neither elementwise nor linear in the gradient, so a diagonal quadratic cannot carry it"
-#: Why each registry optimizer without a kernel is not simulated: the kernels run elementwise steps on
-#: diagonal quadratics, and these optimizers' steps act on whole weight matrices.
+#: Why an optimizer has no kernel, by the kind of its P (the registry's ``preconditioner``): the kernels run
+#: elementwise steps on diagonal quadratics, and these optimizers' steps act on whole weight matrices.
 NOT_SIMULATED: dict[str, str] = {
-    "adafactor": "its second moment is factored into the row and column means of a weight matrix and its step "
-                 f"is scaled by the RMS of the iterate and of the update: {_MATRIX_STEP}",
-    "muon": f"its step orthogonalises the momentum matrix (Newton-Schulz): {_MATRIX_STEP}",
-    "muon_plain": f"its step orthogonalises the momentum matrix (Newton-Schulz): {_MATRIX_STEP}",
-    "shampoo": "its preconditioner L^-1/4 (x) R^-1/4 is a Kronecker product of matrix roots of a weight "
-               "matrix's gradient statistics, not elementwise",
-    "soap": "it runs Adam in the eigenbasis of Shampoo's matrix factors, a preconditioner that is not elementwise",
+    "factored": "its second moment is factored into the row and column means of a weight matrix and its step "
+                f"is scaled by the RMS of the iterate and of the update: {_MATRIX_STEP}",
+    "polar": f"its step orthogonalises the momentum matrix (Newton-Schulz): {_MATRIX_STEP}",
+    "kronecker": "its preconditioner L^-1/4 (x) R^-1/4 is a Kronecker product of matrix roots of a weight "
+                 "matrix's gradient statistics, not elementwise",
+    "eigenbasis": "it runs Adam in the eigenbasis of Shampoo's matrix factors, a preconditioner that is not elementwise",
 }
 
 
@@ -124,7 +123,8 @@ def kernel_code(optimizer: str) -> int:
     the optimizers that have one otherwise."""
     if not get_optimizer(optimizer).simulated:
         simulated = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
-        reason = NOT_SIMULATED.get(optimizer, "its step is not written in sims.updates yet")
+        reason = NOT_SIMULATED.get(get_optimizer(optimizer).preconditioner,
+                                   "its step is elementwise but not written in sims.updates yet")
         raise ValueError(f"optimizer {optimizer!r} has no simulation kernel: {reason} (sims runs "
                          f"{', '.join(simulated)}); its threshold is aeos_theory.stability_threshold and deep "
                          "measures its edge")

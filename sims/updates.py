@@ -44,9 +44,9 @@ from sims.jit_cache import njit
 
 #: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
 CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
-GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM, ADAGRAD, ADAMAX, ADADELTA, RADAM, ASGD = (
-    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam", "adagrad", "adamax",
-                             "adadelta", "radam", "asgd"))
+GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM, ADAGRAD, ADAMAX, RADAM, ASGD = (
+    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam", "adagrad", "adamax", "radam",
+                             "asgd"))
 #: Codes of the optimizers that divide their step by an adaptive P (they keep a second moment v).
 ADAPTIVE_CODES = tuple(spec.kernel for spec in OPTIMIZERS.values() if spec.adaptive)
 
