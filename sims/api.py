@@ -105,12 +105,29 @@ def _prepare(optimizer: str, eta: object, hyper: dict) -> tuple[int, dict, np.nd
     return kernel_code(optimizer), values, pack_hyper(values)
 
 
+_MATRIX_STEP = "neither elementwise nor linear in the gradient, so a diagonal quadratic cannot carry it"
+#: Why an optimizer has no kernel, by the kind of its P (the registry's ``preconditioner``): the kernels run
+#: elementwise steps on diagonal quadratics, and these optimizers' steps act on whole weight matrices.
+NOT_SIMULATED: dict[str, str] = {
+    "factored": "its second moment is factored into the row and column means of a weight matrix and its step "
+                f"is scaled by the RMS of the iterate and of the update: {_MATRIX_STEP}",
+    "polar": f"its step orthogonalises the momentum matrix (Newton-Schulz): {_MATRIX_STEP}",
+    "kronecker": "its preconditioner L^-1/4 (x) R^-1/4 is a Kronecker product of matrix roots of a weight "
+                 "matrix's gradient statistics, not elementwise",
+    "eigenbasis": "it runs Adam in the eigenbasis of Shampoo's matrix factors, a preconditioner that is not elementwise",
+}
+
+
 def kernel_code(optimizer: str) -> int:
-    """The kernel code of a simulated optimizer; ValueError naming the optimizers that have one otherwise."""
+    """The kernel code of a simulated optimizer; ValueError naming the optimizer, why it has no kernel and
+    the optimizers that have one otherwise."""
     if not get_optimizer(optimizer).simulated:
         simulated = [name for name, spec in OPTIMIZERS.items() if spec.simulated]
-        raise ValueError(f"optimizer {optimizer!r} has no simulation kernel (sims runs {', '.join(simulated)}); "
-                         "its threshold is aeos_theory.stability_threshold and deep measures its edge")
+        reason = NOT_SIMULATED.get(get_optimizer(optimizer).preconditioner,
+                                   "its step is elementwise but not written in sims.updates yet")
+        raise ValueError(f"optimizer {optimizer!r} has no simulation kernel: {reason} (sims runs "
+                         f"{', '.join(simulated)}); its threshold is aeos_theory.stability_threshold and deep "
+                         "measures its edge")
     return CODES[optimizer]
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from numba import prange
 
 from sims.jit_cache import njit
-from sims.updates import (ADAM, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NESTEROV, RMSPROP, step_adam,
-                          step_gd, step_momentum, step_nadam, step_rmsprop, apply_update, branch_flags,
-                          preconditioner, run_scalars, time_scalars)
+from sims.updates import (ADAGRAD, ADAM, ADAMAX, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NADAM, NESTEROV, RADAM,
+                          RMSPROP, apply_update, branch_flags, preconditioner, run_scalars, step_adagrad, step_adam,
+                          step_adamax, step_asgd, step_gd, step_momentum, step_nadam, step_radam, step_rmsprop,
+                          time_scalars)
 
 
 #: Steps per block of the batch drivers: the t-only coefficients of a block are tabulated once (serially,
@@ -96,9 +97,21 @@ def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
                         elif opt == RMSPROP:
                             bad = step_rmsprop(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
                                                 hp, c0, c1, c2, blowup)
-                        else:
+                        elif opt == NADAM:
                             bad = step_nadam(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
                                               c0, c1, c2, blowup)
+                        elif opt == ADAGRAD:
+                            bad = step_adagrad(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
+                                                hp, c0, c1, c2, blowup)
+                        elif opt == ADAMAX:
+                            bad = step_adamax(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
+                                               hp, c0, c1, c2, blowup)
+                        elif opt == RADAM:
+                            bad = step_radam(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
+                                              c0, c1, c2, blowup)
+                        else:
+                            bad = step_asgd(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
+                                             c0, c1, c2, blowup)
                         if bad > 0 and layout != "transposed":
                             div[0] = start + k + 1
                         elif bad > 0:
@@ -252,7 +265,7 @@ def _threshold_one(opt, eta, hp, rtol):
 def threshold_bisection(opt, eta, hp, rtol, out):
     """Bisection on lambda for each row: the smallest lambda whose frozen-P (P = 1) iterates diverge.
 
-    ``eta`` (N,), ``hp`` (N, 8) (rows of :func:`sims.updates.pack_hyper`); ``out`` (N,) receives
+    ``eta`` (N,), ``hp`` (N, len(HP_NAMES) + 2) (rows of :func:`sims.updates.pack_hyper`); ``out`` (N,) receives
     lambda* in units of 1/x^2 (inf if none found).  Parallel over rows.
     """
     for i in prange(eta.shape[0]):

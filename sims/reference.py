@@ -8,6 +8,7 @@ used by the fast path.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -97,6 +98,55 @@ class ReferenceOptimizer:
                 self.buf = self.buf * beta + grad / avg
                 return x + (-lr) * self.buf
             return x + ((-lr) * grad) / avg
+        if name == "adagrad":
+            grad = grad + wd * x if wd != 0 else grad
+            if self.frozen:
+                decay = h["lr_decay"]
+                clr = lr / (math.inf if decay > 0 else 1.0)  # settled: the decayed lr is 0
+                return x + ((-clr) * grad) / self.p
+            clr = lr / (1 + (t - 1) * h["lr_decay"])
+            self.v = self.v + 1 * grad * grad
+            std = np.sqrt(self.v) + h["eps"]
+            self.P = std
+            return x + ((-clr) * grad) / std
+        if name == "adamax":
+            b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
+            grad = grad + wd * x if wd != 0 else grad
+            w = 1 - b1
+            self.buf = self.buf + w * (grad - self.buf) if abs(w) < 0.5 else grad - (grad - self.buf) * (1 - w)
+            if self.frozen:
+                return x + ((-lr) * self.buf) / self.p
+            self.v = np.maximum(self.v * b2, np.abs(grad) + eps)
+            self.P = np.array(self.v)
+            clr = lr / (1 - b1 ** float(t))
+            return x + ((-clr) * self.buf) / self.v
+        if name == "radam":
+            b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
+            grad = grad + wd * x if wd != 0 else grad
+            w = 1 - b1
+            self.buf = self.buf + w * (grad - self.buf) if abs(w) < 0.5 else grad - (grad - self.buf) * (1 - w)
+            if self.frozen:  # settled: k_t = r_t = 1
+                return x + ((-lr) * self.buf) / self.p
+            self.v = self.v * b2 + (1 - b2) * grad * grad
+            step = float(t)
+            bias1, bias2 = 1 - b1 ** step, 1 - b2 ** step
+            rho_inf = 2 / (1 - b2) - 1
+            rho_t = rho_inf - 2 * step * (b2 ** step) / bias2
+            if rho_t > 5.0:
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+                adaptive_lr = (bias2 ** 0.5) / (np.sqrt(self.v) + eps)
+                self.P = 1 / adaptive_lr
+                return x - (self.buf / bias1) * lr * adaptive_lr * rect
+            self.P = np.ones(np.shape(x))
+            return x - (self.buf / bias1) * lr
+        if name == "asgd":
+            lambd, alpha = h["lambd"], h["decay_power"]
+            grad = grad + wd * x if wd != 0 else grad
+            if self.frozen:
+                eta_t = 0.0 * lr if lambd * lr.max() > 0 and alpha > 0 else lr
+                return x * (1 - lambd * eta_t) + (-eta_t) * (grad / self.p)
+            eta_t = lr / ((1 + lambd * lr * float(t - 1)) ** alpha)  # torch's rate for step t, set at step t - 1
+            return x * (1 - lambd * eta_t) + (-eta_t) * grad
         raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -44,19 +44,21 @@ from sims.jit_cache import njit
 
 #: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
 CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
-GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM = (
-    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam"))
+GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM, ADAGRAD, ADAMAX, RADAM, ASGD = (
+    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam", "adagrad", "adamax", "radam",
+                             "asgd"))
 #: Codes of the optimizers that divide their step by an adaptive P (they keep a second moment v).
 ADAPTIVE_CODES = tuple(spec.kernel for spec in OPTIMIZERS.values() if spec.adaptive)
 
 #: Layout of the hyperparameter vector ``hp`` passed to the kernels (eta travels separately).
-HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay", "momentum_decay")
-BETA, BETA1, BETA2, EPS, DAMPENING, WEIGHT_DECAY, MOMENTUM_DECAY = range(7)
+HP_NAMES = ("beta", "beta1", "beta2", "eps", "dampening", "weight_decay", "momentum_decay", "lr_decay", "lambd",
+            "decay_power")
+BETA, BETA1, BETA2, EPS, DAMPENING, WEIGHT_DECAY, MOMENTUM_DECAY, LR_DECAY, LAMBD, DECAY_POWER = range(10)
 
 
 #: hp[SAT1], hp[SAT2]: the step t from which beta1^t, beta2^t <= 2^-60, so 1 - beta^t == 1.0 exactly in
 #: float64 and the bias-correction pow can be skipped without changing a bit (it costs ~50 ns a step).
-SAT1, SAT2 = 7, 8
+SAT1, SAT2 = 10, 11
 
 
 def _saturation_step(beta: float) -> float:
@@ -78,7 +80,9 @@ def time_scalars(opt, frozen, t, hp, mu_prod):
 
     Returns (a, b, c, d, e, mu_prod_new), read by :func:`run_scalars`.  heavy_ball / nesterov:
     a = factor on the buffer (0 at t = 1, as torch starts b_1 = G), b = factor on G.  adam / adamw:
-    a = 1 - beta1^t, b = sqrt(1 - beta2^t).  nadam: a = 1 - mu_t, b = 1 - Pi_t, c = mu_{t+1},
+    a = 1 - beta1^t, b = sqrt(1 - beta2^t) (adamax: a).  adagrad: a = s_t = 1 + (t - 1) lr_decay (frozen: settled,
+    inf when lr_decay > 0).  radam: a = 1 - beta1^t, b = sqrt(1 - beta2^t), c = r_t in the rectified phase
+    (rho_t > 5) and 0 in the warm phase.  asgd: a = t - 1, b = lambd, c = alpha (``decay_power``).  nadam: a = 1 - mu_t, b = 1 - Pi_t, c = mu_{t+1},
     d = 1 - Pi_t mu_{t+1}, e = 1 - beta2^t (frozen: the settled values mu = beta1, Pi = 0).
     """
     beta = hp[BETA]
@@ -96,10 +100,28 @@ def time_scalars(opt, frozen, t, hp, mu_prod):
         else:
             a = beta
             b = 1.0 - hp[DAMPENING] if opt == HEAVY_BALL else 1.0
-    elif opt == ADAM or opt == ADAMW:
+    elif opt == ADAM or opt == ADAMW or opt == ADAMAX:
         if not frozen:
             a = 1.0 - beta1 ** ft if ft < hp[SAT1] else 1.0
             b = math.sqrt(1.0 - beta2 ** ft) if ft < hp[SAT2] else 1.0
+    elif opt == ADAGRAD:
+        if not frozen:
+            a = 1.0 + (ft - 1.0) * hp[LR_DECAY]
+        else:  # settled: s_t -> inf when the lr decays
+            a = math.inf if hp[LR_DECAY] > 0.0 else 1.0
+    elif opt == RADAM:
+        if not frozen:  # torch's order of operations, in float64 as torch's Python floats
+            a = 1.0 - beta1 ** ft
+            bias2 = 1.0 - beta2 ** ft
+            rho_inf = 2.0 / (1.0 - beta2) - 1.0
+            rho_t = rho_inf - 2.0 * ft * (beta2 ** ft) / bias2
+            if rho_t > 5.0:  # rectified phase; c = 0 marks the warm phase
+                b = bias2 ** 0.5
+                c = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5
+    elif opt == ASGD:
+        a = ft - 1.0  # torch computes step t's rate at the end of step t - 1
+        b = hp[LAMBD]
+        c = hp[DECAY_POWER]
     elif opt == NADAM:
         psi = hp[MOMENTUM_DECAY]
         if frozen:
@@ -125,15 +147,30 @@ def run_scalars(opt, frozen, eta, a, b, c, d, e):
     """Step coefficients (c0, c1, c2) of one run with step size eta, as :func:`apply_update` reads them.
 
     gd / rmsprop: c0 = eta.  heavy_ball / nesterov: c0 = eta, c1 = buffer factor, c2 = G factor.
-    adam / adamw: c0 = -eta / (1 - beta1^t) (frozen: -eta), c1 = sqrt(1 - beta2^t).
+    adam / adamw / adamax: c0 = -eta / (1 - beta1^t) (frozen: -eta), c1 = sqrt(1 - beta2^t).
+    adagrad: c0 = -eta / s_t.  radam: c0 = 1 - beta1^t, c1 = sqrt(1 - beta2^t), c2 = r_t or 0 (warm phase)
+    (frozen: c0 = -eta).  asgd: c0 = -eta_t, c1 = 1 - lambd eta_t, eta_t = eta / (1 + lambd eta (t - 1))^alpha
+    (frozen: settled, eta_t = 0 when lambd eta alpha > 0).
     nadam: c0 = -eta (1 - mu_t) / (1 - Pi_t), c1 = -eta mu_{t+1} / (1 - Pi_t mu_{t+1}), c2 = 1 - beta2^t.
     """
     if opt == HEAVY_BALL or opt == NESTEROV:
         return eta, a, b
-    if opt == ADAM or opt == ADAMW:
+    if opt == ADAM or opt == ADAMW or opt == ADAMAX:
         if frozen:
             return -eta, 0.0, 0.0
         return -(eta / a), b, 0.0
+    if opt == ADAGRAD:
+        return -(eta / a), 0.0, 0.0
+    if opt == RADAM:
+        if frozen:
+            return -eta, 0.0, 0.0
+        return a, b, c
+    if opt == ASGD:
+        if frozen:  # settled: eta_t -> 0 when lambd eta alpha > 0
+            eta_t = 0.0 if b * eta > 0.0 and c > 0.0 else eta
+        else:
+            eta_t = eta / ((1.0 + b * eta * a) ** c)
+        return -eta_t, 1.0 - b * eta_t, 0.0
     if opt == NADAM:
         return -eta * a / b, (-eta * c) / d, e
     return eta, 0.0, 0.0
@@ -336,6 +373,134 @@ def step_nadam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, 
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def step_adagrad(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """adagrad: v <- v + G^2 (the sum), x <- x + c0 G / (sqrt(v) + eps), c0 = -eta / s_t (frozen: / P)."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    eps = cast_like(hp[EPS], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            xn = x[r, j] + (c0 * _gradient(x, h, g, diag, r, j, decay, wd)) / p[r, j]
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            vj = v[r, j] + gj * gj  # torch addcmul with value 1
+            v[r, j] = vj
+            xn = x[r, j] + (c0 * gj) / (math.sqrt(vj) + eps)
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_adamax(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """adamax: m <- lerp(m, G, 1 - beta1), u <- max(beta2 u, |G| + eps) (in ``v``), x <- x + c0 m / u (frozen: / P)."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    w = 1.0 - hp[BETA1]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            xn = x[r, j] + (c0 * mj) / p[r, j]
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            uj = max(v[r, j] * beta2, abs(gj) + eps)
+            v[r, j] = uj
+            xn = x[r, j] + (c0 * mj) / uj
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_radam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """radam: m, v as adam; rectified (c2 = r_t > 0): x <- x - ((m / c0) eta) (c1 / (sqrt(v) + eps)) r_t, warm
+    (c2 = 0): x <- x - (m / c0) eta, c0 = 1 - beta1^t, c1 = sqrt(1 - beta2^t) (torch's order); frozen: x + c0 m / P."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    w = 1.0 - hp[BETA1]
+    cw = cast_like(w if low else -(1.0 - w), x)
+    beta2 = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    lr = cast_like(eta, x)
+    c0, c1, c2 = cast_like(c0, x), cast_like(c1, x), cast_like(c2, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            xn = x[r, j] + (c0 * mj) / p[r, j]
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    elif c2 > 0.0:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            vj = v[r, j] * beta2 + (a2 * gj) * gj
+            v[r, j] = vj
+            xn = x[r, j] - (((mj / c0) * lr) * (c1 / (math.sqrt(vj) + eps))) * c2
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            mo = m[r, j]
+            mj = (mo if low else gj) + cw * (gj - mo)
+            m[r, j] = mj
+            v[r, j] = v[r, j] * beta2 + (a2 * gj) * gj
+            xn = x[r, j] - (mj / c0) * lr
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_asgd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """asgd: x <- c1 x + c0 G, c0 = -eta_t, c1 = 1 - lambd eta_t (frozen: c0 G / P).  The averaged iterate
+    ``ax`` never feeds back into x, so it is not kept."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    c0, c1 = cast_like(c0, x), cast_like(c1, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            xn = x[r, j] * c1 + c0 * (gj / p[r, j])
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            xn = x[r, j] * c1 + c0 * gj
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """One optimizer step on row ``r`` of the 2-D state ``x`` in place.
 
@@ -356,8 +521,16 @@ def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
         bad = step_adam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == RMSPROP:
         bad = step_rmsprop(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
-    else:
+    elif opt == NADAM:
         bad = step_nadam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    elif opt == ADAGRAD:
+        bad = step_adagrad(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    elif opt == ADAMAX:
+        bad = step_adamax(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    elif opt == RADAM:
+        bad = step_radam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    else:
+        bad = step_asgd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     return bad > 0
 
 
@@ -377,6 +550,15 @@ def preconditioner(opt, frozen, v, p, r, c1, c2, eps, out):
     elif opt == NADAM:
         for j in range(n):
             out[j] = math.sqrt(v[r, j] / c2) + eps
+    elif opt == ADAGRAD:
+        for j in range(n):
+            out[j] = math.sqrt(v[r, j]) + eps
+    elif opt == ADAMAX:
+        for j in range(n):
+            out[j] = v[r, j]
+    elif opt == RADAM and c2 > 0.0:  # rectified phase (c2 = r_t); the warm phase has P = I
+        for j in range(n):
+            out[j] = (math.sqrt(v[r, j]) + eps) / c1
     else:
         for j in range(n):
             out[j] = 1.0

@@ -25,6 +25,10 @@ from sims.updates import CODES, pack_hyper
     ("heavy_ball", {"beta": 0.9, "dampening": 0.1}),
     ("nesterov", {"beta": 0.5}),
     ("gd", {}),
+    ("adagrad", {"lr_decay": 0.05, "weight_decay": 0.01}),
+    ("adamax", {"beta2": 0.99}),
+    ("radam", {"beta2": 0.99}),
+    ("asgd", {"lambd": 0.1}),
 ])
 def test_batch_matches_numpy_reference(optimizer, hyper):
     """Per-run eta, B = 37 runs, d = 5, 300 steps: final iterates equal the vectorised numpy reference."""
@@ -49,6 +53,12 @@ BIT_CASES = [
     ("adamw", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.3}),
     ("rmsprop", {"beta": 0.5, "beta2": 0.99, "weight_decay": 0.05}),
     ("nadam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),
+    ("adagrad", {"lr_decay": 0.01, "weight_decay": 0.05}),
+    ("adamax", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),
+    ("adamax", {"beta1": 0.2, "beta2": 0.99}),  # torch.lerp's other formula
+    ("radam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),  # warm phase t <= 5, then rectified
+    ("radam", {"beta1": 0.9, "beta2": 0.5}),  # rho_inf = 3 <= 5: warm phase throughout
+    ("asgd", {"lambd": 0.5, "decay_power": 0.75, "weight_decay": 0.05}),
 ]
 
 
@@ -143,7 +153,7 @@ H2 = np.array([[2.0, 0.5], [0.5, 1.0]])
     (lambda: simulate("adam", H2, np.ones(2), -1e-3, 10), "eta"),
     (lambda: simulate("adam", np.array([[2.0, 0.5], [0.4, 1.0]]), np.ones(2), 1e-3, 10), "symmetric"),
     (lambda: simulate("adam", H2, np.ones(3), 1e-3, 10), "x0"),
-    (lambda: simulate("adamax", H2, np.ones(2), 1e-3, 10), "optimizer"),
+    (lambda: simulate("adafactor", H2, np.ones(2), 1e-3, 10), "optimizer 'adafactor' has no simulation kernel"),
     (lambda: simulate("adam", H2, np.ones(2), 1e-3, -1), "steps"),
     (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, record_every=0), "record_every"),
     (lambda: simulate("adam", H2, np.ones(2), 1e-3, 10, beta=0.9), "beta"),
@@ -166,11 +176,24 @@ def test_bad_input_raises_value_error(call, word):
         call()
 
 
+@pytest.mark.parametrize("optimizer,why", [
+    ("adafactor", "factored"), ("muon", "orthogonalises"), ("muon_plain", "orthogonalises"), ("shampoo", "Kronecker"),
+    ("soap", "eigenbasis")])
+def test_matrix_optimizers_are_refused_with_the_reason(optimizer, why):
+    """The registry optimizers whose step acts on whole matrices: one ValueError naming the optimizer and why."""
+    with pytest.raises(ValueError, match=f"optimizer '{optimizer}' has no simulation kernel: .*{why}.*elementwise"):
+        simulate_batch(optimizer, np.ones((2, 3)), np.ones((2, 3)), 1e-3, 10)
+
+
 @pytest.mark.parametrize("optimizer,hyper,frozen", [
     ("adam", {"beta1": 0.9, "weight_decay": 0.01}, False),
     ("rmsprop", {"beta": 0.5}, False),
     ("nadam", {}, True),
     ("heavy_ball", {"beta": 0.9}, True),
+    ("adamax", {}, False),
+    ("radam", {"beta2": 0.99}, False),
+    ("adagrad", {}, True),
+    ("asgd", {"lambd": 0.1, "decay_power": 0.0}, True),
 ])
 def test_many_small_runs_layout_equals_row_layout(optimizer, hyper, frozen):
     """B >= 32 small runs with one eta take the run-major (transposed) kernel; it equals the row-major

@@ -35,6 +35,12 @@ def test_bisection_matches_theory_for_every_beta(optimizer):
     ("adamw", {"beta1": 0.99, "weight_decay": 20.0}),
     ("rmsprop", {"beta": 0.9, "weight_decay": 1.0}),
     ("nadam", {"beta1": 0.99, "weight_decay": 1.0}),
+    ("adagrad", {"weight_decay": 3.0}),
+    ("adagrad", {"lr_decay": 0.1}),  # settled: the lr decays to 0, no threshold (inf)
+    ("adamax", {"beta1": 0.9, "weight_decay": 5.0}),
+    ("radam", {"beta1": 0.99, "beta2": 0.99, "weight_decay": 1.0}),
+    ("asgd", {"lambd": 5.0, "decay_power": 0.0, "weight_decay": 1.0}),  # lambd a coupled decay: H + (wd + lambd) I
+    ("asgd", {"lambd": 5.0, "weight_decay": 1.0}),  # settled: eta_t -> 0, no threshold (inf)
 ])
 def test_bisection_with_dampening_and_weight_decay(optimizer, hyper):
     emp = empirical_threshold(optimizer, 0.01, **hyper)
