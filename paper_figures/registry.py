@@ -69,6 +69,7 @@ FIGURES: tuple[str, ...] = (
     "transformer",
     "nadam_schedule",
     "lr_schedule",
+    "optimizer_zoo",
     "spectral_density",
     "central_flows",
 )

@@ -153,7 +153,16 @@ def fake_density_run(train: dict, lanczos_steps: int, probes: int) -> dict:
     return out
 
 
-FAKES = {"train": fake_train, "edge_train": fake_edge_train, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
+def fake_zoo_run(optimizer: str, eta: float, seed: int = 0, *, steps: int, measure_every: int, **_) -> dict:
+    """A zoo run whose edge ratio sits at RATIO (times the seed's factor) from its first record on."""
+    step = list(range(measure_every, steps + 1, measure_every))
+    ratio = RATIO * _seeded(seed)
+    return {"optimizer": optimizer, "eta": eta, "seed": seed, "step": step, "loss": [0.1] * len(step),
+            "edge_ratio": [ratio] * len(step), "eta_S_P": [2 * ratio] * len(step), "edge_constant": [2.0] * len(step),
+            "diverged": False}
+
+
+FAKES = {"train": fake_train, "edge_train": fake_edge_train, "zoo_run": fake_zoo_run, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
          "dense_quadratic_run": fake_quadratic, "sharpening_run": fake_sharpening}
 
 
@@ -193,6 +202,9 @@ def check_numbers(name: str, numbers: dict) -> None:
         for run in (v for k, v in numbers.items() if k.startswith("beta2=")):
             assert all(_close(_mean(run[f"{phase}_median_edge_ratio"]), RATIO)
                        for phase in ("warmup", "first_half_of_decay", "second_half_of_decay"))
+    elif name == "optimizer_zoo":
+        entries = [e for v in numbers.values() if isinstance(v, dict) for e in v.values()]
+        assert len(entries) == 6 and all(_close(_mean(e["late_edge_ratio"]), RATIO) for e in entries)
     elif name == "central_flows":
         for numbers_of in numbers.values():
             assert _close(_mean(numbers_of["central_median_relative_error"]), FLOW_LOSS[True] - 1)
@@ -258,6 +270,7 @@ THRESHOLDS: dict[str, dict[int, tuple[list[float], str]]] = {
     "transformer": {1: ([ADAM], "S_P")},
     "nadam_schedule": {0: ([(2 + 2 * 0.9) / ((1 - 0.9) * (1 + 2 * 0.9))], "S_P"), 1: ([1.0], "edge ratio")},
     "lr_schedule": {2: ([1.0], "edge ratio")},
+    "optimizer_zoo": {i: ([1.0], "edge ratio") for i in range(4)},  # 3 optimizers at tiny, then the summary
     "spectral_density": {1: ([ADAM], "x")},
     "central_flows": {1: ([2.0], "S_P"), 4: ([2.0], "S_P"), 7: ([ADAM], "S_P")},
 }
@@ -280,6 +293,7 @@ LEGENDS: dict[str, list[str]] = {
     "transformer": ["eta = 0.001"],
     "nadam_schedule": ["threshold of step t (theory)", r"$\eta\,S_P$ (measured; thin: seeds, bold: mean)"],
     "lr_schedule": ["threshold c_t", "beta2 = 0.999", "beta2 = 0.99"],
+    "optimizer_zoo": ["smaller step size (thin: seeds, bold: mean)", "larger step size (thin: seeds, bold: mean)"],
     "spectral_density": ["SLQ density: seeds (thin), mean (bold)", "top Ritz value of each seed"],
     "central_flows": ["run, 3-record average", "stable flow", "central flow", "oscillation measured (iterates)",
                       "oscillation predicted (central flow)"],

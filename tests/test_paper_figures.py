@@ -232,6 +232,41 @@ def test_figures_with_their_own_run_functions_run_end_to_end(tmp_path: Path) -> 
         _check_images(tmp_path, name)
 
 
+@pytest.mark.slow
+def test_optimizer_zoo_runs_end_to_end(tmp_path: Path) -> None:
+    """optimizer_zoo at tiny scale with the real deep.training.zoo.zoo_run: every (optimizer, eta) it plans is
+    reported over both seeds; the data CSV's threshold constants are the paper's closed forms written here
+    (GD: 2; Adam at beta1 = 0.9: (2 + 2 beta1)(1 - beta1^t)/(1 - beta1) at step t) and its edge ratio is
+    eta_S_P / c_t; each seed's late ratio is the median of the second half of its records, recomputed from the
+    CSV with numpy."""
+    import csv
+
+    import numpy as np
+
+    assert _main("--scale", "tiny", "--only", "optimizer_zoo", "--out", str(tmp_path), "--jobs", "1") == 0
+    numbers = json.loads((tmp_path / "summary.json").read_text())["figures"]["optimizer_zoo"]["numbers"]
+    planned = {(r.config["optimizer"], f"eta={r.config['eta']:g}")
+               for r in registry.load("optimizer_zoo").plan(registry.Context(scale="tiny"))}
+    assert {(name, key) for name, v in numbers.items() if isinstance(v, dict) and name != "skipped"
+            for key in v} == planned
+    rows = list(csv.DictReader((tmp_path / "data" / "optimizer_zoo.csv").open()))
+    for row in (r for r in rows if r["optimizer"] != "muon"):  # Muon + AdamW: a combined ratio, no single c_t
+        step, ratio, constant = int(row["step"]), float(row["edge_ratio"]), float(row["edge_constant"])
+        if row["optimizer"] == "gd":
+            assert constant == pytest.approx(2.0, rel=1e-9)
+        if row["optimizer"] == "adam":
+            assert constant == pytest.approx((2 + 2 * 0.9) * (1 - 0.9 ** step) / (1 - 0.9), rel=1e-9)
+        assert ratio == pytest.approx(float(row["eta_S_P"]) / constant, rel=1e-9)
+    for name, key in planned:
+        headline = numbers[name][key]["late_edge_ratio"]
+        assert headline["seeds"] == [0, 1]
+        for seed, value in zip(headline["seeds"], headline["values"]):
+            series = [float(r["edge_ratio"]) for r in rows if r["optimizer"] == name
+                      and f"eta={float(r['eta']):g}" == key and int(r["seed"]) == seed]
+            assert value == pytest.approx(float(np.median(series[len(series) - round(len(series) / 2):])), rel=1e-3)
+    _check_images(tmp_path, "optimizer_zoo")
+
+
 # ------------------------------------------------------------------ cache and resume (fake figure)
 CALLS: list[int] = []
 FAIL = {"on": False}
