@@ -77,7 +77,7 @@ def float64_operators(model, data, opt) -> dict[str, CurvatureOperator]:
     m64 = copy.deepcopy(model).double()
     X, y = data
     h64 = curvature_operator(m64, deep.mse, (X.double(), y.double()))
-    p_diag = preconditioner_of(opt, model, h64.layout).double()
+    p_diag = preconditioner_of(opt, model, h64.layout).diagonal()  # diag(P), float64 (Adam: diagonal)
     return {"H": h64, "P^-1/2 H P^-1/2": PreconditionedOperator(h64, p_diag)}
 
 
