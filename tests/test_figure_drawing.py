@@ -208,6 +208,7 @@ def check_numbers(name: str, numbers: dict) -> None:
             assert _close(_mean(numbers_of["central_median_edge_deviation"]), FLOW_EDGE - 1)
             assert _close(_mean(numbers_of["central_max_edge_deviation"]), FLOW_EDGE - 1)
             assert _close(_mean(numbers_of["discrete_median_edge_ratio"]), RATIO)
+            assert _mean(numbers_of["discrete_share_at_edge"]) == 1.0  # the planted runs stay at 0.97 c
             assert _close(_mean(numbers_of["oscillation_predicted_over_measured"]), FLOW_OSCILLATION)
     else:  # quadratic_aeos, deep_adam, minibatch, transformer: Adam at beta1 = 0.9
         assert all(_close(_mean(v["late_median_eta_S_P"]), adam) for v in numbers.values()), numbers

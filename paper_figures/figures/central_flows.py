@@ -35,6 +35,7 @@ import numpy as np
 
 from aeos_base import files
 from aeos_theory import get_optimizer
+from aeos_theory.flow_rules import edge_onset
 from paper_figures import intervals, report, style
 from paper_figures.cache import Run
 from paper_figures.figures import training
@@ -128,7 +129,7 @@ def panel_of(run: Run) -> str:
 #: per seed).
 HEADLINE = ("central_median_relative_error", "stable_median_relative_error", "stable_over_central_error",
             "central_median_edge_deviation", "central_max_edge_deviation", "discrete_median_edge_ratio",
-            "oscillation_predicted_over_measured")
+            "discrete_share_at_edge", "oscillation_predicted_over_measured")
 
 
 def over_seeds(seeds: Sequence[int], per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -147,6 +148,20 @@ def over_seeds(seeds: Sequence[int], per_seed: Sequence[Mapping[str, Any]]) -> d
 
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def share_at_edge(result: Mapping[str, Any]) -> float | None:
+    """The share of the run's records from its edge onset on at which it is still at the edge (eta S_P >=
+    0.95 c_t); None when it never gets there.  Under a decaying lr the run can leave the edge, and from
+    there both flows follow it without an oscillation to average."""
+    from deep.flows.experiments import EDGE
+
+    grid, ratio = _column(result["edge"]["step"]), _column(result["edge"]["edge_ratio"])
+    onset = edge_onset(grid, ratio, EDGE)
+    if onset is None:
+        return None
+    after = ratio[grid >= onset]
+    return float(np.mean(np.nan_to_num(after) >= EDGE))
 
 
 def comparison(discrete: Mapping[str, Any], stable: dict, central: dict, config: dict) -> dict[str, Any]:
@@ -231,8 +246,9 @@ def _caption_part(panel: Panel, n: dict, config: Mapping[str, Any]) -> str:
             f"central flow's loss is {_percent(n['central_median_relative_error'])} from the run's time average "
             f"(median), {stable}, a ratio of {intervals.text(n['stable_over_central_error'], 3)}; its eta * S_P "
             f"within {_percent(n['central_median_edge_deviation'])} of the threshold (median; largest "
-            f"{_percent(n['central_max_edge_deviation'])}) while it oscillates, the run's median edge ratio "
-            f"{intervals.text(n['discrete_median_edge_ratio'], 3)}; predicted over measured rms length of the "
+            f"{_percent(n['central_max_edge_deviation'])}) while it oscillates; the run's median edge ratio "
+            f"{intervals.text(n['discrete_median_edge_ratio'], 3)}, at the edge in "
+            f"{_percent(n['discrete_share_at_edge'])} of those records; predicted over measured rms length of the "
             f"oscillation (measured at every step) {intervals.text(n['oscillation_predicted_over_measured'], 3)}.")
 
 
@@ -251,7 +267,8 @@ def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path
         per_seed = []
         for seed, result in compared[panel.key]:
             every = int(result["config"]["measure_every"])
-            per_seed.append({**comparison_numbers(result, every), "stable_flow_end": result["stable"]["step"]})
+            per_seed.append({**comparison_numbers(result, every), "discrete_share_at_edge": share_at_edge(result),
+                             "stable_flow_end": result["stable"]["step"]})
             rows += [{"panel": panel.key, "model": panel.model, "seed": seed, **r}
                      for r in comparison_rows(result, panel.optimizer)]
         numbers[panel.key] = over_seeds(seeds, per_seed)
