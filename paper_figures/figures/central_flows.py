@@ -244,11 +244,15 @@ def _caption_part(panel: Panel, n: dict, config: Mapping[str, Any]) -> str:
         ends = [fmt(e) for e, st in zip(n["stable_flow_end"], n["stable_flow_status"]) if st != "completed"]
         stable += (f" (it ran off the edge in {stopped} of {seeds} seeds, eta * S_P above 10 times the threshold at "
                    f"step {', '.join(ends)}; from there it counts as infinitely far)")
-    return (f"{label}: at the edge from step {', '.join(fmt(s) for s in n['edge_step'])} (per seed); from there the "
+    onsets = ", ".join(fmt(s) if s is not None else "never" for s in n["edge_step"])
+    held = (f"its eta * S_P within {_percent(n['central_median_edge_deviation'])} of the threshold (median; largest "
+            f"{_percent(n['central_max_edge_deviation'])}) while it oscillates"
+            if any(n["central_oscillating_records"]) else
+            "no direction oscillates at any of its records (it may touch the threshold between them; no oscillation "
+            "predicted, no distance from the threshold to report)")
+    return (f"{label}: at the edge from step {onsets} (per seed); from there the "
             f"central flow's loss is {_percent(n['central_median_relative_error'])} from the run's time average "
-            f"(median), {stable}, a ratio of {intervals.text(n['stable_over_central_error'], 3)}; its eta * S_P "
-            f"within {_percent(n['central_median_edge_deviation'])} of the threshold (median; largest "
-            f"{_percent(n['central_max_edge_deviation'])}) while it oscillates; the run's median edge ratio "
+            f"(median), {stable}, a ratio of {intervals.text(n['stable_over_central_error'], 3)}; {held}; the run's median edge ratio "
             f"{intervals.text(n['discrete_median_edge_ratio'], 3)}, at the edge in "
             f"{_percent(n['discrete_share_at_edge'])} of those records; predicted over measured rms length of the "
             f"oscillation (measured at every step) {intervals.text(n['oscillation_predicted_over_measured'], 3)}.")
