@@ -38,6 +38,9 @@ def closed_form(optimizer: str, hyper: dict) -> float:
     """eta * lambda* from the paper's threshold table, written here (not from aeos_theory)."""
     b1 = hyper.get("beta1", 0.9)
     b = hyper.get("beta", {"heavy_ball": 0.9, "nesterov": 0.9}.get(optimizer, 0.0))
+    if optimizer == "adamw":  # decoupled decay multiplies w by rho = 1 - eta wd each step
+        rho = 1 - hyper["eta"] * hyper.get("weight_decay", 0.01)
+        return (1 + b1) * (1 + rho) / (1 - b1)
     return {"gd": 2.0, "heavy_ball": 2 + 2 * b, "rmsprop": 2 + 2 * b, "adam": (2 + 2 * b1) / (1 - b1),
             "nadam": (2 + 2 * b1) / ((1 - b1) * (1 + 2 * b1)), "nesterov": (2 + 2 * b) / (1 + 2 * b)}[optimizer]
 
@@ -85,21 +88,36 @@ def fake_edge_train(**config) -> dict:
 
 
 OSCILLATION = 1e-3  # planted oscillation of a discrete run (parameter units)
-FLOW_LOSS = {True: 1.02, False: 1.2}  # planted flow loss / the run's 3-record moving average
+FLOW_LOSS = {True: 1.02, False: 1.2}  # planted flow loss / the run's time-averaged loss
 FLOW_EDGE = 1.01  # planted central-flow edge ratio
 FLOW_OSCILLATION = 1.5  # planted predicted / measured oscillation
 
 
-def fake_flow_experiment(run: dict, central: bool) -> dict:
-    """A flow over the run's grid whose loss is a planted multiple of the run's 3-record moving average."""
-    from aeos_theory.flow_rules import moving_average
+def fake_discrete_every_step(config: dict) -> dict:
+    """A run measured at every step (loss exp(-3 t / T), oscillation 2 OSCILLATION from step 2 on) whose edge
+    on its grid is fake_train's."""
+    metrics = fake_train(**config)["metrics"]
+    t = np.arange(config["steps"] + 1)
+    oscillation = np.where(t >= 2, 2 * OSCILLATION, np.nan)
+    return {"discrete": {"step": t.tolist(), "train_loss": np.exp(-3 * t / config["steps"]).tolist(),
+                         "lr": [config["hyper"]["eta"]] * t.size, "oscillation_total": oscillation.tolist()},
+            "edge": {k: metrics[k] for k in ("step", "eta_S_P", "eta_threshold", "edge_ratio", "oscillation")},
+            "wall_time": 1.0}
 
-    discrete = fake_train(**run)["metrics"]
-    n = len(discrete["step"])
-    constant = discrete["eta_threshold"][0]
+
+def fake_flow_experiment(run: dict, central: bool, dtype: str = "float64") -> dict:
+    """A flow over the run's grid whose loss is a planted multiple of the run's time-averaged loss (the mean
+    over each record's window, :func:`deep.flows.experiments.window_mean`)."""
+    from deep.flows.experiments import window_mean
+
+    discrete = fake_discrete_every_step(run)
+    grid = np.asarray(discrete["edge"]["step"], float)
+    n = grid.size
+    constant = discrete["edge"]["eta_threshold"][0]
     ratio = FLOW_EDGE if central else 1.5
-    records = {"step": discrete["step"], "train_loss": list(FLOW_LOSS[central] * moving_average(discrete["train_loss"])),
-               "eta_S_P": [ratio * constant] * n, "edge_ratio": [ratio] * n,
+    averaged = window_mean(np.asarray(discrete["discrete"]["train_loss"]), grid, run["measure_every"])
+    records = {"step": grid.tolist(), "train_loss": list(FLOW_LOSS[central] * averaged),
+               "eta_S_P": [ratio * constant] * n, "edge_ratio": [ratio] * n, "directions": [int(central)] * n,
                "oscillation": [FLOW_OSCILLATION * OSCILLATION if central else 0.0] * n,
                "oscillation_total": [2 * FLOW_OSCILLATION * OSCILLATION if central else 0.0] * n,
                "wall_time": list(range(n))}
@@ -162,7 +180,8 @@ def fake_zoo_run(optimizer: str, eta: float, seed: int = 0, *, steps: int, measu
             "diverged": False}
 
 
-FAKES = {"train": fake_train, "edge_train": fake_edge_train, "zoo_run": fake_zoo_run, "flow_experiment": fake_flow_experiment, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
+FAKES = {"train": fake_train, "edge_train": fake_edge_train, "zoo_run": fake_zoo_run, "flow_experiment": fake_flow_experiment,
+         "discrete_every_step": fake_discrete_every_step, "density_run": fake_density_run, "threshold_sweep": fake_threshold_sweep, "phase_diagram": fake_phase_diagram,
          "dense_quadratic_run": fake_quadratic, "sharpening_run": fake_sharpening}
 
 
@@ -206,12 +225,16 @@ def check_numbers(name: str, numbers: dict) -> None:
         entries = [e for v in numbers.values() if isinstance(v, dict) for e in v.values()]
         assert len(entries) == 6 and all(_close(_mean(e["late_edge_ratio"]), RATIO) for e in entries)
     elif name == "central_flows":
+        assert list(numbers) == ["gd", "rmsprop", "adam", "adamw", "adamw_transformer"]
         for numbers_of in numbers.values():
             assert _close(_mean(numbers_of["central_median_relative_error"]), FLOW_LOSS[True] - 1)
             assert _close(_mean(numbers_of["stable_median_relative_error"]), FLOW_LOSS[False] - 1)
+            assert _close(_mean(numbers_of["stable_over_central_error"]), (FLOW_LOSS[False] - 1) / (FLOW_LOSS[True] - 1))
+            assert _close(_mean(numbers_of["central_median_edge_deviation"]), FLOW_EDGE - 1)
             assert _close(_mean(numbers_of["central_max_edge_deviation"]), FLOW_EDGE - 1)
-            assert _close(_mean(numbers_of["oscillation_total_predicted_over_measured"]), FLOW_OSCILLATION)
-            assert all(_close(v, FLOW_OSCILLATION) for v in numbers_of["oscillation_predicted_over_measured"])
+            assert _close(_mean(numbers_of["discrete_median_edge_ratio"]), RATIO)
+            assert _mean(numbers_of["discrete_share_at_edge"]) == 1.0  # the planted runs stay at 0.97 c
+            assert _close(_mean(numbers_of["oscillation_predicted_over_measured"]), FLOW_OSCILLATION)
     elif name == "minibatch_edge":
         check_minibatch_edge(numbers)
     else:  # quadratic_aeos, deep_adam, transformer: Adam at beta1 = 0.9
@@ -254,6 +277,7 @@ def check_intervals(numbers: dict) -> None:
 #: threshold line is marked by "x" in place of the y label.
 GD_ETA, SHARPENING_ETA = 0.1, 0.01  # the step sizes of deep_gd_vs_adam's GD and of sharpening_contrast
 ADAM = (2 + 2 * 0.9) / (1 - 0.9)  # 38
+ADAMW = (1 + 0.9) * (2 - 1e-2 * 0.1) / (1 - 0.9)  # AdamW at the peak lr 1e-2, weight decay 0.1: 37.981
 THRESHOLDS: dict[str, dict[int, tuple[list[float], str]]] = {
     "thresholds": {0: ([2.0], "threshold constant")},
     "phase_diagrams": {},
@@ -272,7 +296,8 @@ THRESHOLDS: dict[str, dict[int, tuple[list[float], str]]] = {
     "lr_schedule": {2: ([1.0], "edge ratio")},
     "optimizer_zoo": {i: ([1.0], "edge ratio") for i in range(4)},  # 3 optimizers at tiny, then the summary
     "spectral_density": {1: ([ADAM], "x")},
-    "central_flows": {1: ([2.0], "S_P"), 4: ([2.0], "S_P"), 7: ([ADAM], "S_P")},
+    "central_flows": {1: ([2.0], "S_P"), 4: ([2.0], "S_P"), 7: ([ADAM], "S_P"), 10: ([ADAMW], "S_P"),
+                      13: ([ADAMW], "S_P")},
 }
 
 #: Per figure (tiny scale): the entries of the figure's legend.
@@ -295,8 +320,8 @@ LEGENDS: dict[str, list[str]] = {
     "lr_schedule": ["threshold c_t", "beta2 = 0.999", "beta2 = 0.99"],
     "optimizer_zoo": ["smaller step size (thin: seeds, bold: mean)", "larger step size (thin: seeds, bold: mean)"],
     "spectral_density": ["SLQ density: seeds (thin), mean (bold)", "top Ritz value of each seed"],
-    "central_flows": ["run, 3-record average", "stable flow", "central flow", "oscillation measured (iterates)",
-                      "oscillation predicted (central flow)"],
+    "central_flows": ["run, time-averaged", "stable flow", "central flow",
+                      "oscillation measured at every step (iterates)", "oscillation predicted (central flow)"],
 }
 
 

@@ -1,238 +1,294 @@
-"""Figure 14: central flows predict full-batch GD, RMSProp and Adam at the edge of stability.
+"""Figure 14: central flows predict full-batch GD, RMSProp, Adam and AdamW at the edge of stability.
 
-For each optimizer on the same digits MLP, three trajectories from the same start: the discrete run
-(``deep.run``), its stable flow (the optimizer's ODE without oscillation) and its central flow (the
-ODE of the time-averaged trajectory, with the oscillation's covariance solved so that eta S_P stays at
-the threshold; :mod:`aeos_theory.central_flow`, on the network through :func:`deep.flows.flow_of_run`).
-Left: the train loss (the discrete run's, its 3-record moving average, and each flow's prediction of
-the time-averaged loss).  Middle: eta * S_P (eta * S for GD) against the threshold.  Right: the
-length of the period-2 oscillation, |w_t - 2 w_(t-1) + w_(t-2)| / 4 measured from the discrete iterates
-(:mod:`deep.measure.oscillation`) against the central flow's sqrt(tr Sigma).  Adam's flow carries its first
-moment but not the period-2 oscillation's own passage through it (an approximation, documented in
-:mod:`aeos_theory.central_flow`): the numbers say how far it is from the run.
+One row per panel of :data:`PANELS`: GD, RMSProp and Adam on the digits MLP at a constant step size, AdamW
+(weight decay 0.1, a linear warmup over the first tenth of the steps, then a cosine decay to a tenth of the
+peak lr) on the same MLP, and AdamW with the same schedule on the gallery's character-level Transformer.
+For each, three trajectories from the same start (:mod:`deep.flows.experiments`): the discrete run, stepped
+as the trainer steps it (the same data, model, optimizer, scheduler and gradient pass) with its loss and the
+length of its period-2 oscillation |w_t - 2 w_(t-1) + w_(t-2)| / 4 measured at every step t; its stable flow
+(the optimizer's ODE without oscillation); and its central flow (the ODE of the time-averaged trajectory,
+with the oscillation's covariance Sigma solved so that eta S_P stays at the threshold;
+:mod:`aeos_theory.central_flow`, on the network through :func:`deep.flows.flow_of_run`).
+Left: the train loss (the run's time average, the mean of its per-step loss over the window of one record
+spacing centred on each record, and each flow's prediction of it).  Middle: eta * S_P (eta * S for GD)
+against the threshold (for AdamW the threshold of the peak lr: c_t rises by less than 0.05% as the lr
+decays).  Right: the oscillation's length measured at every step against the central flow's
+sqrt(tr Sigma).  Adam's flow carries its first moment but not the period-2 oscillation's own passage
+through it (an approximation, documented in :mod:`aeos_theory.central_flow`): the numbers say how far it
+is from the run.
 
-Seeds: 3 per optimizer at quick (5 at full); each seed draws the network's start, shared by the run and its
-two flows.  Quick runs GD and RMSProp 300 steps and Adam 600 (full: 3000 each) on 300 images at width 32;
-the runs reach their edge by step ~120 (GD), ~20 (RMSProp) and 125-375 (Adam).
+Seeds: 3 per panel at quick (5 at full, 2 at tiny); each seed draws the network's start, shared by the run and
+its two flows.  Quick runs GD and RMSProp 300 steps, Adam and AdamW 600 (full: 3000 each) on 300 images at
+width 32, recording every 20 (GD, RMSProp) or 25 steps.  The Transformer (2 blocks, windows of 16 characters)
+is shrunk to 32 windows at width 16 and 120 steps at quick (tiny: 16 windows, 60 steps; full: 128 windows at
+width 32, the transformer figure's quick size, 1000 steps), recording every 20, its flows in float32; its
+peak lr is 1e-2, not the transformer figure's 1e-3, because at 1e-3 (and 3e-3) the quick run stays below 6%
+of its threshold for all its 120 steps.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from aeos_base import files
 from aeos_theory import get_optimizer
-from aeos_theory.flow_rules import edge_onset, moving_average, rms, tracking_error
+from aeos_theory.flow_rules import edge_onset
 from paper_figures import intervals, report, style
 from paper_figures.cache import Run
 from paper_figures.figures import training
-from paper_figures.figures.common import by_condition, column, fmt, rounded, threshold_constant
+from paper_figures.figures.common import fmt, threshold_constant
 from paper_figures.registry import Context
 
-#: (optimizer, hyperparameters): GD reaches 2/eta by progressive sharpening, RMSProp and Adam by the
-#: decay of nu (Adam's beta2 = 0.999 and RMSProp's 0.99, torch's defaults).
-OPTIMIZERS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("gd", {"eta": 0.2}), ("rmsprop", {"eta": 1e-3, "beta2": 0.99}), ("adam", {"eta": 3e-3}))
-EDGE = 0.95  # the discrete run is at the edge from its first record with eta S_P >= 0.95 c_t
 
-TITLE = "Central flows of GD, RMSProp and Adam on the digits MLP: the time-averaged trajectory at the edge"
+class Panel(NamedTuple):
+    """One row of the figure: its name in the numbers and the CSV, the network, the optimizer and its
+    hyperparameters, the lr schedule, and the float type of its flows."""
+
+    key: str
+    model: str
+    optimizer: str
+    hyper: Mapping[str, float]
+    schedule: str = "constant"
+    dtype: str = "float64"
 
 
-def network(ctx: Context) -> dict[str, Any]:
-    """A small digits MLP (64-32-32-10 tanh, square loss): a flow costs a few dozen products per step."""
+#: GD reaches 2/eta by progressive sharpening, RMSProp and Adam by the decay of nu (Adam's beta2 = 0.999 and
+#: RMSProp's 0.99, torch's defaults); AdamW under a warmup and a cosine, on the MLP and on the Transformer.
+PANELS: tuple[Panel, ...] = (
+    Panel("gd", "mlp", "gd", {"eta": 0.2}),
+    Panel("rmsprop", "mlp", "rmsprop", {"eta": 1e-3, "beta2": 0.99}),
+    Panel("adam", "mlp", "adam", {"eta": 3e-3}),
+    Panel("adamw", "mlp", "adamw", {"eta": 1e-2, "weight_decay": 0.1}, "warmup_cosine"),
+    Panel("adamw_transformer", "transformer", "adamw", {"eta": 1e-2, "weight_decay": 0.1}, "warmup_cosine",
+          "float32"),
+)
+WARMUP = 0.1  # the warmup's share of the steps under a warmup_cosine schedule
+EDGE_FN = "deep.flows.experiments:discrete_every_step"
+FLOW_FN = "deep.flows:flow_experiment"
+
+TITLE = ("Central flows of GD, RMSProp, Adam and AdamW (MLP and Transformer): the time-averaged trajectory at "
+         "the edge")
+
+
+def network(ctx: Context, model: str) -> dict[str, Any]:
+    """The digits MLP (64-32-32-10 tanh, square loss: a flow costs a few dozen products per step) or the
+    character-level Transformer of the transformer figure, shrunk at quick."""
+    if model == "transformer":
+        return {"dataset": "text", "model": "transformer", "loss": "ce", "activation": "gelu",
+                "n": ctx.pick(16, 32, 128), "context": 16, "width": ctx.pick(16, 16, 32), "depth": 2,
+                "chunk_size": ctx.pick(16, 32, 128)}
     return {"dataset": "digits", "n": ctx.pick(100, 300, 1000), "model": "mlp", "width": ctx.pick(16, 32, 200),
             "depth": 2, "activation": "tanh", "loss": "mse"}
 
 
-def steps(ctx: Context, optimizer: str) -> tuple[int, int]:
-    """(steps, record every) per optimizer at this scale."""
-    if optimizer == "adam":
+def steps(ctx: Context, panel: Panel) -> tuple[int, int]:
+    """(steps, record every) of ``panel`` at this scale."""
+    if panel.model == "transformer":
+        return ctx.pick((60, 20), (120, 20), (1000, 50))
+    if panel.optimizer in ("adam", "adamw"):
         return ctx.pick((200, 20), (600, 25), (3000, 50))
     return ctx.pick((160, 20), (300, 20), (3000, 50))
 
 
+def run_config(ctx: Context, panel: Panel, seed: int) -> dict[str, Any]:
+    """The :class:`deep.TrainConfig` fields of ``panel``'s discrete run at ``seed`` (full batch, one thread)."""
+    n_steps, every = steps(ctx, panel)
+    schedule = ({"schedule": panel.schedule, "warmup_steps": max(1, round(WARMUP * n_steps))}
+                if panel.schedule != "constant" else {})
+    return {"threads": 1, **network(ctx, panel.model), "optimizer": panel.optimizer,
+            "hyper": {k: float(v) for k, v in panel.hyper.items()}, "steps": n_steps, "measure_every": every,
+            "seed": seed, **schedule}
+
+
 def plan(ctx: Context) -> list[Run]:
-    """Per optimizer and seed: the discrete run, its stable flow and its central flow (in that order)."""
+    """Per panel and seed: the discrete run, its stable flow and its central flow (in that order)."""
     runs = []
-    for name, hyper in OPTIMIZERS:
-        n_steps, every = steps(ctx, name)
+    for panel in PANELS:
         for seed in ctx.seeds():
-            discrete = training.train_run(f"{name} discrete", optimizer=name, hyper=hyper, steps=n_steps,
-                                          measure_every=every, base=network(ctx), seed=seed)
-            runs.append(discrete)
+            config = run_config(ctx, panel, seed)
+            cost = training.cost_of(config)
+            runs.append(Run(EDGE_FN, {"config": config}, label=f"{panel.key} discrete seed {seed}", cost=cost))
+            dtype = {} if panel.dtype == "float64" else {"dtype": panel.dtype}
             for central in (False, True):
-                runs.append(Run("deep.flows:flow_experiment", {"run": dict(discrete.config), "central": central},
-                                label=f"{name} {'central' if central else 'stable'} flow seed {seed}",
-                                cost=discrete.cost * (20 if central else 5)))
+                runs.append(Run(FLOW_FN, {"run": config, "central": central, **dtype},
+                                label=f"{panel.key} {'central' if central else 'stable'} flow seed {seed}",
+                                cost=cost * (20 if central else 5)))
     return runs
 
 
-def flow_series(flow: dict, name: str) -> np.ndarray:
-    """A flow's record column as floats (NaN where the cache holds null)."""
-    return column(flow["records"], name)
+def panel_of(run: Run) -> str:
+    """The :data:`PANELS` key of a planned run (its discrete run's optimizer and model)."""
+    config = run.config.get("run") or run.config["config"]
+    return next(p.key for p in PANELS if p.optimizer == config["optimizer"] and p.model == config["model"])
 
 
-def compare(result: dict, stable: dict, central: dict, optimizer: str) -> dict[str, Any]:
-    """The numbers of one optimizer: where the run reaches the edge, each flow's median relative error
-    against the run's 3-record moving average from there on, the central flow's largest distance of
-    eta S_P from c_t there, and the rms oscillation measured and predicted."""
-    step = training.series(result, "step")
-    loss = training.series(result, "train_loss")
-    onset = edge_onset(step, training.series(result, "edge_ratio"), EDGE)
-    errors = {kind: tracking_error(step, loss, flow_series(flow, "step"), flow_series(flow, "train_loss"), onset)
-              for kind, flow in (("central", central), ("stable", stable))}
-    after = lambda steps: np.asarray(steps, dtype=float) >= (onset if onset is not None else np.inf)  # noqa: E731
-    cf_step = flow_series(central, "step")
-    cf_ratio = flow_series(central, "edge_ratio")[after(cf_step)]
-    measured = {kind: training.series(result, kind)[after(step)] for kind in ("oscillation", "oscillation_total")}
-    predicted = {kind: flow_series(central, kind)[after(cf_step)] for kind in measured}
-    ratio = {kind: rms(predicted[kind]) / rms(measured[kind]) if rms(measured[kind]) else None for kind in measured}
-    return {
-        "edge_step": onset,
-        "central_median_relative_error": rounded(errors["central"]),
-        "stable_median_relative_error": rounded(errors["stable"]) if not np.isinf(errors["stable"]) else "inf",
-        "stable_over_central_error": ("inf" if np.isinf(errors["stable"]) else
-                                      rounded(errors["stable"] / errors["central"]) if errors["central"] else None),
-        "central_max_edge_deviation": rounded(float(np.max(np.abs(cf_ratio - 1)))) if cf_ratio.size else None,
-        "discrete_late_median_edge_ratio": (rounded(float(np.nanmedian(training.series(result, "edge_ratio")[after(step)])))
-                                            if onset is not None else None),
-        "oscillation_total_measured_rms": rounded(rms(measured["oscillation_total"])),
-        "oscillation_total_predicted_rms": rounded(rms(predicted["oscillation_total"])),
-        "oscillation_total_predicted_over_measured": rounded(ratio["oscillation_total"]),
-        "oscillation_measured_rms": rounded(rms(measured["oscillation"])),
-        "oscillation_predicted_rms": rounded(rms(predicted["oscillation"])),
-        "oscillation_predicted_over_measured": rounded(ratio["oscillation"]),
-        "stable_flow_status": stable["status"], "stable_flow_end": rounded(stable["step"]),
-        "central_flow_status": central["status"],
-        "wall_time_discrete_s": rounded(float(training.series(result, "wall_time")[-1]), 3),
-        "wall_time_stable_s": rounded(float(flow_series(stable, "wall_time")[-1]), 3),
-        "wall_time_central_s": rounded(float(flow_series(central, "wall_time")[-1]), 3),
-    }
+#: The numbers of :func:`deep.flows.experiments.comparison_numbers` reported over seeds (the others are listed
+#: per seed).
+HEADLINE = ("central_median_relative_error", "stable_median_relative_error", "stable_over_central_error",
+            "central_median_edge_deviation", "central_max_edge_deviation", "discrete_median_edge_ratio",
+            "discrete_share_at_edge", "oscillation_predicted_over_measured")
 
 
-#: The numbers of :func:`compare` reported over seeds (the others are listed per seed).
-HEADLINE = ("central_median_relative_error", "stable_median_relative_error", "central_max_edge_deviation",
-            "discrete_late_median_edge_ratio", "oscillation_total_predicted_over_measured")
-
-
-def over_seeds(seeds: Sequence[int], per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The numbers of one optimizer over seeds: each :data:`HEADLINE` key as
-    :func:`paper_figures.intervals.over_seeds` (a stable flow that stopped, "inf", counts as no value), and
-    every other key of :func:`compare` as its list of per-seed values."""
+def over_seeds(seeds: Sequence[int], per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The numbers of one panel over seeds: each :data:`HEADLINE` key as
+    :func:`paper_figures.intervals.over_seeds` (a non-finite value, such as the error of a stable flow that
+    stopped before the edge, counts as no value), every other key as its list of per-seed values, and how
+    many seeds' stable flows stopped (``stable_flow_stopped``)."""
     out: dict[str, Any] = {}
     for key in per_seed[0]:
         values = [p[key] for p in per_seed]
-        out[key] = (intervals.over_seeds([None if v == "inf" else v for v in values], seeds) if key in HEADLINE
-                    else values)
-    out["stable_flow_stopped"] = sum(p["stable_median_relative_error"] == "inf" for p in per_seed)
+        out[key] = (intervals.over_seeds([_finite(v) for v in values], seeds) if key in HEADLINE
+                    else [_finite(v) if isinstance(v, float) else v for v in values])
+    out["stable_flow_stopped"] = sum(p["stable_flow_status"] != "completed" for p in per_seed)
     return out
 
 
-def rows_for_csv(optimizer: str, result: dict, stable: dict, central: dict, seed: int = 0) -> list[dict[str, Any]]:
-    """data/central_flows.csv: one row per record step of the run, the flows' values at the same step."""
-    sf = {s: i for i, s in enumerate(stable["records"]["step"])}
-    cf = {s: i for i, s in enumerate(central["records"]["step"])}
-    rows = []
-    for i, s in enumerate(training.series(result, "step")):
-        j, k = sf.get(s), cf.get(s)
-        rows.append({"optimizer": optimizer, "seed": seed, "step": int(s),
-                     "discrete_loss": result["metrics"]["train_loss"][i],
-                     "stable_flow_loss": stable["records"]["train_loss"][j] if j is not None else None,
-                     "central_flow_loss": central["records"]["train_loss"][k] if k is not None else None,
-                     "discrete_eta_S_P": result["metrics"]["eta_S_P"][i],
-                     "stable_flow_eta_S_P": stable["records"]["eta_S_P"][j] if j is not None else None,
-                     "central_flow_eta_S_P": central["records"]["eta_S_P"][k] if k is not None else None,
-                     "eta_threshold": result["metrics"]["eta_threshold"][i],
-                     "discrete_oscillation": result["metrics"]["oscillation_total"][i],
-                     "central_flow_oscillation": central["records"]["oscillation_total"][k] if k is not None else None})
-    return rows
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def _draw(axes, optimizer: str, triples: Sequence[tuple[dict, dict, dict]], numbers: dict) -> None:
-    """One row of panels for ``optimizer``: every seed thin, the mean over seeds bold; ``triples`` holds each
-    seed's (discrete run, stable flow, central flow)."""
+def share_at_edge(result: Mapping[str, Any]) -> float | None:
+    """The share of the run's records from its edge onset on at which it is still at the edge (eta S_P >=
+    0.95 c_t); None when it never gets there.  Under a decaying lr the run can leave the edge, and from
+    there both flows follow it without an oscillation to average."""
+    from deep.flows.experiments import EDGE
+
+    grid, ratio = _column(result["edge"]["step"]), _column(result["edge"]["edge_ratio"])
+    onset = edge_onset(grid, ratio, EDGE)
+    if onset is None:
+        return None
+    after = ratio[grid >= onset]
+    return float(np.mean(np.nan_to_num(after) >= EDGE))
+
+
+def comparison(discrete: Mapping[str, Any], stable: dict, central: dict, config: dict) -> dict[str, Any]:
+    """The result of :func:`deep.flows.experiments.flow_comparison` assembled from its three cached parts."""
+    return {**discrete, "stable": stable, "central": central, "config": config}
+
+
+def _column(values: Sequence) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _draw(axes, panel: Panel, results: Sequence[Mapping[str, Any]], numbers: dict) -> None:
+    """One row of panels: every seed thin, the mean over seeds bold; ``results`` holds each seed's
+    :func:`comparison`."""
+    from deep.flows.experiments import window_mean
+
     ax_loss, ax_edge, ax_osc = axes
     c_run, c_stable, c_central = style.PALETTE[7], style.PALETTE[1], style.PALETTE[0]
-    runs, stables, centrals = zip(*triples)
-    steps = [training.series(r, "step") for r in runs]
-    s_steps, c_steps = [flow_series(f, "step") for f in stables], [flow_series(f, "step") for f in centrals]
-    style.seeds_and_mean(ax_loss, steps, [moving_average(training.series(r, "train_loss")) for r in runs], color=c_run,
-                         label="run, 3-record average")
-    style.seeds_and_mean(ax_loss, s_steps, [flow_series(f, "train_loss") for f in stables], color=c_stable, ls="--",
-                         label="stable flow")
-    style.seeds_and_mean(ax_loss, c_steps, [flow_series(f, "train_loss") for f in centrals], color=c_central,
-                         label="central flow")
+    grids = [_column(r["edge"]["step"]) for r in results]
+    every = int(results[0]["config"]["measure_every"])
+    averaged = [window_mean(_column(r["discrete"]["train_loss"]), g, every) for r, g in zip(results, grids)]
+    flows = {kind: [r[kind]["records"] for r in results] for kind in ("stable", "central")}
+    steps_of = {kind: [_column(f["step"]) for f in flows[kind]] for kind in flows}
+    style.seeds_and_mean(ax_loss, grids, averaged, color=c_run, label="run, time-averaged")
+    style.seeds_and_mean(ax_loss, steps_of["stable"], [_column(f["train_loss"]) for f in flows["stable"]],
+                         color=c_stable, ls="--", label="stable flow")
+    style.seeds_and_mean(ax_loss, steps_of["central"], [_column(f["train_loss"]) for f in flows["central"]],
+                         color=c_central, label="central flow")
     style.logscale(ax_loss)
-    ax_loss.set_ylabel(f"{get_optimizer(optimizer).label}: train loss (MSE)")
-    level = threshold_constant(optimizer, **dict(OPTIMIZERS)[optimizer])
-    style.seeds_and_mean(ax_edge, steps, [training.series(r, "eta_S_P") for r in runs], color=c_run, marker="o", ms=2)
-    style.seeds_and_mean(ax_edge, s_steps, [flow_series(f, "eta_S_P") for f in stables], color=c_stable, ls="--")
-    style.seeds_and_mean(ax_edge, c_steps, [flow_series(f, "eta_S_P") for f in centrals], color=c_central)
+    loss = "cross-entropy" if results[0]["config"]["loss"] == "ce" else "MSE"
+    ax_loss.set_ylabel(f"{_label(panel)}\ntrain loss ({loss})")
+    level = threshold_constant(panel.optimizer, **panel.hyper)
+    style.seeds_and_mean(ax_edge, grids, [_column(r["edge"]["eta_S_P"]) for r in results], color=c_run,
+                         marker="o", ms=2)
+    style.seeds_and_mean(ax_edge, steps_of["stable"], [_column(f["eta_S_P"]) for f in flows["stable"]],
+                         color=c_stable, ls="--")
+    style.seeds_and_mean(ax_edge, steps_of["central"], [_column(f["eta_S_P"]) for f in flows["central"]],
+                         color=c_central)
     style.threshold_line(ax_edge, level, f"threshold\n{level:.4g}")
     ax_edge.set_ylim(0, 1.6 * level)
-    ax_edge.set_ylabel(r"$\eta\,S_P$" + (r" ($=\eta S$)" if optimizer == "gd" else ""))
+    ax_edge.set_ylabel(r"$\eta\,S_P$" + (r" ($=\eta S$)" if panel.optimizer == "gd" else ""))
     for onset in numbers["edge_step"]:
         if onset is not None:
             for ax in axes:
                 ax.axvline(onset, color="0.6", lw=0.6, ls=":")
-    osc = [training.series(r, "oscillation_total") for r in runs]
-    predicted = [flow_series(f, "oscillation_total") for f in centrals]
-    style.seeds_and_mean(ax_osc, steps, osc, color=c_run, marker="o", ms=2, label="oscillation measured (iterates)")
-    style.seeds_and_mean(ax_osc, c_steps, predicted, color=c_central, label="oscillation predicted (central flow)")
-    top = float(np.nanmax(np.concatenate([*osc, *predicted])))
+    per_step = [_column(r["discrete"]["oscillation_total"]) for r in results]
+    predicted = [_column(f["oscillation_total"]) for f in flows["central"]]
+    style.seeds_and_mean(ax_osc, [_column(r["discrete"]["step"]) for r in results], per_step, color=c_run,
+                         label="oscillation measured at every step (iterates)")
+    style.seeds_and_mean(ax_osc, steps_of["central"], predicted, color=c_central,
+                         label="oscillation predicted (central flow)")
+    values = np.concatenate([*per_step, *predicted])
+    top = float(np.nanpercentile(values, 99.5)) if np.isfinite(values).any() else 0.0
     ax_osc.set_ylim(0, 1.3 * top if top > 0 else 1.0)
     ax_osc.set_ylabel("oscillation length (param.)")
     for ax in axes:
         ax.set_xlabel("step")
 
 
+def _label(panel: Panel) -> str:
+    name = get_optimizer(panel.optimizer).label
+    return f"{name}, Transformer" if panel.model == "transformer" else name
+
+
 def _percent(headline: dict) -> str:
     return intervals.text(headline, 3, scale=100, unit="%")
 
 
-def _caption_part(name: str, n: dict) -> str:
-    label = get_optimizer(name).label
+def _caption_part(panel: Panel, n: dict, config: Mapping[str, Any]) -> str:
+    label = _label(panel) + (f" (warmup {config['warmup_steps']} steps, cosine to {config.get('final_lr_ratio', 0.1):g}"
+                             " x the peak lr)" if panel.schedule != "constant" else "")
     seeds = len(n["edge_step"])
-    reached = [s for s in n["edge_step"] if s is not None]
-    if not reached:
+    if not any(s is not None for s in n["edge_step"]):
         return f"{label}: no seed's run reached 95% of its threshold in these steps (no comparison at the edge)."
     stopped = n["stable_flow_stopped"]
-    stable = (f"the stable flow's {_percent(n['stable_median_relative_error'])}" if stopped < seeds else "")
+    stable = f"the stable flow's {_percent(n['stable_median_relative_error'])}"
     if stopped:
         ends = [fmt(e) for e, st in zip(n["stable_flow_end"], n["stable_flow_status"]) if st != "completed"]
-        stable += ((" (" if stable else "") + f"the stable flow ran off the edge in {stopped} of {seeds} seeds, "
-                   f"eta * S_P above 10 times the threshold at step {', '.join(ends)}" + (")" if stable else ""))
-    return (f"{label}: at the edge from step {', '.join(fmt(s) for s in n['edge_step'])} (per seed); from there the "
-            f"central flow's loss is {_percent(n['central_median_relative_error'])} from the run's average "
-            f"(median), {stable}; its eta * S_P within {_percent(n['central_max_edge_deviation'])} of the threshold "
-            f"(the run's median edge ratio {intervals.text(n['discrete_late_median_edge_ratio'], 3)}); predicted "
-            "over measured rms oscillation length "
-            f"{intervals.text(n['oscillation_total_predicted_over_measured'], 3)}.")
+        stable += (f" (it ran off the edge in {stopped} of {seeds} seeds, eta * S_P above 10 times the threshold at "
+                   f"step {', '.join(ends)}; from there it counts as infinitely far)")
+    onsets = ", ".join(fmt(s) if s is not None else "never" for s in n["edge_step"])
+    held = (f"its eta * S_P within {_percent(n['central_median_edge_deviation'])} of the threshold (median; largest "
+            f"{_percent(n['central_max_edge_deviation'])}) while it oscillates"
+            if any(n["central_oscillating_records"]) else
+            "no direction oscillates at any of its records (it may touch the threshold between them; no oscillation "
+            "predicted, no distance from the threshold to report)")
+    return (f"{label}: at the edge from step {onsets} (per seed); from there the "
+            f"central flow's loss is {_percent(n['central_median_relative_error'])} from the run's time average "
+            f"(median), {stable}, a ratio of {intervals.text(n['stable_over_central_error'], 3)}; {held}; the run's median edge ratio "
+            f"{intervals.text(n['discrete_median_edge_ratio'], 3)}, at the edge in "
+            f"{_percent(n['discrete_share_at_edge'])} of those records; predicted over measured rms length of the "
+            f"oscillation (measured at every step) {intervals.text(n['oscillation_predicted_over_measured'], 3)}.")
 
 
 def finish(ctx: Context, runs: Sequence[Run], results: Sequence[dict], out: Path) -> dict:
+    from deep.flows.experiments import comparison_numbers, comparison_rows
+
+    compared: dict[str, list[tuple[int, dict]]] = {p.key: [] for p in PANELS}
+    for i in range(0, len(runs), 3):  # the plan's order: discrete run, stable flow, central flow
+        config = runs[i].config["config"]
+        compared[panel_of(runs[i])].append((config["seed"], comparison(*results[i:i + 3], config)))
     numbers: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    fig, axes = style.figure(3, len(OPTIMIZERS), width="page", height=2.0 * len(OPTIMIZERS) + 0.3)
-    groups = by_condition(runs, results, lambda r: (r.config.get("run") or r.config)["optimizer"])
-    for row, (name, _) in enumerate(OPTIMIZERS):
-        seeds_all, found = groups[name]
-        triples = [tuple(found[i:i + 3]) for i in range(0, len(found), 3)]
-        seeds = seeds_all[::3]
-        numbers[name] = over_seeds(seeds, [compare(*triple, name) for triple in triples])
-        for seed, triple in zip(seeds, triples):
-            rows += rows_for_csv(name, *triple, seed=seed)
-        _draw(axes[row], name, triples, numbers[name])
+    fig, axes = style.figure(3, len(PANELS), width="page", height=2.0 * len(PANELS) + 0.3)
+    for row, panel in enumerate(PANELS):
+        seeds = [seed for seed, _ in compared[panel.key]]
+        per_seed = []
+        for seed, result in compared[panel.key]:
+            every = int(result["config"]["measure_every"])
+            per_seed.append({**comparison_numbers(result, every), "discrete_share_at_edge": share_at_edge(result),
+                             "stable_flow_end": result["stable"]["step"]})
+            rows += [{"panel": panel.key, "model": panel.model, "seed": seed, **r}
+                     for r in comparison_rows(result, panel.optimizer)]
+        numbers[panel.key] = over_seeds(seeds, per_seed)
+        _draw(axes[row], panel, [result for _, result in compared[panel.key]], numbers[panel.key])
     style.legend(fig, [axes[0][0], axes[0][2]], ncols=3)
     data = files.write_csv(report.data_dir(out) / "central_flows.csv", rows)
     style.save(fig, out, "central_flows")
-    n_seeds = len(groups[OPTIMIZERS[0][0]][0]) // 3
-    caption = (f"Digits MLP, full batch, {n_seeds} seeds per optimizer, each the start of a discrete run (grey: "
-               "its 3-record moving average), its stable flow (dashed) and its central flow (blue); thin: every "
-               "seed, bold: their mean; the dotted lines mark each run's first record at 95% of its threshold. "
-               "Numbers are means [95% intervals] over seeds. "
-               + " ".join(_caption_part(name, numbers[name]) for name, _ in OPTIMIZERS))
+    configs = {key: found[0][1]["config"] for key, found in compared.items()}
+    transformer = configs["adamw_transformer"]
+    caption = (f"Rows 1-4: digits MLP, full batch; row 5: character-level Transformer ({transformer['n']} windows "
+               f"of {transformer['context']} characters, width {transformer['width']}), full batch. "
+               f"{len(compared[PANELS[0].key])} seeds per row, each the start of a discrete run (grey: its loss "
+               "averaged over the window of one record spacing), its stable flow (dashed) and its central flow "
+               "(blue); thin: every seed, bold: their mean; the dotted lines mark each run's first record at 95% "
+               "of its threshold. Numbers are means [95% intervals] over seeds. "
+               + " ".join(_caption_part(p, numbers[p.key], configs[p.key]) for p in PANELS))
     return {"numbers": numbers, "caption": caption, "data": [str(data.relative_to(out))]}
