@@ -119,7 +119,7 @@ def test_every_sampled_figure_runs_each_condition_at_several_seeds(scale: str, l
         conditions: dict[str, set[int]] = {}
         for run in runs:
             config = json.loads(json.dumps(run.config))
-            for holder in (config, config.get("run"), config.get("train")):
+            for holder in (config, config.get("run"), config.get("train"), config.get("config")):
                 if isinstance(holder, dict):
                     holder.pop("seed", None)
             conditions.setdefault(run.fn + json.dumps(config, sort_keys=True), set()).add(seed_of(run.config))

@@ -44,9 +44,9 @@ def threshold_constant(optimizer: str, **hyper: float) -> float:
 
 
 def seed_of(config: Mapping) -> int | None:
-    """The seed of a run's config: its own ``seed``, or that of the training run it follows (``run``,
-    ``train``); None for a run that samples nothing."""
-    for key in ("run", "train"):
+    """The seed of a run's config: its own ``seed``, or that of the training run it follows or steps (``run``,
+    ``train``, ``config``); None for a run that samples nothing."""
+    for key in ("run", "train", "config"):
         if isinstance(config.get(key), Mapping):
             return seed_of(config[key])
     return int(config["seed"]) if "seed" in config else None
