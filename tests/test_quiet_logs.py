@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,9 @@ def test_a_terminal_gets_a_tqdm_bar_and_a_file_gets_lines():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize("target, flags", [("figures", "--only thresholds --jobs 2"), ("test", "-x tests/test_theory.py")])
 def test_make_passes_extra_flags_through(repo_root, target, flags):
-    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, f"ARGS={flags}"],
-                         cwd=repo_root, capture_output=True, text=True, timeout=60)
+    # run as a top-level make even under `make test` (a sub-make prints "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target, f"ARGS={flags}"],
+                         cwd=repo_root, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].endswith(flags)

@@ -393,7 +393,7 @@ def test_training_results_that_do_not_match_their_run_are_recomputed(tmp_path, m
     capsys.readouterr()
     assert pipeline.Production(["thresholds"], ctx, tmp_path, "t").run(progress=False) == 0
     err = capsys.readouterr().err
-    assert "recomputing run tiny gd: " in err and reason in err, err
+    assert "recomputing run tiny gd seed 0: " in err and reason in err, err
     now = files.read_json(path)
     assert {k: v for k, v in now["metrics"].items() if k != "wall_time"} == \
         {k: v for k, v in good["metrics"].items() if k != "wall_time"}
@@ -429,7 +429,7 @@ def test_figure_errors_name_the_figure_and_the_run(tmp_path, monkeypatch):
     production = pipeline.Production(["thresholds"], ctx, tmp_path, "t")
     (tmp_path / "runs" / runs[1].key / "result.json").write_text(json.dumps({"_key": runs[1].key}))
     error = production.finish("thresholds")["error"]
-    assert error.startswith(f"figure thresholds: run tiny gd ({runs[1].key}) has no usable result: ")
+    assert error.startswith(f"figure thresholds: run tiny gd seed 0 ({runs[1].key}) has no usable result: ")
     assert "holds no metrics table" in error
 
     broken = _fake_figure(runs)

@@ -19,19 +19,12 @@ from sims.updates import CODES, pack_hyper
 
 @pytest.mark.parametrize("optimizer,hyper", [
     ("adam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01}),
-    ("adamw", {}),
-    ("nadam", {"beta2": 0.99}),
-    ("rmsprop", {"beta": 0.5}),
     ("heavy_ball", {"beta": 0.9, "dampening": 0.1}),
-    ("nesterov", {"beta": 0.5}),
-    ("gd", {}),
-    ("adagrad", {"lr_decay": 0.05, "weight_decay": 0.01}),
-    ("adamax", {"beta2": 0.99}),
-    ("radam", {"beta2": 0.99}),
     ("asgd", {"lambd": 0.1}),
 ])
 def test_batch_matches_numpy_reference(optimizer, hyper):
-    """Per-run eta, B = 37 runs, d = 5, 300 steps: final iterates equal the vectorised numpy reference."""
+    """Per-run eta, B = 37 runs, d = 5, 300 steps, uneven curvatures: final iterates and losses equal the
+    vectorised numpy reference (every optimizer is compared bit for bit in the test below)."""
     rng = np.random.default_rng(3)
     B, d = 37, 5
     h = rng.uniform(0.5, 20.0, (B, d))
@@ -62,13 +55,20 @@ BIT_CASES = [
 ]
 
 
+#: The cases run in every batch layout (momentum, an adaptive P with bias correction, NAdam's schedule).
+EVERY_LAYOUT = [BIT_CASES[1], BIT_CASES[3], BIT_CASES[7]]
+
+
 @pytest.mark.parametrize("optimizer,hyper", BIT_CASES, ids=[f"{o}-{i}" for i, (o, _) in enumerate(BIT_CASES)])
 def test_every_batch_layout_equals_numpy_reference_bit_for_bit(optimizer, hyper):
     """The kernels do torch's operations in torch's order, as the numpy reference does: the final iterates
     are equal to the last bit in each layout the batch takes, many small runs with one eta (run-major),
     per-run etas (one run per item, parallel), one run (serial), and one long run split in pieces."""
     rng = np.random.default_rng(4)
-    for B, d, eta in ((40, 6, 0.02), (40, 6, np.linspace(0.005, 0.02, 40)), (1, 9, 0.02), (1, 700, 0.02)):
+    layouts = ((40, 6, 0.02), (40, 6, np.linspace(0.005, 0.02, 40)), (1, 9, 0.02), (1, 700, 0.02))
+    # a layout is a driver around the same inlined step: every layout for a few optimizers, and every
+    # optimizer in the per-run-eta layout (each case compiles its own kernels, seconds apiece)
+    for B, d, eta in layouts if (optimizer, hyper) in EVERY_LAYOUT else layouts[1:2]:
         h = np.tile(np.logspace(0, 1, d), (B, 1))
         x0 = rng.standard_normal((B, d))
         res = simulate_batch(optimizer, h, x0, eta, 300, **hyper)
@@ -187,12 +187,8 @@ def test_matrix_optimizers_are_refused_with_the_reason(optimizer, why):
 
 @pytest.mark.parametrize("optimizer,hyper,frozen", [
     ("adam", {"beta1": 0.9, "weight_decay": 0.01}, False),
-    ("rmsprop", {"beta": 0.5}, False),
     ("nadam", {}, True),
-    ("heavy_ball", {"beta": 0.9}, True),
-    ("adamax", {}, False),
     ("radam", {"beta2": 0.99}, False),
-    ("adagrad", {}, True),
     ("asgd", {"lambd": 0.1, "decay_power": 0.0}, True),
 ])
 def test_many_small_runs_layout_equals_row_layout(optimizer, hyper, frozen):
