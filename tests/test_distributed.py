@@ -88,13 +88,22 @@ def _ranks_of(launcher: int) -> dict[int, int]:
     return ranks
 
 
+KILLED_RUN = dict(SMALL, steps=120, measure_every=20, nproc=2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_rows(tmp_path_factory):
+    """The rows of KILLED_RUN run to the end without interruption (shared by both victims)."""
+    folder = tmp_path_factory.mktemp("uninterrupted") / "ref"
+    cmd = [sys.executable, "-m", "deep.cli", *train_args(KILLED_RUN, folder)]
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
+    return read_metrics(folder)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", [0, 1])
-def test_killing_any_rank_stops_the_run_and_it_resumes(tmp_path, victim):
-    cfg = dict(SMALL, steps=200, measure_every=20, nproc=2)
-    cmd = [sys.executable, "-m", "deep.cli", *train_args(cfg, tmp_path / "ref")]
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
-    reference = read_metrics(tmp_path / "ref")
+def test_killing_any_rank_stops_the_run_and_it_resumes(tmp_path, victim, uninterrupted_rows):
+    cfg, reference = KILLED_RUN, uninterrupted_rows
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "deep.cli", *train_args(cfg, out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -215,9 +215,9 @@ def test_kill_9_at_random_points_then_resume_loses_and_duplicates_nothing(tmp_pa
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "deep.cli", *train_args(cfg, out)]
     rng = random.Random(7)
-    for _ in range(5):
+    for _ in range(4):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 4.0))
+        time.sleep(rng.uniform(0.8, 3.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -150,9 +150,9 @@ def test_kernel_matches_torch_optim(optimizer, eta, hyper, dense):
     assert _rel(res.trajectory, np.array(traj)) <= (1e-12 if optimizer in ZOO else 1e-10)
 
 
-#: float32 against torch: one case per update rule (each compiles its own float32 kernels, seconds apiece).
-FLOAT32_CASES = ("gd-wd", "heavy_ball-damped-wd", "nesterov", "adam-wd", "rmsprop-momentum-wd", "nadam-wd",
-                 "adagrad-lr_decay-wd", "adamax-wd", "radam-wd", "asgd-wd")
+#: float32 against torch: one case per family of update rules (each compiles its own float32 kernels,
+#: seconds apiece; the float64 kernels of every optimizer are compared with torch above).
+FLOAT32_CASES = ("gd-wd", "heavy_ball-damped-wd", "adam-wd", "rmsprop-momentum-wd", "nadam-wd", "radam-wd")
 
 
 @pytest.mark.parametrize("optimizer,eta,hyper", [TORCH_CASES[k] for k in FLOAT32_CASES], ids=FLOAT32_CASES)
