@@ -209,8 +209,9 @@ def refuse_random_modules(model: nn.Module) -> None:
 
 def inverse_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, layout: ParamLayout) -> Direction:
     """v -> P^-1 v (v of shape (..., n)) with P the optimizer's preconditioner of its last step over ``layout``, read as
-    :func:`deep.preconditioned_sharpness` reads it (:func:`deep.curvature.build.preconditioner_of`).  The one
-    place where P enters the batch sharpness: a non-diagonal P plugs in here."""
+    :func:`deep.preconditioned_sharpness` reads it (:func:`deep.curvature.build.preconditioner_of`), the one
+    place where P enters the batch sharpness: a diagonal P by one division, any other (Muon, Shampoo, SOAP, a
+    user's) as P^-1/2 applied twice."""
     p = preconditioner_of(optimizer, model, layout)
     diagonal = p.diagonal() if isinstance(p, BlockPreconditioner) else None
     if diagonal is not None:  # elementwise optimizers: P^-1 v in one division
