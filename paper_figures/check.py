@@ -5,8 +5,10 @@ Training at the edge is chaotic, so another machine gives other trajectories; wh
 headline's distribution over seeds.  For every headline (:mod:`paper_figures.intervals`) the table says
 whether the fresh mean lies inside the committed 95% interval (``inside``), or the two intervals overlap
 (``overlap``: the two sets of seeds are compatible), or not (``DISAGREE``: a real disagreement), and
-whether a number is ``MISSING`` from the fresh run, ``UNDEFINED`` (fewer than 2 seeds gave a value) or
-has ``no value`` in either (no seed produced it, both times: that agrees).
+whether a number is ``MISSING`` from the fresh run, ``UNDEFINED`` (fewer than 2 seeds gave a value, where
+the committed gallery had an interval), has ``no value`` in either (no seed produced it, both times: that
+agrees) or ``no interval`` in the committed gallery (fewer than 2 of its seeds gave a value: nothing to
+compare with, both values shown; not a failure).
 The command exits 1 when any number fails (or a figure could not be drawn), 0 otherwise.
 
 How often two honest runs disagree by chance: with 3 seeds and normal per-seed values, two 95% t

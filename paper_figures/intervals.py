@@ -118,7 +118,7 @@ def text(headline: Mapping[str, Any], digits: int = DIGITS, *, scale: float = 1.
 
 
 #: Verdicts of :func:`verdict`; the last three fail a check.
-INSIDE, OVERLAP, NO_VALUE = "inside", "overlap", "no value"
+INSIDE, OVERLAP, NO_VALUE, NO_INTERVAL = "inside", "overlap", "no value", "no interval"
 DISAGREE, MISSING, UNDEFINED = "DISAGREE", "MISSING", "UNDEFINED"
 FAILING = (DISAGREE, MISSING, UNDEFINED)
 
@@ -135,13 +135,17 @@ def verdict(committed: Mapping[str, Any] | None, fresh: Mapping[str, Any] | None
     """How a freshly measured headline compares with the committed one: ``inside`` (the fresh mean lies in
     the committed interval), ``overlap`` (it does not, but the two intervals overlap: the two sets of
     seeds are compatible), ``no value`` (no seed gave a value, in either: a stable flow that stopped in
-    every seed, say), ``DISAGREE`` (disjoint intervals: a real disagreement), ``MISSING`` (the fresh run
-    lacks the number) or ``UNDEFINED`` (an interval could not be formed: fewer than 2 seeds gave a value).
-    Both intervals are widened by the rounding of summary.json before comparing."""
+    every seed, say), ``no interval`` (the committed number itself has no interval, fewer than 2 of its
+    seeds gave a value: there is nothing to compare with, and the table shows both values), ``DISAGREE``
+    (disjoint intervals: a real disagreement), ``MISSING`` (the fresh run lacks the number) or
+    ``UNDEFINED`` (the committed number has an interval and the fresh one could not form one: fewer than 2
+    seeds gave a value).  Both intervals are widened by the rounding of summary.json before comparing."""
     if committed is not None and committed.get("mean") is None and fresh is not None and fresh.get("mean") is None:
         return NO_VALUE
     if fresh is None or fresh.get("mean") is None:
         return MISSING
+    if committed is not None and committed.get("mean") is not None and committed.get("interval") is None:
+        return NO_INTERVAL
     if committed is None or committed.get("interval") is None or fresh.get("interval") is None:
         return UNDEFINED
     low, high = _widened(committed["interval"], committed["mean"])

@@ -71,6 +71,10 @@ def test_verdicts() -> None:
     none = {**_h(1, 1, 1), "mean": None, "interval": None}
     assert intervals.verdict(none, none) == intervals.NO_VALUE and intervals.NO_VALUE not in intervals.FAILING
     assert intervals.verdict(none, committed) == intervals.UNDEFINED
+    one_seed = {**_h(37, 37, 37), "interval": None}  # the committed number had one seed: nothing to compare with
+    assert intervals.verdict(one_seed, one_seed) == intervals.NO_INTERVAL not in intervals.FAILING
+    assert intervals.verdict(one_seed, committed) == intervals.NO_INTERVAL
+    assert intervals.verdict(one_seed, none) == intervals.MISSING
     # intervals that meet after summary.json's rounding to 4 significant digits are not called apart
     assert intervals.verdict(_h(1.0, 1.0, 1.0), _h(1.0004, 1.0004, 1.0004)) == intervals.INSIDE
     assert intervals.verdict(_h(1.0, 1.0, 1.0), _h(1.002, 1.002, 1.002)) == intervals.DISAGREE
