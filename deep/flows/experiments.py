@@ -46,14 +46,12 @@ def discrete_every_step(config: Mapping[str, Any]) -> dict[str, Any]:
     from ..training.config import TrainConfig
     from ..training.optim import make_optimizer
     from ..training.schedules import build_scheduler
-    from ..training.train import full_batch_pass, materials
+    from ..training.train import full_batch_pass, materials, torch_threads
 
     config = TrainConfig.from_dict(dict(config)).validate()
     if config.batch_size is not None:
         raise ValueError(f"a flow follows a full-batch run: batch_size must be None; got {config.batch_size!r}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         clock = time.perf_counter()
         data, model, loss_fn = materials(config, config.torch_device(), config.torch_dtype())
         chunks = data.chunks(config.chunk_size)
@@ -82,8 +80,6 @@ def discrete_every_step(config: Mapping[str, Any]) -> dict[str, Any]:
             if scheduler is not None:
                 scheduler.step()
         return {"discrete": discrete, "edge": edge, "wall_time": time.perf_counter() - clock}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure_edge(edge: dict, step: int, model, loss_fn, chunks, optimizer, config, adaptive: bool, warm,

@@ -190,22 +190,18 @@ def flow_of_run(config: Any, *, central: bool = True, dtype: str = "float64", to
     the run's grid (every ``measure_every`` steps), on the run's torch thread count, so the flow and the
     run compare row by row.  Raises ValueError for a minibatch run."""
     from ..training.config import TrainConfig
-    from ..training.train import materials
+    from ..training.train import materials, torch_threads
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     config.validate()
     if config.batch_size is not None:
         raise ValueError(f"a flow follows a full-batch run: batch_size must be None; got {config.batch_size!r}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         data, model, loss_fn = materials(config, config.torch_device(), config.torch_dtype())
         return central_flow(model, loss_fn, data.chunks(config.chunk_size), config.optimizer, steps=config.steps,
                             scheduler=run_scheduler(config), record_every=config.measure_every, central=central,
                             dtype=dtype, tol=tol, seed=config.seed, flow_options=flow_options,
                             **config.resolved_hyper())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def flow_experiment(run: dict, central: bool = True, dtype: str = "float64", tol: float = 1e-3) -> dict:

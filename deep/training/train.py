@@ -43,7 +43,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -162,13 +162,11 @@ class Trainer:
         self.theory_constant(step)  # the first call derives the formula (sympy)
         self.bar = progress_reporter(self.config.steps, initial=step, desc=f"{self.config.optimizer} eta={self.eta:g}",
                                      unit="steps", enabled=progress)  # a bar on a terminal, lines in a log
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads)  # the same numbers whatever the machine or --jobs
         self.clock = time.perf_counter()
         try:
-            status, step = self.loop(step)
+            with torch_threads(self.config.threads):
+                status, step = self.loop(step)
         finally:
-            torch.set_num_threads(threads)
             self.bar.close()
             self.writer.close()
         return status, step, self.writer.rows, self.wall_time()
@@ -348,6 +346,18 @@ class Trainer:
 #: at most :data:`BATCH_TOL` (:func:`deep.measure.batch.batch_sharpness_forms`).
 BATCH_SAMPLES = 64
 BATCH_TOL = 0.05
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside the block and restored after: a run's numbers
+    are the same whatever the machine or ``--jobs`` (reductions round differently on other thread counts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
