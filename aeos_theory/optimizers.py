@@ -539,7 +539,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                       ("eta", "beta2", "eps", "weight_decay"), {"beta2": 0.9, "eps": 1e-6, "weight_decay": 0.0},
                       momentum=None, decay="coupled", preconditioner="delta_ratio", torch_class="Adadelta",
                       torch_arguments=zoo.adadelta_arguments, torch_hypers=zoo.adadelta_hypers, update=_gd,
-                      coefficients=_none, constant=_gd_constant, formulas={(): "2/eta"}, step_formula="2/eta"),
+                      coefficients=_none, constant=_gd_constant, formulas={(): "2/eta"}, step_formula="2/eta", kernel=9),
         OptimizerSpec("radam", "RAdam",
                       "RAdam: x <- x - eta r_t m_hat / P once rho_t > 5, x <- x - eta m_hat before (P = I)",
                       _ADAM_HYPERS, _ADAM_DEFAULTS, decay="coupled", preconditioner="v_hat_radam", torch_class="RAdam",

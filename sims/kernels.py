@@ -15,10 +15,10 @@ import numpy as np
 from numba import prange
 
 from sims.jit_cache import njit
-from sims.updates import (ADAGRAD, ADAM, ADAMAX, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NADAM, NESTEROV, RADAM,
-                          RMSPROP, apply_update, branch_flags, preconditioner, run_scalars, step_adagrad, step_adam,
-                          step_adamax, step_asgd, step_gd, step_momentum, step_nadam, step_radam, step_rmsprop,
-                          time_scalars)
+from sims.updates import (ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NADAM, NESTEROV,
+                          RADAM, RMSPROP, apply_update, branch_flags, preconditioner, run_scalars, step_adadelta,
+                          step_adagrad, step_adam, step_adamax, step_asgd, step_gd, step_momentum, step_nadam,
+                          step_radam, step_rmsprop, time_scalars)
 
 
 #: Steps per block of the batch drivers: the t-only coefficients of a block are tabulated once (serially,
@@ -57,7 +57,7 @@ def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
       ``x[i, j, r]``, so each update of coordinate j runs across the item's runs in one vectorised loop
       (a small d would leave a per-run loop mostly overhead).  A run that leaves [-blowup, blowup] gets
       ``diverged_at[i, r] = t`` and is parked in a quiescent state (x = m = 0, v = 1, which no optimizer
-      moves); the caller re-runs it to its divergence step to report its iterate there.
+      moves: with x = 0 every step is 0); the caller re-runs it to its divergence step to report its iterate there.
 
     Steps go in blocks of :data:`STEP_BLOCK`: the block's t-only coefficients are tabulated once, then
     every item takes the whole block.  numba freezes a closure's variables and prunes the branches they
@@ -106,6 +106,9 @@ def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
                         elif opt == ADAMAX:
                             bad = step_adamax(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
                                                hp, c0, c1, c2, blowup)
+                        elif opt == ADADELTA:
+                            bad = step_adadelta(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item],
+                                                 hp, c0, c1, c2, blowup)
                         elif opt == RADAM:
                             bad = step_radam(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
                                               c0, c1, c2, blowup)
@@ -155,12 +158,15 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
     sees (0 otherwise).  Records at t = 0, k, 2k, ... (k = ``record_every``) the loss,
     lambda_max(P^-1/2 (H + shift I) P^-1/2) with the P of the step just taken (NaN at t = 0 for adaptive
     methods, which have no P yet) and, if ``rec_x`` has rows, the iterate.  Returns (number of records,
-    divergence step or -1).
+    divergence step or -1).  Adadelta's P holds its accumulated update from before the step, so that buffer
+    is copied before each step (its runs only).
     """
     d = x.shape[1]
     x0 = x[0]
     g = np.empty(d)
     P = np.ones(d)
+    keep_before = opt == ADADELTA and not frozen
+    m_before = np.empty_like(m) if keep_before else m
     work = np.empty((d, d)) if dense else np.empty((1, 1))
     adaptive_no_p = adaptive and not frozen
     low, decay = branch_flags(hp)
@@ -172,6 +178,8 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
         if t > 0:
             a, b, c, dd, e, mu_prod = time_scalars(opt, frozen, t, hp, mu_prod)
             c0, c1, c2 = run_scalars(opt, frozen, eta, a, b, c, dd, e)
+            if keep_before:
+                m_before[:, :] = m
             if apply_update(opt, frozen, low, decay, x, H, g, not dense, m, v, p, 0, eta, hp, c0, c1, c2, blowup):
                 return n_rec, t
         if dense:
@@ -189,7 +197,7 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
             if t == 0 and adaptive_no_p:
                 rec_sp[n_rec] = np.nan
             else:
-                preconditioner(opt, frozen, v, p, 0, c1, c2, hp[EPS], P)
+                preconditioner(opt, frozen, v, p, m_before, 0, c1, c2, hp[EPS], P)
                 if dense:
                     rec_sp[n_rec] = _lambda_max_dense(H, shift, P, work)
                 else:

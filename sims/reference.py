@@ -120,6 +120,18 @@ class ReferenceOptimizer:
             self.P = np.array(self.v)
             clr = lr / (1 - b1 ** float(t))
             return x + ((-clr) * self.buf) / self.v
+        if name == "adadelta":
+            rho, eps = h["beta2"], h["eps"]
+            grad = grad + wd * x if wd != 0 else grad
+            if self.frozen:
+                return x + (-lr) * (grad / self.p)
+            self.v = self.v * rho + (1 - rho) * grad * grad  # square_avg
+            std = np.sqrt(self.v + eps)
+            delta = np.sqrt(self.buf + eps)  # from acc_delta before this step: P = std / delta
+            self.P = std / delta
+            delta = delta / std * grad
+            self.buf = self.buf * rho + (1 - rho) * delta * delta  # acc_delta
+            return x + (-lr) * delta
         if name == "radam":
             b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
             grad = grad + wd * x if wd != 0 else grad

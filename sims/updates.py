@@ -13,6 +13,12 @@ float64 run agrees with torch to rounding).  With g the loss gradient and x the 
 * ``nadam``       mu_t = beta1 (1 - 0.5 * 0.96^(psi t)),  Pi_t = prod_{s <= t} mu_s  (psi = momentum_decay);
                   m, v as adam;  P = sqrt(v / (1 - beta2^t)) + eps;
                   x <- x - eta (1 - mu_t)/(1 - Pi_t) G / P - eta mu_{t+1}/(1 - Pi_t mu_{t+1}) m / P
+* ``adagrad``     v <- v + G^2;  x <- x - eta / (1 + (t - 1) lr_decay) G / (sqrt(v) + eps)
+* ``adamax``      m as adam;  u <- max(beta2 u, |G| + eps);  x <- x - eta / (1 - beta1^t) m / u
+* ``adadelta``    (rho = beta2)  s <- rho s + (1 - rho) G^2;  delta = sqrt(a + eps) / sqrt(s + eps) G;
+                  a <- rho a + (1 - rho) delta^2;  x <- x - eta delta,  so P = sqrt(s_t + eps) / sqrt(a_{t-1} + eps)
+* ``radam``       m, v as adam;  x <- x - eta r_t m_hat / P once rho_t > 5, x <- x - eta m_hat before
+* ``asgd``        x <- (1 - lambd eta_t) x - eta_t G,  eta_t = eta / (1 + lambd eta (t - 1))^alpha
 
 **Frozen mode** (P given, every optimizer): the time-invariant linear map of
 :mod:`aeos_theory.optimizers` with that P, i.e. the recurrence whose stability the theory computes.
@@ -44,9 +50,9 @@ from sims.jit_cache import njit
 
 #: Integer code of each optimizer's step inside the kernels, from the registry (the public API uses names).
 CODES: dict[str, int] = {name: spec.kernel for name, spec in OPTIMIZERS.items()}
-GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM, ADAGRAD, ADAMAX, RADAM, ASGD = (
-    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam", "adagrad", "adamax", "radam",
-                             "asgd"))
+GD, HEAVY_BALL, NESTEROV, ADAM, ADAMW, RMSPROP, NADAM, ADAGRAD, ADAMAX, ADADELTA, RADAM, ASGD = (
+    CODES[name] for name in ("gd", "heavy_ball", "nesterov", "adam", "adamw", "rmsprop", "nadam", "adagrad", "adamax",
+                             "adadelta", "radam", "asgd"))
 #: Codes of the optimizers that divide their step by an adaptive P (they keep a second moment v).
 ADAPTIVE_CODES = tuple(spec.kernel for spec in OPTIMIZERS.values() if spec.adaptive)
 
@@ -431,6 +437,36 @@ def step_adamax(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0,
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def step_adadelta(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
+    """adadelta (rho = beta2; s in ``v``, the accumulated squared update a in ``m``): s <- rho s + (1 - rho) G^2,
+    delta = (sqrt(a + eps) / sqrt(s + eps)) G, a <- rho a + (1 - rho) delta^2, x <- x - c0 delta, c0 = eta
+    (frozen: x - c0 G / P)."""
+    wd = cast_like(hp[WEIGHT_DECAY], x)
+    rho = cast_like(hp[BETA2], x)
+    a2 = cast_like(1.0 - hp[BETA2], x)
+    eps = cast_like(hp[EPS], x)
+    c0 = cast_like(c0, x)
+    blowup = cast_like(blowup, x)
+    bad = 0
+    if frozen:
+        for j in range(x.shape[1]):
+            xn = x[r, j] - c0 * (_gradient(x, h, g, diag, r, j, decay, wd) / p[r, j])
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    else:
+        for j in range(x.shape[1]):
+            gj = _gradient(x, h, g, diag, r, j, decay, wd)
+            sj = v[r, j] * rho + (a2 * gj) * gj  # torch: square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+            v[r, j] = sj
+            delta = (math.sqrt(m[r, j] + eps) / math.sqrt(sj + eps)) * gj  # acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
+            m[r, j] = m[r, j] * rho + (a2 * delta) * delta
+            xn = x[r, j] - c0 * delta
+            x[r, j] = xn
+            bad += not abs(xn) <= blowup
+    return bad
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def step_radam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """radam: m, v as adam; rectified (c2 = r_t > 0): x <- x - ((m / c0) eta) (c1 / (sqrt(v) + eps)) r_t, warm
     (c2 = 0): x <- x - (m / c0) eta, c0 = 1 - beta1^t, c1 = sqrt(1 - beta2^t) (torch's order); frozen: x + c0 m / P."""
@@ -527,6 +563,8 @@ def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
         bad = step_adagrad(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == ADAMAX:
         bad = step_adamax(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
+    elif opt == ADADELTA:
+        bad = step_adadelta(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     elif opt == RADAM:
         bad = step_radam(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     else:
@@ -535,8 +573,11 @@ def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
 
 
 @njit(cache=True, error_model="numpy")
-def preconditioner(opt, frozen, v, p, r, c1, c2, eps, out):
-    """Write the P of row r's step just taken into ``out`` (1 for non-adaptive methods, ``p`` if frozen)."""
+def preconditioner(opt, frozen, v, p, before, r, c1, c2, eps, out):
+    """Write the P of row r's step just taken into ``out`` (1 for non-adaptive methods, ``p`` if frozen).
+
+    ``before``: the first buffer ``m`` as the step found it, read by adadelta only, whose P = sqrt(s_t + eps)
+    / sqrt(a_{t-1} + eps) holds the accumulated update a from before the step (the step overwrites it)."""
     n = out.shape[0]
     if frozen:
         for j in range(n):
@@ -556,6 +597,9 @@ def preconditioner(opt, frozen, v, p, r, c1, c2, eps, out):
     elif opt == ADAMAX:
         for j in range(n):
             out[j] = v[r, j]
+    elif opt == ADADELTA:
+        for j in range(n):
+            out[j] = math.sqrt(v[r, j] + eps) / math.sqrt(before[r, j] + eps)  # torch's std, then delta
     elif opt == RADAM and c2 > 0.0:  # rectified phase (c2 = r_t); the warm phase has P = I
         for j in range(n):
             out[j] = (math.sqrt(v[r, j]) + eps) / c1

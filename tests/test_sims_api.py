@@ -50,14 +50,15 @@ BIT_CASES = [
     ("radam", {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),  # warm phase t <= 5, then rectified
     ("radam", {"beta1": 0.9, "beta2": 0.5}),  # rho_inf = 3 <= 5: warm phase throughout
     ("asgd", {"lambd": 0.5, "decay_power": 0.75, "weight_decay": 0.05}),
+    ("adadelta", {"beta2": 0.9, "weight_decay": 0.05}),  # its two accumulators; lr of order 1 (below)
 ]
 
 
 #: The cases run in every batch layout (momentum, an adaptive P with bias correction, NAdam's schedule).
 EVERY_LAYOUT = [BIT_CASES[1], BIT_CASES[3], BIT_CASES[7]]
-#: The others run in the per-run-eta layout: torch.lerp's two formulas, RAdam's phases, ASGD's decay.  Every
+#: The others run in the per-run-eta layout: torch.lerp's two formulas, RAdam's phases, ASGD's decay, Adadelta.  Every
 #: optimizer's step is also compared with the reference in the single-run kernels (test_sims_kernels.py).
-BATCH_ONLY = [BIT_CASES[4], BIT_CASES[10], BIT_CASES[11], BIT_CASES[13]]
+BATCH_ONLY = [BIT_CASES[4], BIT_CASES[10], BIT_CASES[11], BIT_CASES[13], BIT_CASES[14]]
 
 
 @pytest.mark.parametrize("optimizer,hyper", EVERY_LAYOUT + BATCH_ONLY,
@@ -71,6 +72,7 @@ def test_every_batch_layout_equals_numpy_reference_bit_for_bit(optimizer, hyper)
     # a layout is a driver around the same inlined step: every layout for a few optimizers, and every
     # optimizer in the per-run-eta layout (each case compiles its own kernels, seconds apiece)
     for B, d, eta in layouts if (optimizer, hyper) in EVERY_LAYOUT else layouts[1:2]:
+        eta = eta * (50.0 if optimizer == "adadelta" else 1.0)  # Adadelta's lr is of order 1 (torch's default)
         h = np.tile(np.logspace(0, 1, d), (B, 1))
         x0 = rng.standard_normal((B, d))
         res = simulate_batch(optimizer, h, x0, eta, 300, **hyper)

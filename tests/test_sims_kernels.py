@@ -31,6 +31,8 @@ CASES = {
     "adagrad-lr_decay-wd": ("adagrad", 1.0, {"lr_decay": 0.01, "weight_decay": 0.05}),
     "adamax-wd": ("adamax", 0.05, {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),
     "adamax-beta1-0.2": ("adamax", 0.02, {"beta1": 0.2, "beta2": 0.999}),
+    # torch's lr scale (its default lr is 1): eta S_P climbs to 2 by step 500 as the accumulators grow
+    "adadelta-wd": ("adadelta", 1.0, {"beta2": 0.9, "weight_decay": 0.05}),
     # beta2 = 0.99: warm phase (P = I) for t <= 5, rectified from t = 6 (zoo.radam_rectified_from)
     "radam-wd": ("radam", 0.05, {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.05}),
     "asgd-wd": ("asgd", 0.18, {"lambd": 0.01, "decay_power": 0.75, "weight_decay": 0.05}),
@@ -38,16 +40,18 @@ CASES = {
 
 # torch.optim's vectorised CPU kernels may round differently from a plain loop in the last bit (FMA
 # contraction); in a chaotic edge-of-stability run (RMSProp and NAdam at eta S_P ~ threshold after v has
-# decayed) such a 1-ulp difference grows to O(1) within 500 steps, for any two implementations.  The
-# torch comparison therefore runs those two cases at a smaller eta (still adaptive, bias-corrected and
-# decayed); the edge-of-stability versions are compared bit for bit with the numpy reference above.
+# decayed, Adadelta on the dense quadratic from step ~250) such a 1-ulp difference grows to O(1) within 500
+# steps, for any two implementations.  The torch comparison therefore runs those cases at a smaller eta
+# (still adaptive, bias-corrected and decayed; Adadelta's first 1-ulp difference is at step 75 at eta 0.3
+# and stays <= 2e-16); the edge-of-stability versions are compared bit for bit with the numpy reference.
 TORCH_CASES = {**CASES,
                "rmsprop": ("rmsprop", 0.001, {"beta2": 0.99}),
-               "nadam-wd": ("nadam", 0.01, CASES["nadam-wd"][2])}
+               "nadam-wd": ("nadam", 0.01, CASES["nadam-wd"][2]),
+               "adadelta-wd": ("adadelta", 0.3, CASES["adadelta-wd"][2])}
 
 
 #: The simulated optimizers of aeos_theory.zoo (beyond the paper's seven).
-ZOO = ("adagrad", "adamax", "radam", "asgd")
+ZOO = ("adagrad", "adamax", "adadelta", "radam", "asgd")
 
 
 def test_radam_cases_cover_both_phases():
@@ -78,7 +82,9 @@ def test_kernel_matches_numpy_reference(optimizer, eta, hyper, dense):
     """Adaptive mode and frozen mode (P given), every iterate, and S_P against dense eigh of the reference P
     (of H + wd I for coupled weight decay: the curvature of the objective the optimizer descends)."""
     H, x0 = _problem(dense)
-    for pre in (None, np.linspace(1.0, 2.0, D)):
+    # a frozen P on Adadelta's scale (its lr is of order 1): eta (H + wd) / P peaks at 1.26, below 2
+    scale = 8.0 if optimizer == "adadelta" else 1.0
+    for pre in (None, scale * np.linspace(1.0, 2.0, D)):
         res = simulate(optimizer, H, x0, eta, STEPS, record_x=True, preconditioner=pre, **hyper)
         xs, Ps = reference_run(optimizer, H, x0, eta, STEPS, preconditioner=pre, **hyper)
         assert not res.diverged
@@ -116,6 +122,8 @@ def _torch_optimizer(torch, name, params, eta, hyper):
     if name in ("adamax", "radam"):
         cls = {"adamax": o.Adamax, "radam": o.RAdam}[name]
         return cls(params, lr=eta, betas=(hyper["beta1"], hyper["beta2"]), eps=hyper.get("eps", 1e-8), weight_decay=wd)
+    if name == "adadelta":
+        return o.Adadelta(params, lr=eta, rho=hyper["beta2"], eps=hyper.get("eps", 1e-6), weight_decay=wd)
     if name == "asgd":
         return o.ASGD(params, lr=eta, lambd=hyper["lambd"], alpha=hyper["decay_power"], weight_decay=wd)
     raise AssertionError(name)

@@ -61,12 +61,13 @@ def test_sharpening_model_derivatives_match_finite_differences():
     np.testing.assert_array_equal(H, H.T)
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "adam", "rmsprop", "nadam"])
+@pytest.mark.parametrize("optimizer", ["gd", "adam", "rmsprop", "nadam", "adadelta"])
 def test_sharpening_kernel_matches_numpy_reference(optimizer):
     """The numba model driver equals the numpy reference optimizer fed with the model's gradient, and its
-    recorded S / S_P equal dense eigh of the Hessian at the reference iterate."""
+    recorded S / S_P equal dense eigh of the Hessian at the reference iterate (Adadelta's P holds its
+    accumulated update from before the last step)."""
     model = SharpeningModel()
-    eta, steps = 0.01, 300
+    eta, steps = (1.0 if optimizer == "adadelta" else 0.01), 300
     res = simulate_sharpening(optimizer, eta, steps, record_every=steps)
     opt = ReferenceOptimizer(optimizer, eta, model.theta0.shape)
     theta = model.theta0.copy()
@@ -95,6 +96,19 @@ def test_gd_is_blocked_at_2_over_eta_while_adam_keeps_sharpening():
     at = dict(zip(adam["step"].tolist(), eta_s_adam))
     assert at[4000] > 3 * 2.0 and at[8000] > at[4000]
     assert abs(np.nanmedian(late(adam, 0.01 * adam["preconditioned_sharpness"])) - 38.0) <= 2.0
+
+
+def test_adadelta_holds_its_preconditioned_sharpness_at_2_while_raw_sharpness_rises():
+    """Adadelta (lr 1, rho 0.9) on the sharpening model: P = sqrt(s + eps) / sqrt(a + eps) with P frozen is
+    preconditioned GD, threshold 2/eta.  eta * S_P climbs from below 0.5 to 2 and stays there, while the raw
+    sharpness goes far past 2/eta: an adaptive edge of stability without momentum."""
+    eta = 1.0
+    run = sharpening_run("adadelta", eta, 20000, record_every=20)
+    assert run["diverged_at"] is None
+    eta_sp = eta * np.asarray(run["preconditioned_sharpness"])
+    assert eta_sp[1] < 0.5
+    assert np.median(late(run, eta_sp)) == pytest.approx(2.0, rel=0.02)
+    assert np.median(late(run, eta * np.asarray(run["sharpness"]))) > 5 * 2.0
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ def test_bisection_matches_theory_for_every_beta(optimizer):
     ("adagrad", {"weight_decay": 3.0}),
     ("adagrad", {"lr_decay": 0.1}),  # settled: the lr decays to 0, no threshold (inf)
     ("adamax", {"beta1": 0.9, "weight_decay": 5.0}),
+    ("adadelta", {"weight_decay": 3.0}),
     ("radam", {"beta1": 0.99, "beta2": 0.99, "weight_decay": 1.0}),
     ("asgd", {"lambd": 5.0, "decay_power": 0.0, "weight_decay": 1.0}),  # lambd a coupled decay: H + (wd + lambd) I
     ("asgd", {"lambd": 5.0, "weight_decay": 1.0}),  # settled: eta_t -> 0, no threshold (inf)
