@@ -56,8 +56,8 @@ def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
     * ``"transposed"``: many short runs with one eta, item i holding coordinate j of its run r at
       ``x[i, j, r]``, so each update of coordinate j runs across the item's runs in one vectorised loop
       (a small d would leave a per-run loop mostly overhead).  A run that leaves [-blowup, blowup] gets
-      ``diverged_at[i, r] = t`` and is parked in a quiescent state (x = m = 0, v = 1, which no optimizer
-      moves: with x = 0 every step is 0); the caller re-runs it to its divergence step to report its iterate there.
+      ``diverged_at[i, r] = t`` and is parked in a quiescent state (x = m = 0, v = 1: with x = 0 every
+      optimizer's step is 0); the caller re-runs it to its divergence step to report its iterate there.
 
     Steps go in blocks of :data:`STEP_BLOCK`: the block's t-only coefficients are tabulated once, then
     every item takes the whole block.  numba freezes a closure's variables and prunes the branches they

@@ -458,7 +458,8 @@ def step_adadelta(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c
             gj = _gradient(x, h, g, diag, r, j, decay, wd)
             sj = v[r, j] * rho + (a2 * gj) * gj  # torch: square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
             v[r, j] = sj
-            delta = (math.sqrt(m[r, j] + eps) / math.sqrt(sj + eps)) * gj  # acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
+            # torch: delta = acc_delta.add(eps).sqrt_(); delta.div_(std).mul_(grad), std = sqrt(s + eps)
+            delta = (math.sqrt(m[r, j] + eps) / math.sqrt(sj + eps)) * gj
             m[r, j] = m[r, j] * rho + (a2 * delta) * delta
             xn = x[r, j] - c0 * delta
             x[r, j] = xn
@@ -542,12 +543,13 @@ def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
 
     The loss gradient is h[r, j] x[r, j] when ``diag`` (diagonal quadratic, fused into the loop) and
     ``g[j]`` otherwise.  ``m`` and ``v`` are the first and second buffers (SGD momentum / Adam m /
-    RMSprop momentum, and Adam / RMSprop v); ``p`` is the frozen P (read only when ``frozen``); (c0, c1, c2)
-    come from :func:`run_scalars`, (low, decay) from :func:`branch_flags`.  Returns True when some
-    coordinate left [-blowup, blowup] or became NaN (the run diverged at this step).  Each branch is one
-    branch-free loop, so it vectorizes.  The batch kernels (:func:`sims.kernels.batch_kernel`) branch on
-    the optimizer themselves and call its step directly, so that numba prunes the other optimizers
-    before inlining (inlining this function copies all five steps first: seconds of compile per kernel).
+    RMSprop momentum / Adadelta's accumulated update, and Adam / RMSprop / Adadelta v); ``p`` is the
+    frozen P (read only when ``frozen``); (c0, c1, c2) come from :func:`run_scalars`, (low, decay) from
+    :func:`branch_flags`.  Returns True when some coordinate left [-blowup, blowup] or became NaN (the run
+    diverged at this step).  Each branch is one branch-free loop, so it vectorizes.  The batch kernels
+    (:func:`sims.kernels.batch_kernel`) branch on the optimizer themselves and call its step directly, so
+    that numba prunes the other optimizers before inlining (inlining this function copies every step
+    first: seconds of compile per kernel).
     """
     if opt == GD:
         bad = step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
