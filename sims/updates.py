@@ -440,7 +440,9 @@ def step_adamax(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0,
 def step_adadelta(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup):
     """adadelta (rho = beta2; s in ``v``, the accumulated squared update a in ``m``): s <- rho s + (1 - rho) G^2,
     delta = (sqrt(a + eps) / sqrt(s + eps)) G, a <- rho a + (1 - rho) delta^2, x <- x - c0 delta, c0 = eta
-    (frozen: x - c0 G / P)."""
+    (frozen: x - c0 G / P, which is gd's frozen step)."""
+    if frozen:
+        return step_gd(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0, c1, c2, blowup)
     wd = cast_like(hp[WEIGHT_DECAY], x)
     rho = cast_like(hp[BETA2], x)
     a2 = cast_like(1.0 - hp[BETA2], x)
@@ -448,22 +450,16 @@ def step_adadelta(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c
     c0 = cast_like(c0, x)
     blowup = cast_like(blowup, x)
     bad = 0
-    if frozen:
-        for j in range(x.shape[1]):
-            xn = x[r, j] - c0 * (_gradient(x, h, g, diag, r, j, decay, wd) / p[r, j])
-            x[r, j] = xn
-            bad += not abs(xn) <= blowup
-    else:
-        for j in range(x.shape[1]):
-            gj = _gradient(x, h, g, diag, r, j, decay, wd)
-            sj = v[r, j] * rho + (a2 * gj) * gj  # torch: square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-            v[r, j] = sj
-            # torch: delta = acc_delta.add(eps).sqrt_(); delta.div_(std).mul_(grad), std = sqrt(s + eps)
-            delta = (math.sqrt(m[r, j] + eps) / math.sqrt(sj + eps)) * gj
-            m[r, j] = m[r, j] * rho + (a2 * delta) * delta
-            xn = x[r, j] - c0 * delta
-            x[r, j] = xn
-            bad += not abs(xn) <= blowup
+    for j in range(x.shape[1]):
+        gj = _gradient(x, h, g, diag, r, j, decay, wd)
+        sj = v[r, j] * rho + (a2 * gj) * gj  # torch: square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        v[r, j] = sj
+        # torch: delta = acc_delta.add(eps).sqrt_(); delta.div_(std).mul_(grad), std = sqrt(s + eps)
+        delta = (math.sqrt(m[r, j] + eps) / math.sqrt(sj + eps)) * gj
+        m[r, j] = m[r, j] * rho + (a2 * delta) * delta
+        xn = x[r, j] - c0 * delta
+        x[r, j] = xn
+        bad += not abs(xn) <= blowup
     return bad
 
 
