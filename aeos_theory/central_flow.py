@@ -196,7 +196,9 @@ class CentralFlow:
         dt_max: the largest outer step, in optimizer steps.
         dt_edge: the largest outer step within 10% of the edge (at most dt_max).
         tol_edge: a step is halved when kappa_1 moved by more than tol_edge c, grown when much less.
-        stop_factor: a stable flow stops once kappa_1 > stop_factor c (its stiffness grows without end).
+        stop_factor: a stable flow stops once kappa_1 rises past stop_factor c (its stiffness grows without
+            end).  One that starts above it (an adaptive P from one gradient, as RMSProp's first v =
+            (1 - beta2) g^2) is followed until it has come below: that stiffness is a transient of the start.
     """
 
     def __init__(self, problem: FlowProblem, rule: FlowRule, *, central: bool = True, max_directions: int = 4,
@@ -222,6 +224,7 @@ class CentralFlow:
         clock = time.perf_counter()
         state = self._start(w0, records, clock)
         status, reason, preferred, last = "completed", "", min(0.5, self.dt_max), None
+        armed = False  # the stable flow's stop rule: kappa_1 has been below stop_factor c
         on_grid = lambda t: abs(t / record_every - round(t / record_every)) < 1e-9  # noqa: E731
         while True:
             final = state.t >= steps - 1e-9
@@ -243,9 +246,12 @@ class CentralFlow:
                 self._record(records, round(state.t), state.t, math.nan if final else dt, step, clock)
             if final:
                 break
-            if not self.central and step.kappa[0] > self.stop_factor * self.rule.constant(state.t + dt):
-                status, reason = "stopped", f"eta S_P passed {self.stop_factor:g} times the threshold"
-                break
+            if not self.central:
+                stiff = step.kappa[0] > self.stop_factor * self.rule.constant(state.t + dt)
+                if stiff and armed:
+                    status, reason = "stopped", f"eta S_P rose past {self.stop_factor:g} times the threshold"
+                    break
+                armed = armed or not stiff
             state = self._advance(state, dt, step)
             preferred = self._next_dt(preferred, step, last, state.t)
             last = step

@@ -250,7 +250,7 @@ class FlowRule:
 class FlowResult:
     """A flow's trajectory: ``records`` (columns :data:`FLOW_COLUMNS`, one row per record step),
     ``status`` ("completed"; "diverged": no oscillation holds the edge or the loss is not finite;
-    "stopped": a stable flow whose eta S_P passed ``stop_factor`` times the threshold), the time ``step``
+    "stopped": a stable flow whose eta S_P rose past ``stop_factor`` times the threshold), the time ``step``
     it ended at and why (``reason``), and the final state ``w``, ``m``, ``nu``."""
 
     optimizer: str

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 from aeos_base import files
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 def _canonical(config: Mapping[str, Any]) -> str:

@@ -57,6 +57,22 @@ def test_gd_on_a_quadratic_beyond_the_edge_cannot_be_held():
     assert sims.simulate("gd", np.array([3.0]), np.ones(1), 1.0, 2000).diverged
 
 
+def test_a_stable_flow_stops_when_its_stiffness_rises_past_10_thresholds_not_when_it_starts_there():
+    """GD's stable flow on the sharpening model (eta 0.05) sharpens without end: it stops at the step where
+    eta S rises past 10 x 2, its last record below that.  RMSProp's first P = sqrt(1 - beta2) |g| on a
+    coordinate with a small gradient gives eta S_P = 100 = 50 x 2 at t = 1, a transient of the start: the
+    flow goes on (eta S_P is back to 1.42 at t = 2) and completes."""
+    gd = sims.central_flow("gd", SharpeningModel(), None, eta=0.05, steps=12000, record_every=100, central=False)
+    assert gd.status == "stopped" and "rose past 10 times the threshold" in gd.reason
+    assert 1000 < gd.step < 3000 and 15 < gd.column("eta_S_P")[-1] < 20
+    rms_flow = sims.central_flow("rmsprop", np.array([1.0, 10.0]), np.array([1.0, 1e-3]), eta=0.01, steps=40,
+                                 record_every=1, central=False, beta2=0.99)
+    eta_sp = rms_flow.column("eta_S_P")
+    assert rms_flow.status == "completed" and rms_flow.step == 40
+    # the first P from one gradient: eta h / P = 0.01 * 10 / (sqrt(0.01) * 10 * 1e-3 + eps), eps = 1e-8
+    assert eta_sp[1] == pytest.approx(0.01 * 10 / (1e-3 + 1e-8), rel=1e-9) and eta_sp[2] < 2
+
+
 def _grad_top_eigenvalue(model: SharpeningModel, theta: np.ndarray, h: float = 1e-6) -> np.ndarray:
     top = lambda th: np.linalg.eigvalsh(model.hessian(th))[-1]  # noqa: E731
     return np.array([(top(theta + h * e) - top(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])

@@ -242,7 +242,7 @@ def _caption_part(panel: Panel, n: dict, config: Mapping[str, Any]) -> str:
     stable = f"the stable flow's {_percent(n['stable_median_relative_error'])}"
     if stopped:
         ends = [fmt(e) for e, st in zip(n["stable_flow_end"], n["stable_flow_status"]) if st != "completed"]
-        stable += (f" (it ran off the edge in {stopped} of {seeds} seeds, eta * S_P above 10 times the threshold at "
+        stable += (f" (it ran off the edge in {stopped} of {seeds} seeds, eta * S_P rose past 10 times the threshold at "
                    f"step {', '.join(ends)}; from there it counts as infinitely far)")
     onsets = ", ".join(fmt(s) if s is not None else "never" for s in n["edge_step"])
     held = (f"its eta * S_P within {_percent(n['central_median_edge_deviation'])} of the threshold (median; largest "
