@@ -245,9 +245,10 @@ def simulate_batch(
     ``dtype``: ``"float64"`` (torch.optim's float64 arithmetic, to the last bit) or ``"float32"``: h, x0,
     P and the state rounded to float32 and every update done in float32 arithmetic, as torch.optim on
     float32 tensors (the scalar coefficients computed in float64, then rounded), to reproduce what torch
-    does in float32, not for speed: on the project's 2-core machine it runs at about 0.7x the speed of
-    float64 (``benchmarks/sims_speed.py`` measures both and the float32 error of the final iterates).  ``x`` is returned in ``dtype``, the loss in float64; in float32 a
-    coordinate above the largest float32 (3.4e38) counts as diverged whatever ``blowup``.
+    does in float32; on the project's 2-core machine it runs at 1.2-1.4x the speed of float64
+    (``benchmarks/sims_speed.py`` measures both and the float32 error of the final iterates).  ``x`` is
+    returned in ``dtype``, the loss in float64; in float32 a coordinate above the largest float32 (3.4e38)
+    counts as diverged whatever ``blowup``.
     """
     code, values, hp = _prepare(optimizer, eta, hyper)
     steps = checks.integer("steps", steps, low=0)

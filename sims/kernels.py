@@ -115,9 +115,9 @@ def batch_kernel(opt: int, low: bool, decay: bool, layout: str) -> Callable:
                         else:
                             bad = step_asgd(opt, frozen, low, decay, xi, hi, g, True, mi, vi, pi, j, eta[item], hp,
                                              c0, c1, c2, blowup)
-                        if bad > 0 and layout != "transposed":
+                        if bad and layout != "transposed":
                             div[0] = start + k + 1
-                        elif bad > 0:
+                        elif bad:
                             for r in range(xi.shape[1]):
                                 if not abs(xi[j, r]) <= blowup:
                                     div[r] = start + k + 1
