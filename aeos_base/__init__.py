@@ -14,7 +14,9 @@ Main entry points:
   strict JSON and CSV, and :func:`~aeos_base.files.exclusive_lock`, one writer per folder;
 * :mod:`aeos_base.command`: how every ``aeos`` subcommand behaves: one-line errors on stderr, documented
   exit codes (0 ok, 1 failed, 2 bad input, 3 diverged, 130 interrupted), SIGTERM handled as Ctrl-C, and
-  :class:`~aeos_base.command.RecordError` for a record that cannot be trusted.
+  :class:`~aeos_base.command.RecordError` for a record that cannot be trusted;
+* :mod:`aeos_base.threads`: :func:`~aeos_base.threads.torch_threads`, torch's thread count fixed for a run
+  (the trainer, the flows and the figures' runner share it; it never imports torch itself).
 
 >>> from aeos_base import checks
 >>> checks.integer("steps", 10, low=0)

@@ -23,18 +23,17 @@ columns are the same): an entry that fails is computed again, and the command sa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import inspect
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from aeos_base import files
+from aeos_base.threads import torch_threads
 
 #: Bump to invalidate every cached result (after a change to what a run computes).
 CACHE_VERSION = 4
@@ -187,21 +186,6 @@ def _span(steps: list) -> str:
 RUN_THREADS = 1
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``threads`` inside the block (when the run's module imported torch)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def execute(run: Run, root: str) -> tuple[str, dict]:
     """Compute ``run`` into its folder under ``root`` and store the result; returns (key, result).
 
@@ -215,7 +199,7 @@ def execute(run: Run, root: str) -> tuple[str, dict]:
         if "run_dir" in inspect.signature(function).parameters:
             kwargs["run_dir"] = folder
         start, cpu = time.perf_counter(), time.process_time()
-        with _torch_threads(RUN_THREADS):
+        with torch_threads(RUN_THREADS):
             result = dict(function(**kwargs))
         # wall and CPU seconds of this process (all its threads): for the gallery and the --dry-run estimates
         result.update(_key=run.key, _seconds=round(time.perf_counter() - start, 3),

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from aeos_base.threads import torch_threads
 from aeos_theory import get_optimizer
 from aeos_theory.flow_rules import edge_onset, rms
 
@@ -46,7 +47,7 @@ def discrete_every_step(config: Mapping[str, Any]) -> dict[str, Any]:
     from ..training.config import TrainConfig
     from ..training.optim import make_optimizer
     from ..training.schedules import build_scheduler
-    from ..training.train import full_batch_pass, materials, torch_threads
+    from ..training.train import full_batch_pass, materials
 
     config = TrainConfig.from_dict(dict(config)).validate()
     if config.batch_size is not None:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from aeos_base import checks
+from aeos_base.threads import torch_threads
 from aeos_theory.central_flow import FlowResult, central_flow_of
 
 from ..curvature.door import check_measurement_inputs
@@ -190,7 +191,7 @@ def flow_of_run(config: Any, *, central: bool = True, dtype: str = "float64", to
     the run's grid (every ``measure_every`` steps), on the run's torch thread count, so the flow and the
     run compare row by row.  Raises ValueError for a minibatch run."""
     from ..training.config import TrainConfig
-    from ..training.train import materials, torch_threads
+    from ..training.train import materials
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     config.validate()

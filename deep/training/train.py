@@ -43,13 +43,14 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from aeos_base.command import RecordError
 from aeos_base.progress import progress as progress_reporter
+from aeos_base.threads import torch_threads
 from aeos_theory import threshold_constant
 from aeos_theory.optimizers import get_optimizer
 
@@ -346,18 +347,6 @@ class Trainer:
 #: at most :data:`BATCH_TOL` (:func:`deep.measure.batch.batch_sharpness_forms`).
 BATCH_SAMPLES = 64
 BATCH_TOL = 0.05
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``threads`` inside the block and restored after: a run's numbers
-    are the same whatever the machine or ``--jobs`` (reductions round differently on other thread counts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def full_batch_pass(model: torch.nn.Module, loss_fn, chunks: list, data: Dataset, backward: bool,
