@@ -16,10 +16,9 @@ from numba import prange
 
 from sims.jit_cache import njit
 from sims.updates import (ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, BETA, BETA1, EPS, GD, HEAVY_BALL, NADAM, NESTEROV,
-                          RADAM, RMSPROP, apply_update, branch_flags, preconditioner, run_scalars, step_adadelta,
-                          step_adagrad, step_adam, step_adamax, step_asgd, step_gd, step_momentum, step_nadam,
-                          step_radam, step_rmsprop, time_scalars)
-
+                          RADAM, RMSPROP, apply_update, branch_flags, keep_for_preconditioner, preconditioner,
+                          run_scalars, step_adadelta, step_adagrad, step_adam, step_adamax, step_asgd, step_gd,
+                          step_momentum, step_nadam, step_radam, step_rmsprop, time_scalars)
 
 #: Steps per block of the batch drivers: the t-only coefficients of a block are tabulated once (serially,
 #: ``STEP_BLOCK`` x 5 doubles), then every run takes the block's steps in turn, its state in cache.
@@ -158,15 +157,13 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
     sees (0 otherwise).  Records at t = 0, k, 2k, ... (k = ``record_every``) the loss,
     lambda_max(P^-1/2 (H + shift I) P^-1/2) with the P of the step just taken (NaN at t = 0 for adaptive
     methods, which have no P yet) and, if ``rec_x`` has rows, the iterate.  Returns (number of records,
-    divergence step or -1).  Adadelta's P holds its accumulated update from before the step, so that buffer
-    is copied before each step (its runs only).
+    divergence step or -1).
     """
     d = x.shape[1]
     x0 = x[0]
     g = np.empty(d)
     P = np.ones(d)
-    keep_before = opt == ADADELTA and not frozen
-    m_before = np.empty_like(m) if keep_before else m
+    m_before = np.empty_like(m)  # m as the step found it, for the P of optimizers that need it
     work = np.empty((d, d)) if dense else np.empty((1, 1))
     adaptive_no_p = adaptive and not frozen
     low, decay = branch_flags(hp)
@@ -178,8 +175,7 @@ def run_single(opt, adaptive, frozen, H, dense, shift, x, m, v, p, eta, hp, step
         if t > 0:
             a, b, c, dd, e, mu_prod = time_scalars(opt, frozen, t, hp, mu_prod)
             c0, c1, c2 = run_scalars(opt, frozen, eta, a, b, c, dd, e)
-            if keep_before:
-                m_before[:, :] = m
+            keep_for_preconditioner(opt, frozen, m, m_before)
             if apply_update(opt, frozen, low, decay, x, H, g, not dense, m, v, p, 0, eta, hp, c0, c1, c2, blowup):
                 return n_rec, t
         if dense:

@@ -34,7 +34,8 @@ import numpy as np
 from aeos_base import checks
 from aeos_theory.optimizers import get_optimizer
 from sims.jit_cache import njit
-from sims.updates import ADADELTA, EPS, apply_update, branch_flags, preconditioner, run_scalars, time_scalars
+from sims.updates import (EPS, apply_update, branch_flags, keep_for_preconditioner, preconditioner, run_scalars,
+                          time_scalars)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,8 +127,7 @@ def run_model(opt, adaptive, shift, theta, m, v, eta, hp, kappa, y, c, w_star, s
     H = np.empty((d, d))
     M = np.empty((d, d))
     dummy = np.ones((1, 1))
-    keep_before = opt == ADADELTA  # its P holds the accumulated update from before the step
-    m_before = np.empty_like(m) if keep_before else m
+    m_before = np.empty_like(m)  # m as the step found it, for the P of optimizers that need it
     low, decay = branch_flags(hp)
     mu_prod = 1.0
     c1 = 0.0
@@ -138,8 +138,7 @@ def run_model(opt, adaptive, shift, theta, m, v, eta, hp, kappa, y, c, w_star, s
             a, b, cc, dd, e, mu_prod = time_scalars(opt, False, t, hp, mu_prod)
             c0, c1, c2 = run_scalars(opt, False, eta, a, b, cc, dd, e)
             _gradient(th, kappa, y, c, w_star, g)
-            if keep_before:
-                m_before[:, :] = m
+            keep_for_preconditioner(opt, False, m, m_before)
             if apply_update(opt, False, low, decay, theta, dummy, g, False, m, v, dummy, 0, eta, hp, c0, c1, c2,
                             blowup):
                 return n_rec, t

@@ -589,6 +589,14 @@ def apply_update(opt, frozen, low, decay, x, h, g, diag, m, v, p, r, eta, hp, c0
     return bad
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def keep_for_preconditioner(opt, frozen, m, before):
+    """Before a step: copy the first buffer ``m`` into ``before`` when :func:`preconditioner` will need it as
+    the step found it (adadelta, whose P holds its accumulated update a_{t-1}); nothing otherwise."""
+    if opt == ADADELTA and not frozen:
+        before[:, :] = m
+
+
 @njit(cache=True, error_model="numpy")
 def preconditioner(opt, frozen, v, p, before, r, c1, c2, eps, out):
     """Write the P of row r's step just taken into ``out`` (1 for non-adaptive methods, ``p`` if frozen).
