@@ -40,7 +40,7 @@ check-figures: $(STAMP)
 	$(PY) -m paper_figures --check $(ARGS)
 
 # Two pytest-xdist workers (CI has 2 cores), each taking whole files so that a module's fixtures are computed
-# once: the suite took 592 s in one process and 394-416 s in two on a clean clone. ARGS='-n 0' runs it in one
+# once: the suite took 592 s in one process and 394-481 s in two on a clean clone. ARGS='-n 0' runs it in one
 # process (for -s or --pdb); a later -n in ARGS overrides this one.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
